@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/faithif/faithif/faithif"
+)
+
+// readyFDEnv names the file descriptor on which a background instance tells
+// the command that started it that it is ready.
+const readyFDEnv = "FAITHIF_READY_FD"
+
+// daemonize runs `faithif create ARGS -f` in a new session with its log in
+// the run directory, and returns once that instance is ready, or with its
+// error if it failed to start.
+func daemonize(args []string, stdout, stderr io.Writer) error {
+	name, _ := parseNameOnly(args)
+	runDir := faithif.RunDirFromEnv()
+	if err := os.MkdirAll(string(runDir), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", name, err)
+	}
+	logPath := filepath.Join(string(runDir), name+".log")
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("create %s: log file: %w", name, err)
+	}
+	defer logFile.Close()
+	start, _ := logFile.Seek(0, io.SeekEnd)
+
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("create %s: %w", name, err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("create %s: %w", name, err)
+	}
+	defer r.Close()
+	cmd := exec.Command(self, append(append([]string{"create"}, args...), "--foreground")...)
+	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return fmt.Errorf("create %s: start: %w", name, err)
+	}
+
+	readyCh := make(chan bool, 1)
+	go func() {
+		line, _ := bufio.NewReader(r).ReadString('\n')
+		readyCh <- strings.TrimSpace(line) == "ready"
+	}()
+	select {
+	case ok := <-readyCh:
+		if ok {
+			fmt.Fprintf(stdout, "%s created (pid %d, log %s)\n", name, cmd.Process.Pid, logPath)
+			cmd.Process.Release()
+			return nil
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+	}
+	cmd.Wait()
+	return fmt.Errorf("%s", startupError(logPath, start, name))
+}
+
+// startupError returns what a failed background instance wrote to its log.
+func startupError(logPath string, from int64, name string) string {
+	f, err := os.Open(logPath)
+	if err != nil {
+		return fmt.Sprintf("create %s: the background instance failed to start", name)
+	}
+	defer f.Close()
+	f.Seek(from, io.SeekStart)
+	b, _ := io.ReadAll(io.LimitReader(f, 64<<10))
+	msg := strings.TrimSpace(string(b))
+	msg = strings.TrimPrefix(msg, "faithif: ")
+	if msg == "" {
+		return fmt.Sprintf("create %s: the background instance failed to start (see %s)", name, logPath)
+	}
+	return msg
+}
+
+func parseNameOnly(args []string) (string, error) {
+	for _, a := range args {
+		if faithif.ValidateName(a) == nil {
+			return a, nil
+		}
+	}
+	return "", errors.New("no name")
+}
+
+// notifyReady tells the command that started this instance in the
+// background, if any, that it is ready.
+func notifyReady() {
+	if os.Getenv(readyFDEnv) != "3" {
+		return
+	}
+	f := os.NewFile(3, "ready")
+	f.WriteString("ready\n")
+	f.Close()
+	os.Unsetenv(readyFDEnv)
+}

@@ -1,0 +1,112 @@
+// Package faithif is the emulated faith(4) interface itself: it creates and
+// removes the TUN device, sets its MTU and link state through netlink, holds
+// the global net.inet6.ip6.keepfaith switch, and owns the control socket
+// through which the faithif command talks to a running instance. It knows
+// nothing of TCP.
+package faithif
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// DefaultMTU is faith(4)'s MTU.
+const DefaultMTU = 1500
+
+// MinMTU and MaxMTU bound the MTU an interface may have: IPv6's minimum and
+// the largest IPv6 packet without a jumbogram.
+const (
+	MinMTU = 1280
+	MaxMTU = 65535
+)
+
+// tunPath is the TUN clone device.
+const tunPath = "/dev/net/tun"
+
+var nameRE = regexp.MustCompile(`^faith(0|[1-9][0-9]*)$`)
+
+// ValidateName checks that name is faith<N> and fits in an interface name.
+func ValidateName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("interface name %q: must be faith<N>, e.g. faith0", name)
+	}
+	if len(name) > syscall.IFNAMSIZ-1 {
+		return fmt.Errorf("interface name %q: longer than %d characters", name, syscall.IFNAMSIZ-1)
+	}
+	return nil
+}
+
+// ValidateMTU checks an interface MTU.
+func ValidateMTU(mtu int) error {
+	if mtu < MinMTU || mtu > MaxMTU {
+		return fmt.Errorf("mtu %d: must be between %d (IPv6 minimum) and %d", mtu, MinMTU, MaxMTU)
+	}
+	return nil
+}
+
+// Interface is one emulated faith interface: a TUN device that is up.
+type Interface struct {
+	name string
+	mtu  int
+	dev  tun.Device
+}
+
+// Create makes the TUN device name with the given MTU and brings it up, as
+// `ifconfig faithN create up` does. On error nothing is left behind.
+func Create(name string, mtu int) (*Interface, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	if err := ValidateMTU(mtu); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(tunPath); err != nil {
+		return nil, fmt.Errorf("create %s: %s is missing (load the tun module or, in a container, pass the device): %w", name, tunPath, err)
+	}
+	if l, err := netlink.LinkByName(name); err == nil {
+		return nil, fmt.Errorf("create %s: interface already exists (type %s, index %d)", name, l.Type(), l.Attrs().Index)
+	} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
+		return nil, fmt.Errorf("create %s: look up existing links: %w", name, err)
+	}
+	dev, err := tun.CreateTUN(name, mtu)
+	if err != nil {
+		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
+			return nil, fmt.Errorf("create %s: %w (faithif needs root or CAP_NET_ADMIN and access to %s)", name, err, tunPath)
+		}
+		return nil, fmt.Errorf("create %s: %w", name, err)
+	}
+	i := &Interface{name: name, mtu: mtu, dev: dev}
+	link, err := netlink.LinkByName(name)
+	if err == nil {
+		err = netlink.LinkSetUp(link)
+	}
+	if err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("create %s: set link up: %w", name, err)
+	}
+	return i, nil
+}
+
+// Name returns the interface's name.
+func (i *Interface) Name() string { return i.name }
+
+// MTU returns the interface's MTU.
+func (i *Interface) MTU() int { return i.mtu }
+
+// Device returns the TUN device, for the stack to read and write.
+func (i *Interface) Device() tun.Device { return i.dev }
+
+// Close removes the interface (a TUN device that is not persistent goes
+// away when its last file descriptor closes).
+func (i *Interface) Close() error {
+	if err := i.dev.Close(); err != nil {
+		return fmt.Errorf("destroy %s: %w", i.name, err)
+	}
+	return nil
+}

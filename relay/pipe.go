@@ -1,0 +1,176 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Conn is one side of a relayed flow: the captured IPv6 connection or the
+// IPv4 connection dialled for it.
+//
+// Read reports the peer's FIN as io.EOF and the peer's RST as an error that
+// matches syscall.ECONNRESET with errors.Is. CloseWrite sends a FIN and keeps
+// the read direction open. Abort sends a RST and releases the connection;
+// Close releases it after an orderly shutdown. Abort and Close may be called
+// while a Read or Write is blocked, and either may be called more than once.
+type Conn interface {
+	Read(p []byte) (int, error)
+	Write(p []byte) (int, error)
+	CloseWrite() error
+	Close() error
+	Abort() error
+}
+
+// End says how a relayed flow ended.
+type End string
+
+// The ways a flow ends.
+const (
+	EndClosed      End = "closed"          // both sides sent FIN
+	EndClientReset End = "reset-by-client" // the IPv6 client reset (or failed)
+	EndServerReset End = "reset-by-server" // the IPv4 server reset (or failed)
+	EndIdleTimeout End = "idle-timeout"    // nothing moved either way for the idle timeout
+	EndShutdown    End = "shutdown"        // faithif stopped
+)
+
+// bufferSize is the size of a copy buffer; one is held per direction while a
+// flow is copying.
+const bufferSize = 64 << 10
+
+// bufferPool holds the copy buffers, shared by all flows.
+var bufferPool = sync.Pool{New: func() any { b := make([]byte, bufferSize); return &b }}
+
+// PipeStats receives live byte counts while a flow runs. Either field may be
+// nil.
+type PipeStats struct {
+	ClientToServer *atomic.Uint64
+	ServerToClient *atomic.Uint64
+}
+
+// PipeResult is what Pipe reports when a flow is over.
+type PipeResult struct {
+	ClientToServer uint64 // bytes
+	ServerToClient uint64 // bytes
+	End            End
+	Err            error // the error that ended the flow, nil for EndClosed
+}
+
+// pipe is the state of one flow being copied.
+type pipe struct {
+	client, server Conn
+	stats          PipeStats
+	c2s, s2c       atomic.Uint64
+	lastActive     atomic.Int64 // monotonic nanoseconds since start
+	start          time.Time
+
+	once sync.Once
+	end  End
+	err  error
+}
+
+// Pipe copies between client and server until both directions are finished,
+// either side resets, the flow is idle in both directions for idle (zero:
+// never), or ctx is cancelled. A FIN from one side becomes CloseWrite on the
+// other while the other direction keeps flowing; a RST or error on one side
+// becomes Abort (RST) on the other. Pipe closes both connections before it
+// returns.
+func Pipe(ctx context.Context, client, server Conn, idle time.Duration, stats PipeStats) PipeResult {
+	p := &pipe{client: client, server: server, stats: stats, start: time.Now()}
+
+	stop := context.AfterFunc(ctx, func() { p.fail(EndShutdown, ctx.Err()) })
+	defer stop()
+	if idle > 0 {
+		t := p.startIdleTimer(idle)
+		defer t.Stop()
+	}
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.copy(server, client, &p.c2s, p.stats.ClientToServer, EndClientReset, EndServerReset)
+	}()
+	p.copy(client, server, &p.s2c, p.stats.ServerToClient, EndServerReset, EndClientReset)
+	wg.Wait()
+
+	p.once.Do(func() {
+		p.end = EndClosed
+		p.client.Close()
+		p.server.Close()
+	})
+	return PipeResult{ClientToServer: p.c2s.Load(), ServerToClient: p.s2c.Load(), End: p.end, Err: p.err}
+}
+
+// copy moves bytes from src to dst. srcEnd and dstEnd name the end of the
+// flow when src or dst fails.
+func (p *pipe) copy(dst, src Conn, n *atomic.Uint64, live *atomic.Uint64, srcEnd, dstEnd End) {
+	bp := bufferPool.Get().(*[]byte)
+	defer bufferPool.Put(bp)
+	buf := *bp
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			p.lastActive.Store(int64(time.Since(p.start)))
+			nw, werr := dst.Write(buf[:nr])
+			n.Add(uint64(nw))
+			if live != nil {
+				live.Add(uint64(nw))
+			}
+			if werr != nil {
+				p.fail(dstEnd, werr)
+				return
+			}
+		}
+		switch {
+		case rerr == nil:
+		case errors.Is(rerr, io.EOF):
+			// Half-close: pass the FIN on, keep the other direction.
+			if err := dst.CloseWrite(); err != nil {
+				p.fail(dstEnd, err)
+			}
+			return
+		default:
+			p.fail(srcEnd, rerr)
+			return
+		}
+	}
+}
+
+// fail ends the flow abnormally, once: both sides are reset so that each
+// peer learns the flow is gone, which unblocks the other copy direction.
+func (p *pipe) fail(end End, err error) {
+	p.once.Do(func() {
+		p.end, p.err = end, err
+		p.client.Abort()
+		p.server.Abort()
+	})
+}
+
+// startIdleTimer arms a timer that fails the flow once nothing has moved in
+// either direction for idle. It re-arms itself for the remaining time instead
+// of being reset on every read.
+func (p *pipe) startIdleTimer(idle time.Duration) *time.Timer {
+	var t *time.Timer
+	t = time.AfterFunc(time.Duration(1<<62), func() {
+		quiet := time.Since(p.start) - time.Duration(p.lastActive.Load())
+		if quiet >= idle {
+			p.fail(EndIdleTimeout, errIdle)
+			return
+		}
+		t.Reset(max(idle-quiet, 10*time.Millisecond))
+	})
+	t.Reset(idle) // after t is assigned, so the callback always sees it
+	return t
+}
+
+var errIdle = errors.New("idle timeout")
+
+// IsReset reports whether err is a connection reset.
+func IsReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET)
+}

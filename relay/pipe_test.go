@@ -1,0 +1,154 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (dialed, accepted *net.TCPConn) {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d, err := net.DialTCP("tcp4", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close(); a.Close() })
+	return d, a
+}
+
+// relayed sets up client <-> [pipe] <-> server over loopback and returns the
+// outer ends and a channel with Pipe's result.
+func relayed(t *testing.T, ctx context.Context, idle time.Duration) (client, server *net.TCPConn, done <-chan PipeResult) {
+	t.Helper()
+	client, relayClientSide := tcpPair(t)
+	relayServerSide, server := tcpPair(t)
+	ch := make(chan PipeResult, 1)
+	go func() {
+		ch <- Pipe(ctx, KernelConn{relayClientSide}, KernelConn{relayServerSide}, idle, PipeStats{})
+	}()
+	return client, server, ch
+}
+
+func result(t *testing.T, done <-chan PipeResult) PipeResult {
+	t.Helper()
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("Pipe did not return")
+		return PipeResult{}
+	}
+}
+
+func TestPipeHalfCloseKeepsOtherDirection(t *testing.T) {
+	client, server, done := relayed(t, context.Background(), 0)
+
+	request := []byte("request, then FIN")
+	client.Write(request)
+	client.CloseWrite()
+
+	got, err := io.ReadAll(server) // must see EOF: the FIN was relayed
+	if err != nil || !bytes.Equal(got, request) {
+		t.Fatalf("server read %q, %v; want %q, EOF", got, err, request)
+	}
+	// The other direction still flows after the client's half-close.
+	reply := bytes.Repeat([]byte("reply "), 100000)
+	go func() { server.Write(reply); server.CloseWrite() }()
+	got, err = io.ReadAll(client)
+	if err != nil || !bytes.Equal(got, reply) {
+		t.Fatalf("client read %d bytes, %v; want %d bytes and EOF", len(got), err, len(reply))
+	}
+	r := result(t, done)
+	if r.End != EndClosed || r.ClientToServer != uint64(len(request)) || r.ServerToClient != uint64(len(reply)) {
+		t.Fatalf("result = %+v; want closed, %d/%d bytes", r, len(request), len(reply))
+	}
+}
+
+func TestPipeServerResetReachesClient(t *testing.T) {
+	client, server, done := relayed(t, context.Background(), 0)
+	client.Write([]byte("hello"))
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(server, buf); err != nil {
+		t.Fatal(err)
+	}
+	server.SetLinger(0)
+	server.Close() // RST
+
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := client.Read(buf)
+	if !IsReset(err) {
+		t.Fatalf("client read error = %v; want ECONNRESET", err)
+	}
+	if r := result(t, done); r.End != EndServerReset {
+		t.Fatalf("end = %s; want %s", r.End, EndServerReset)
+	}
+}
+
+func TestPipeClientResetReachesServer(t *testing.T) {
+	client, server, done := relayed(t, context.Background(), 0)
+	client.Write([]byte("x"))
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(server, buf); err != nil {
+		t.Fatal(err)
+	}
+	client.SetLinger(0)
+	client.Close()
+
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := server.Read(buf)
+	if !IsReset(err) {
+		t.Fatalf("server read error = %v; want ECONNRESET", err)
+	}
+	if r := result(t, done); r.End != EndClientReset {
+		t.Fatalf("end = %s; want %s", r.End, EndClientReset)
+	}
+}
+
+func TestPipeIdleTimeoutResetsBoth(t *testing.T) {
+	client, server, done := relayed(t, context.Background(), 300*time.Millisecond)
+	// Activity keeps the flow alive past the timeout.
+	for i := 0; i < 4; i++ {
+		client.Write([]byte("k"))
+		io.ReadFull(server, make([]byte, 1))
+		time.Sleep(150 * time.Millisecond)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("flow ended while active: %+v", r)
+	default:
+	}
+	r := result(t, done)
+	if r.End != EndIdleTimeout {
+		t.Fatalf("end = %s; want %s", r.End, EndIdleTimeout)
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); !IsReset(err) {
+		t.Fatalf("client read after idle timeout = %v; want ECONNRESET", err)
+	}
+}
+
+func TestPipeShutdownOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	client, _, done := relayed(t, ctx, 0)
+	cancel()
+	if r := result(t, done); r.End != EndShutdown {
+		t.Fatalf("end = %s; want %s", r.End, EndShutdown)
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); !IsReset(err) {
+		t.Fatalf("client read after shutdown = %v; want ECONNRESET", err)
+	}
+}

@@ -1,0 +1,158 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultIdleTimeout is faithd's: a flow idle both ways for 30 minutes
+	// is closed.
+	DefaultIdleTimeout = 1800 * time.Second
+	// DefaultDialTimeout is well inside a Linux client's SYN retry budget
+	// (about 127 s with tcp_syn_retries=6).
+	DefaultDialTimeout = 20 * time.Second
+)
+
+// Refusal says how a refused flow is answered to the IPv6 client.
+type Refusal int
+
+// The ways to refuse a flow.
+const (
+	// RefuseReset answers with a TCP RST (the client sees ECONNREFUSED).
+	RefuseReset Refusal = iota
+)
+
+// Request is a captured IPv6 flow waiting for the relay's decision. Exactly
+// one of Accept and Refuse is called.
+type Request interface {
+	// Client is the IPv6 client's address and port.
+	Client() netip.AddrPort
+	// Dest is the FAITH address and port the client connected to.
+	Dest() netip.AddrPort
+	// Accept completes the client's handshake.
+	Accept() (Conn, error)
+	// Refuse answers the client's SYN with an error.
+	Refuse(Refusal)
+}
+
+// Stats counts the relay's flows and bytes. All fields are safe for
+// concurrent use.
+type Stats struct {
+	FlowsOpen     atomic.Int64
+	FlowsTotal    atomic.Uint64 // every captured SYN that reached a decision
+	FlowsAccepted atomic.Uint64
+	FlowsRefused  atomic.Uint64 // the IPv4 dial failed
+	FlowsDenied   atomic.Uint64 // the destination may not be relayed
+	BytesIn       atomic.Uint64 // client to server
+	BytesOut      atomic.Uint64 // server to client
+}
+
+// Config configures a Relay.
+type Config struct {
+	Mapper      *Mapper
+	DialTimeout time.Duration // zero: DefaultDialTimeout
+	IdleTimeout time.Duration // zero: DefaultIdleTimeout; negative: never
+	Logger      *slog.Logger  // nil: slog.Default()
+}
+
+// Relay decides captured flows and carries the accepted ones to IPv4.
+type Relay struct {
+	cfg    Config
+	dialer net.Dialer
+	stats  Stats
+}
+
+// New returns a Relay.
+func New(cfg Config) *Relay {
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Relay{cfg: cfg, dialer: net.Dialer{Timeout: cfg.DialTimeout}}
+}
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() *Stats { return &r.stats }
+
+// Handle decides one flow and, if it is accepted, relays it until it ends
+// or ctx is cancelled. The IPv4 connection is made before the client's
+// handshake completes, so a client never sees a connection that then closes:
+// it sees the IPv4 side's answer.
+func (r *Relay) Handle(ctx context.Context, req Request) {
+	start := time.Now()
+	client, dst6 := req.Client(), req.Dest()
+	log := r.cfg.Logger.With("client", client.String(), "dst6", dst6.String())
+	r.stats.FlowsTotal.Add(1)
+
+	dst4, err := r.cfg.Mapper.Map(dst6.Addr())
+	if err != nil {
+		r.stats.FlowsDenied.Add(1)
+		req.Refuse(RefuseReset)
+		log.Info("flow refused", "reason", "denied", "error", err.Error())
+		return
+	}
+	to := netip.AddrPortFrom(dst4, dst6.Port())
+	log = log.With("dst4", to.String())
+
+	nc, err := r.dialer.DialContext(ctx, "tcp4", to.String())
+	if err != nil {
+		r.stats.FlowsRefused.Add(1)
+		req.Refuse(RefuseReset)
+		log.Info("flow refused", "reason", dialFailure(err), "error", err.Error(), "dial_ms", time.Since(start).Milliseconds())
+		return
+	}
+	server := KernelConn{nc.(*net.TCPConn)}
+	c, err := req.Accept()
+	if err != nil {
+		server.Abort()
+		r.stats.FlowsRefused.Add(1)
+		log.Info("flow refused", "reason", "client-gone", "error", err.Error())
+		return
+	}
+	r.stats.FlowsAccepted.Add(1)
+	r.stats.FlowsOpen.Add(1)
+	log.Info("flow accepted", "src4", nc.LocalAddr().String(), "dial_ms", time.Since(start).Milliseconds())
+
+	res := Pipe(ctx, c, server, r.cfg.IdleTimeout, PipeStats{ClientToServer: &r.stats.BytesIn, ServerToClient: &r.stats.BytesOut})
+	r.stats.FlowsOpen.Add(-1)
+	attrs := []any{"bytes_in", res.ClientToServer, "bytes_out", res.ServerToClient,
+		"duration", time.Since(start).Round(time.Millisecond).String(), "end", string(res.End)}
+	if res.Err != nil {
+		attrs = append(attrs, "error", res.Err.Error())
+	}
+	log.Info("flow finished", attrs...)
+}
+
+// dialFailure names why an IPv4 dial failed, for logs.
+func dialFailure(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection-refused"
+	case errors.Is(err, syscall.EHOSTUNREACH):
+		return "host-unreachable"
+	case errors.Is(err, syscall.ENETUNREACH):
+		return "network-unreachable"
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return "prohibited"
+	case errors.Is(err, context.Canceled):
+		return "shutdown"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	default:
+		return "error"
+	}
+}

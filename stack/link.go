@@ -1,0 +1,297 @@
+// Package stack is faithif's gVisor half: the link endpoint between a TUN
+// device and a gVisor netstack, the NIC that accepts every destination, the
+// TCP forwarder that turns each captured SYN into a Request, and the Conn that
+// carries an accepted flow. It knows nothing of IPv4 sockets or rules.
+package stack
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// DiscardReason says why an inbound packet was not handed to gVisor.
+type DiscardReason int
+
+// The reasons a packet is discarded, in the order Counters reports them.
+const (
+	DiscardKeepFaith DiscardReason = iota // net.inet6.ip6.keepfaith is 0
+	DiscardMalformed                      // too short, bad length, not parseable
+	DiscardNotIPv6                        // IPv4 or another version
+	DiscardNotTCP                         // UDP, extension headers, anything but TCP and ICMPv6
+	DiscardICMPv6                         // an ICMPv6 message other than DU, PTB, TE
+	DiscardBadSource                      // unspecified, loopback, multicast or IPv4-mapped source
+	numDiscardReasons
+)
+
+var discardNames = [numDiscardReasons]string{"keepfaith", "malformed", "not_ipv6", "not_tcp", "icmpv6_other", "bad_source"}
+
+// String returns the reason's name as used in status output.
+func (r DiscardReason) String() string { return discardNames[r] }
+
+// LinkStats counts packets crossing the link endpoint. All fields are safe
+// for concurrent use.
+type LinkStats struct {
+	PacketsIn  atomic.Uint64
+	PacketsOut atomic.Uint64
+	Discarded  [numDiscardReasons]atomic.Uint64
+}
+
+// DiscardedByReason returns the discard counters by reason name.
+func (s *LinkStats) DiscardedByReason() map[string]uint64 {
+	m := make(map[string]uint64, numDiscardReasons)
+	for i := range s.Discarded {
+		m[DiscardReason(i).String()] = s.Discarded[i].Load()
+	}
+	return m
+}
+
+// writeOffset is the headroom left in front of each outbound packet for the
+// TUN's virtio-net header.
+const writeOffset = 16
+
+// LinkEndpoint connects a TUN device to a gVisor NIC: it reads packet
+// batches from the device, filters them as faith(4) does, and delivers them
+// to gVisor; it writes gVisor's outbound packets to the device. It implements
+// gVisor's stack.LinkEndpoint.
+type LinkEndpoint struct {
+	dev     tun.Device
+	mtu     atomic.Uint32
+	capture atomic.Bool // net.inet6.ip6.keepfaith
+	stats   LinkStats
+
+	// synHook, if set, sees every inbound SYN (without ACK) before gVisor.
+	synHook func(stack.TransportEndpointID)
+
+	dispatcher atomic.Pointer[stack.NetworkDispatcher]
+	done       chan struct{}
+	closeOnce  sync.Once
+
+	writeMu  sync.Mutex
+	writeBuf [][]byte // one buffer with room for a coalesced 64 KiB packet
+}
+
+var _ stack.LinkEndpoint = (*LinkEndpoint)(nil)
+
+// NewLinkEndpoint returns a LinkEndpoint for dev with the given MTU.
+func NewLinkEndpoint(dev tun.Device, mtu int) *LinkEndpoint {
+	e := &LinkEndpoint{
+		dev:      dev,
+		done:     make(chan struct{}),
+		writeBuf: [][]byte{make([]byte, writeOffset+65535)},
+	}
+	e.mtu.Store(uint32(mtu))
+	return e
+}
+
+// SetCapture turns capturing on or off (net.inet6.ip6.keepfaith). While off,
+// every inbound packet is discarded and counted.
+func (e *LinkEndpoint) SetCapture(on bool) { e.capture.Store(on) }
+
+// Capture reports whether packets are being captured.
+func (e *LinkEndpoint) Capture() bool { return e.capture.Load() }
+
+// Stats returns the endpoint's counters.
+func (e *LinkEndpoint) Stats() *LinkStats { return &e.stats }
+
+// ReadLoop reads packets from the device and delivers them until the device
+// fails or is closed. ready, if not nil, is called once before the first
+// read. A closed device ends the loop with a nil error.
+func (e *LinkEndpoint) ReadLoop(ready func()) error {
+	batch := e.dev.BatchSize()
+	bufs := make([][]byte, batch)
+	sizes := make([]int, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 65535)
+	}
+	if ready != nil {
+		ready()
+	}
+	for {
+		n, err := e.dev.Read(bufs, sizes, 0)
+		for i := 0; i < n; i++ {
+			e.deliver(bufs[i][:sizes[i]])
+		}
+		if err != nil {
+			if errors.Is(err, tun.ErrTooManySegments) {
+				e.stats.Discarded[DiscardMalformed].Add(1)
+				continue
+			}
+			if errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			select {
+			case <-e.done:
+				return nil
+			default:
+			}
+			return fmt.Errorf("read from TUN: %w", err)
+		}
+	}
+}
+
+// deliver filters one inbound packet and hands it to gVisor.
+func (e *LinkEndpoint) deliver(b []byte) {
+	e.stats.PacketsIn.Add(1)
+	if !e.capture.Load() {
+		e.stats.Discarded[DiscardKeepFaith].Add(1)
+		return
+	}
+	reason, ok := e.classify(b)
+	if !ok {
+		e.stats.Discarded[reason].Add(1)
+		return
+	}
+	d := e.dispatcher.Load()
+	if d == nil {
+		return
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	(*d).DeliverNetworkPacket(header.IPv6ProtocolNumber, pkt)
+	pkt.DecRef()
+}
+
+// classify decides whether b is something faith(4) captures: an IPv6 TCP
+// segment, or an ICMPv6 Destination Unreachable, Packet Too Big or Time
+// Exceeded error. It also shows SYNs to the synHook.
+func (e *LinkEndpoint) classify(b []byte) (DiscardReason, bool) {
+	if len(b) < 1 {
+		return DiscardMalformed, false
+	}
+	if b[0]>>4 != 6 {
+		return DiscardNotIPv6, false
+	}
+	if len(b) < header.IPv6MinimumSize {
+		return DiscardMalformed, false
+	}
+	ip := header.IPv6(b)
+	payload := int(ip.PayloadLength())
+	if header.IPv6MinimumSize+payload > len(b) {
+		return DiscardMalformed, false
+	}
+	src := ip.SourceAddress()
+	if src == header.IPv6Any || src == header.IPv6Loopback || header.IsV6MulticastAddress(src) || isV4Mapped(src) {
+		return DiscardBadSource, false
+	}
+	l4 := b[header.IPv6MinimumSize : header.IPv6MinimumSize+payload]
+	switch tcpip.TransportProtocolNumber(ip.NextHeader()) {
+	case header.TCPProtocolNumber:
+		if len(l4) < header.TCPMinimumSize {
+			return DiscardMalformed, false
+		}
+		tcp := header.TCP(l4)
+		if e.synHook != nil && tcp.Flags()&(header.TCPFlagSyn|header.TCPFlagAck) == header.TCPFlagSyn {
+			e.synHook(stack.TransportEndpointID{
+				LocalPort:     tcp.DestinationPort(),
+				LocalAddress:  ip.DestinationAddress(),
+				RemotePort:    tcp.SourcePort(),
+				RemoteAddress: src,
+			})
+		}
+		return 0, true
+	case header.ICMPv6ProtocolNumber:
+		if len(l4) < header.ICMPv6MinimumSize {
+			return DiscardMalformed, false
+		}
+		switch header.ICMPv6(l4).Type() {
+		case header.ICMPv6DstUnreachable, header.ICMPv6PacketTooBig, header.ICMPv6TimeExceeded:
+			return 0, true
+		}
+		return DiscardICMPv6, false
+	default:
+		return DiscardNotTCP, false
+	}
+}
+
+func isV4Mapped(a tcpip.Address) bool {
+	b := a.As16()
+	return b == [16]byte{10: 0xff, 11: 0xff, 12: b[12], 13: b[13], 14: b[14], 15: b[15]}
+}
+
+// WritePackets writes gVisor's outbound packets to the device, one write per
+// packet. It blocks rather than drops when the device is busy.
+func (e *LinkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	e.writeMu.Lock()
+	defer e.writeMu.Unlock()
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		buf := e.writeBuf[0][:writeOffset]
+		for _, s := range pkt.AsSlices() {
+			buf = append(buf, s...)
+		}
+		e.writeBuf[0] = buf
+		if _, err := e.dev.Write(e.writeBuf, writeOffset); err != nil {
+			if n == 0 {
+				return 0, &tcpip.ErrClosedForSend{}
+			}
+			break
+		}
+		e.writeBuf[0] = buf[:cap(buf)]
+		n++
+	}
+	e.stats.PacketsOut.Add(uint64(n))
+	return n, nil
+}
+
+// MTU implements stack.LinkEndpoint.
+func (e *LinkEndpoint) MTU() uint32 { return e.mtu.Load() }
+
+// SetMTU implements stack.LinkEndpoint.
+func (e *LinkEndpoint) SetMTU(mtu uint32) { e.mtu.Store(mtu) }
+
+// MaxHeaderLength implements stack.LinkEndpoint: a TUN has no link header.
+func (*LinkEndpoint) MaxHeaderLength() uint16 { return 0 }
+
+// LinkAddress implements stack.LinkEndpoint: a TUN has no link address.
+func (*LinkEndpoint) LinkAddress() tcpip.LinkAddress { return "" }
+
+// SetLinkAddress implements stack.LinkEndpoint; it does nothing.
+func (*LinkEndpoint) SetLinkAddress(tcpip.LinkAddress) {}
+
+// Capabilities implements stack.LinkEndpoint: gVisor computes and checks
+// every checksum itself.
+func (*LinkEndpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityNone
+}
+
+// Attach implements stack.LinkEndpoint.
+func (e *LinkEndpoint) Attach(d stack.NetworkDispatcher) {
+	if d == nil {
+		e.dispatcher.Store(nil)
+		return
+	}
+	e.dispatcher.Store(&d)
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *LinkEndpoint) IsAttached() bool { return e.dispatcher.Load() != nil }
+
+// Wait implements stack.LinkEndpoint. The read loop belongs to the caller of
+// ReadLoop, so there is nothing to wait for.
+func (*LinkEndpoint) Wait() {}
+
+// ARPHardwareType implements stack.LinkEndpoint.
+func (*LinkEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+
+// AddHeader implements stack.LinkEndpoint: there is no link header.
+func (*LinkEndpoint) AddHeader(*stack.PacketBuffer) {}
+
+// ParseHeader implements stack.LinkEndpoint: there is no link header.
+func (*LinkEndpoint) ParseHeader(*stack.PacketBuffer) bool { return true }
+
+// Close implements stack.LinkEndpoint. It marks the endpoint closed so that
+// the read loop treats the device's closing as a normal end.
+func (e *LinkEndpoint) Close() {
+	e.closeOnce.Do(func() { close(e.done) })
+}
+
+// SetOnCloseAction implements stack.LinkEndpoint; it is not used.
+func (*LinkEndpoint) SetOnCloseAction(func()) {}

@@ -1,0 +1,211 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+)
+
+// nicID is the one NIC of a Stack.
+const nicID tcpip.NICID = 1
+
+// Defaults for Options fields left zero.
+const (
+	DefaultMaxInFlight     = 1024
+	DefaultTimeWaitTimeout = 10 * time.Second
+)
+
+// Options configures a Stack.
+type Options struct {
+	// MTU of the link; the TUN device's MTU.
+	MTU int
+	// MaxInFlight bounds the flows waiting for a decision (handshakes in
+	// progress); SYNs beyond it are dropped and the client retries.
+	MaxInFlight int
+	// TimeWaitTimeout is how long a flow closed first by the relay stays in
+	// TIME_WAIT. A new SYN for the same 4-tuple reopens it at once.
+	TimeWaitTimeout time.Duration
+}
+
+// Handler decides a captured flow. It runs on a goroutine of its own per
+// flow and must call Accept or Refuse on the Request; if it returns without
+// doing either, the flow is refused with a RST.
+type Handler func(*Request)
+
+// Stats counts the Stack's flows. All fields are safe for concurrent use.
+type Stats struct {
+	InFlight atomic.Int64 // handshakes waiting for a decision
+}
+
+// Stack is a gVisor netstack bound to one TUN device that captures every
+// IPv6 TCP flow reaching it, whatever its destination, as an IPV6_FAITH
+// listener does on BSD.
+type Stack struct {
+	gs      *stack.Stack
+	link    *LinkEndpoint
+	handler Handler
+	tw      timeWaitTable
+	stats   Stats
+}
+
+// New returns a Stack reading from and writing to dev that hands each
+// captured flow to handler. Capturing starts off; see LinkEndpoint.SetCapture.
+func New(dev tun.Device, handler Handler, opts Options) (*Stack, error) {
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = DefaultMaxInFlight
+	}
+	if opts.TimeWaitTimeout <= 0 {
+		opts.TimeWaitTimeout = DefaultTimeWaitTimeout
+	}
+	gs := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
+	})
+	s := &Stack{gs: gs, handler: handler, link: NewLinkEndpoint(dev, opts.MTU)}
+	s.link.synHook = s.tw.reopen
+
+	tcpOpts := []tcpip.SettableTransportProtocolOption{
+		ptr(tcpip.TCPSACKEnabled(true)),
+		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
+		ptr(tcpip.TCPTimeWaitTimeoutOption(opts.TimeWaitTimeout)),
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20},
+		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 6 << 20},
+	}
+	for _, o := range tcpOpts {
+		if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
+			gs.Destroy()
+			return nil, fmt.Errorf("set TCP option %T: %s", o, err)
+		}
+	}
+	if err := gs.CreateNIC(nicID, s.link); err != nil {
+		gs.Destroy()
+		return nil, fmt.Errorf("create NIC: %s", err)
+	}
+	// Accept every destination and answer from it: the FAITH prefix is
+	// whatever the operator routes to the interface.
+	if err := gs.SetPromiscuousMode(nicID, true); err != nil {
+		gs.Destroy()
+		return nil, fmt.Errorf("set promiscuous mode: %s", err)
+	}
+	if err := gs.SetSpoofing(nicID, true); err != nil {
+		gs.Destroy()
+		return nil, fmt.Errorf("set spoofing: %s", err)
+	}
+	gs.SetRouteTable([]tcpip.Route{{Destination: header.IPv6EmptySubnet, NIC: nicID}})
+
+	fwd := tcp.NewForwarder(gs, 0, opts.MaxInFlight, s.forward)
+	gs.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
+	return s, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Link returns the Stack's link endpoint, for capture control and counters.
+func (s *Stack) Link() *LinkEndpoint { return s.link }
+
+// Stats returns the Stack's flow counters.
+func (s *Stack) Stats() *Stats { return &s.stats }
+
+// Run reads packets from the device until ctx is cancelled or the device is
+// closed or removed. ready, if not nil, is called once packets are being read.
+func (s *Stack) Run(ctx context.Context, ready func()) error {
+	stop := context.AfterFunc(ctx, s.link.Close)
+	defer stop()
+	sweepCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go s.tw.sweepEvery(sweepCtx, time.Second)
+	return s.link.ReadLoop(ready)
+}
+
+// Close stops the gVisor stack: every remaining endpoint is reset. The
+// device itself belongs to the caller.
+func (s *Stack) Close() {
+	s.link.Close()
+	s.gs.Close()
+	s.gs.Wait()
+	s.gs.Destroy()
+}
+
+// forward is the gVisor forwarder's callback for a new SYN.
+func (s *Stack) forward(fr *tcp.ForwarderRequest) {
+	s.stats.InFlight.Add(1)
+	id := fr.ID()
+	r := &Request{
+		Client: netip.AddrPortFrom(addrOf(id.RemoteAddress), id.RemotePort),
+		Dest:   netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort),
+		fr:     fr,
+		s:      s,
+	}
+	defer func() {
+		if r.fr != nil {
+			r.Refuse(RefuseReset)
+		}
+	}()
+	s.handler(r)
+}
+
+func addrOf(a tcpip.Address) netip.Addr {
+	return netip.AddrFrom16(a.As16())
+}
+
+// Refusal says how a refused flow is answered.
+type Refusal int
+
+// The ways to refuse a flow.
+const (
+	// RefuseReset answers the SYN with a TCP RST: the client's connect()
+	// fails with ECONNREFUSED.
+	RefuseReset Refusal = iota
+)
+
+// Request is a captured flow before its handshake completes, like a
+// connection waiting in an IPV6_FAITH listener. Exactly one of Accept and
+// Refuse must be called.
+type Request struct {
+	// Client is the IPv6 client's address and port.
+	Client netip.AddrPort
+	// Dest is the IPv6 destination the client asked for: a FAITH address.
+	Dest netip.AddrPort
+
+	fr *tcp.ForwarderRequest
+	s  *Stack
+}
+
+// Accept completes the handshake and returns the connection.
+func (r *Request) Accept() (*Conn, error) {
+	if r.fr == nil {
+		return nil, fmt.Errorf("accept %s: request already decided", r.Client)
+	}
+	fr := r.fr
+	r.fr = nil
+	defer r.s.stats.InFlight.Add(-1)
+	c := newConn(fr.ID(), &r.s.tw)
+	ep, err := fr.CreateEndpoint(&c.wq)
+	fr.Complete(false)
+	if err != nil {
+		c.unregister()
+		return nil, fmt.Errorf("accept %s: handshake: %s", r.Client, err)
+	}
+	c.setEndpoint(ep)
+	return c, nil
+}
+
+// Refuse refuses the flow as how says.
+func (r *Request) Refuse(how Refusal) {
+	if r.fr == nil {
+		return
+	}
+	fr := r.fr
+	r.fr = nil
+	r.s.stats.InFlight.Add(-1)
+	fr.Complete(true)
+}
