@@ -50,6 +50,20 @@ func ValidateMTU(mtu int) error {
 	return nil
 }
 
+// CheckCreate reports what would stop Create before it touches anything:
+// no TUN clone device, or an interface of that name already there.
+func CheckCreate(name string) error {
+	if _, err := os.Stat(tunPath); err != nil {
+		return fmt.Errorf("create %s: %s is missing (load the tun module or, in a container, pass the device): %w", name, tunPath, err)
+	}
+	if l, err := netlink.LinkByName(name); err == nil {
+		return fmt.Errorf("create %s: interface already exists (type %s, index %d)", name, l.Type(), l.Attrs().Index)
+	} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
+		return fmt.Errorf("create %s: look up existing links: %w", name, err)
+	}
+	return nil
+}
+
 // Interface is one emulated faith interface: a TUN device that is up.
 type Interface struct {
 	name string
@@ -66,13 +80,8 @@ func Create(name string, mtu int) (*Interface, error) {
 	if err := ValidateMTU(mtu); err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(tunPath); err != nil {
-		return nil, fmt.Errorf("create %s: %s is missing (load the tun module or, in a container, pass the device): %w", name, tunPath, err)
-	}
-	if l, err := netlink.LinkByName(name); err == nil {
-		return nil, fmt.Errorf("create %s: interface already exists (type %s, index %d)", name, l.Type(), l.Attrs().Index)
-	} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
-		return nil, fmt.Errorf("create %s: look up existing links: %w", name, err)
+	if err := CheckCreate(name); err != nil {
+		return nil, err
 	}
 	dev, err := tun.CreateTUN(name, mtu)
 	if err != nil {

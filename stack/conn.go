@@ -9,7 +9,6 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -19,7 +18,6 @@ import (
 type Conn struct {
 	id stack.TransportEndpointID
 	ep tcpip.Endpoint
-	tw *timeWaitTable
 
 	wq         waiter.Queue
 	readEntry  waiter.Entry
@@ -31,8 +29,8 @@ type Conn struct {
 	closeOnce sync.Once
 }
 
-func newConn(id stack.TransportEndpointID, tw *timeWaitTable) *Conn {
-	c := &Conn{id: id, tw: tw}
+func newConn(id stack.TransportEndpointID) *Conn {
+	c := &Conn{id: id}
 	c.readEntry, c.readCh = waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
 	c.writeEntry, c.writeCh = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
 	c.wq.EventRegister(&c.readEntry)
@@ -100,14 +98,11 @@ func (c *Conn) CloseWrite() error {
 
 // Close releases the endpoint after an orderly shutdown. If the relay closed
 // first, the endpoint stays in TIME_WAIT, where a new SYN from the same client
-// port reopens it (see timeWaitTable).
+// port reopens it (see reopenTable).
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.ep.Close()
 		c.unregister()
-		if ep, ok := c.ep.(*tcp.Endpoint); ok {
-			c.tw.add(c.id, ep)
-		}
 	})
 	return nil
 }

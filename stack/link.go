@@ -30,6 +30,9 @@ const (
 	DiscardICMPv6                         // an ICMPv6 message other than DU, PTB, TE
 	DiscardBadSource                      // unspecified, loopback, multicast or IPv4-mapped source
 	numDiscardReasons
+
+	// taken is not a discard: a hook took the packet to deliver it later.
+	taken DiscardReason = -1
 )
 
 var discardNames = [numDiscardReasons]string{"keepfaith", "malformed", "not_ipv6", "not_tcp", "icmpv6_other", "bad_source"}
@@ -68,8 +71,9 @@ type LinkEndpoint struct {
 	capture atomic.Bool // net.inet6.ip6.keepfaith
 	stats   LinkStats
 
-	// synHook, if set, sees every inbound SYN (without ACK) before gVisor.
-	synHook func(stack.TransportEndpointID)
+	// synHook, if set, sees every inbound SYN (without ACK) before gVisor;
+	// if it returns true it has taken the packet.
+	synHook func(id stack.TransportEndpointID, pkt []byte) bool
 
 	dispatcher atomic.Pointer[stack.NetworkDispatcher]
 	done       chan struct{}
@@ -147,9 +151,16 @@ func (e *LinkEndpoint) deliver(b []byte) {
 	}
 	reason, ok := e.classify(b)
 	if !ok {
-		e.stats.Discarded[reason].Add(1)
+		if reason != taken {
+			e.stats.Discarded[reason].Add(1)
+		}
 		return
 	}
+	e.inject(b)
+}
+
+// inject hands an IPv6 packet to gVisor.
+func (e *LinkEndpoint) inject(b []byte) {
 	d := e.dispatcher.Load()
 	if d == nil {
 		return
@@ -189,12 +200,15 @@ func (e *LinkEndpoint) classify(b []byte) (DiscardReason, bool) {
 		}
 		tcp := header.TCP(l4)
 		if e.synHook != nil && tcp.Flags()&(header.TCPFlagSyn|header.TCPFlagAck) == header.TCPFlagSyn {
-			e.synHook(stack.TransportEndpointID{
+			id := stack.TransportEndpointID{
 				LocalPort:     tcp.DestinationPort(),
 				LocalAddress:  ip.DestinationAddress(),
 				RemotePort:    tcp.SourcePort(),
 				RemoteAddress: src,
-			})
+			}
+			if e.synHook(id, b) {
+				return taken, false
+			}
 		}
 		return 0, true
 	case header.ICMPv6ProtocolNumber:

@@ -53,7 +53,7 @@ type Stack struct {
 	gs      *stack.Stack
 	link    *LinkEndpoint
 	handler Handler
-	tw      timeWaitTable
+	reopen  reopenTable
 	stats   Stats
 }
 
@@ -71,7 +71,8 @@ func New(dev tun.Device, handler Handler, opts Options) (*Stack, error) {
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
 	})
 	s := &Stack{gs: gs, handler: handler, link: NewLinkEndpoint(dev, opts.MTU)}
-	s.link.synHook = s.tw.reopen
+	s.reopen.inject = s.link.inject
+	s.link.synHook = s.reopen.syn
 
 	tcpOpts := []tcpip.SettableTransportProtocolOption{
 		ptr(tcpip.TCPSACKEnabled(true)),
@@ -115,14 +116,13 @@ func (s *Stack) Link() *LinkEndpoint { return s.link }
 // Stats returns the Stack's flow counters.
 func (s *Stack) Stats() *Stats { return &s.stats }
 
-// Run reads packets from the device until ctx is cancelled or the device is
-// closed or removed. ready, if not nil, is called once packets are being read.
-func (s *Stack) Run(ctx context.Context, ready func()) error {
-	stop := context.AfterFunc(ctx, s.link.Close)
-	defer stop()
-	sweepCtx, cancel := context.WithCancel(ctx)
+// Run reads packets from the device until the device is closed or removed,
+// or reading fails. ready, if not nil, is called once packets are being read.
+// To stop a Stack, close its device, then call Close.
+func (s *Stack) Run(ready func()) error {
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go s.tw.sweepEvery(sweepCtx, time.Second)
+	go s.reopen.sweepEvery(ctx, time.Second)
 	return s.link.ReadLoop(ready)
 }
 
@@ -188,7 +188,8 @@ func (r *Request) Accept() (*Conn, error) {
 	fr := r.fr
 	r.fr = nil
 	defer r.s.stats.InFlight.Add(-1)
-	c := newConn(fr.ID(), &r.s.tw)
+	id := fr.ID() // not valid after Complete
+	c := newConn(id)
 	ep, err := fr.CreateEndpoint(&c.wq)
 	fr.Complete(false)
 	if err != nil {
@@ -196,6 +197,9 @@ func (r *Request) Accept() (*Conn, error) {
 		return nil, fmt.Errorf("accept %s: handshake: %s", r.Client, err)
 	}
 	c.setEndpoint(ep)
+	if tep, ok := ep.(*tcp.Endpoint); ok {
+		r.s.reopen.add(id, tep)
+	}
 	return c, nil
 }
 

@@ -10,21 +10,33 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
-// timeWaitTable remembers the endpoints the relay closed, so that a new SYN
-// from a client reusing the same 4-tuple while the endpoint sits in
-// TIME_WAIT reopens the connection (RFC 1122 4.2.2.13), as Linux does.
+// reopenTable lets a client reuse its port at once after a flow the relay
+// closed: a new SYN for the 4-tuple of a closing endpoint reopens the
+// connection (RFC 1122 4.2.2.13), as Linux does for TIME_WAIT.
 //
-// gVisor only reopens a TIME_WAIT 4-tuple for a listening endpoint; the
+// gVisor only reopens a TIME_WAIT 4-tuple for a listening endpoint. The
 // forwarder is not one, so without this the SYN is swallowed until TIME_WAIT
-// ends and the client's connect() stalls for seconds.
-type timeWaitTable struct {
+// ends and the client's connect() stalls for seconds. The SYN often arrives
+// right behind the client's FIN or last ACK, before gVisor's processor has
+// moved the endpoint to TIME_WAIT or CLOSED; so the SYN is held until the
+// endpoint gets there, then the endpoint is removed and the SYN delivered.
+type reopenTable struct {
 	mu sync.Mutex
 	m  map[stack.TransportEndpointID]*tcp.Endpoint
 	n  atomic.Int64 // len(m), read without the lock on the packet path
+
+	// inject delivers a held SYN to gVisor.
+	inject func([]byte)
 }
 
-// add records a closed endpoint.
-func (t *timeWaitTable) add(id stack.TransportEndpointID, ep *tcp.Endpoint) {
+// Bounds on holding a SYN for a closing endpoint.
+const (
+	reopenPoll  = time.Millisecond
+	reopenLimit = 200 * time.Millisecond
+)
+
+// add records an accepted flow's endpoint.
+func (t *reopenTable) add(id stack.TransportEndpointID, ep *tcp.Endpoint) {
 	t.mu.Lock()
 	if t.m == nil {
 		t.m = make(map[stack.TransportEndpointID]*tcp.Endpoint)
@@ -34,28 +46,71 @@ func (t *timeWaitTable) add(id stack.TransportEndpointID, ep *tcp.Endpoint) {
 	t.mu.Unlock()
 }
 
-// reopen is called for every inbound SYN: if the relay's endpoint for the
-// same 4-tuple is in TIME_WAIT, it is reset and removed so that the SYN
-// reaches the forwarder as a new flow. The RST it sends carries the old
-// connection's numbers, which the client, now in SYN-SENT, ignores.
-func (t *timeWaitTable) reopen(id stack.TransportEndpointID) {
+func (t *reopenTable) lookup(id stack.TransportEndpointID) *tcp.Endpoint {
 	if t.n.Load() == 0 {
-		return
+		return nil
 	}
 	t.mu.Lock()
-	ep, ok := t.m[id]
-	if ok {
+	defer t.mu.Unlock()
+	return t.m[id]
+}
+
+func (t *reopenTable) remove(id stack.TransportEndpointID, ep *tcp.Endpoint) {
+	t.mu.Lock()
+	if t.m[id] == ep {
 		delete(t.m, id)
 		t.n.Store(int64(len(t.m)))
 	}
 	t.mu.Unlock()
-	if ok && ep.EndpointState() == tcp.StateTimeWait {
-		ep.Abort()
+}
+
+// syn sees every inbound SYN before gVisor. It returns true if it took the
+// packet: the 4-tuple belongs to an endpoint that is closing, and the SYN
+// will be delivered once that endpoint is out of the way.
+func (t *reopenTable) syn(id stack.TransportEndpointID, pkt []byte) bool {
+	ep := t.lookup(id)
+	if ep == nil {
+		return false
+	}
+	switch ep.EndpointState() {
+	case tcp.StateFinWait1, tcp.StateFinWait2, tcp.StateClosing, tcp.StateTimeWait, tcp.StateLastAck:
+	case tcp.StateClose, tcp.StateError:
+		t.remove(id, ep)
+		return false
+	default:
+		return false // a SYN inside a live connection: gVisor answers it
+	}
+	held := append([]byte(nil), pkt...)
+	go t.reopen(id, ep, held)
+	return true
+}
+
+// reopen waits for ep to reach TIME_WAIT or CLOSED, removes it, and
+// delivers the held SYN. If ep takes too long, the SYN is dropped and the
+// client's retransmission tries again.
+func (t *reopenTable) reopen(id stack.TransportEndpointID, ep *tcp.Endpoint, syn []byte) {
+	deadline := time.Now().Add(reopenLimit)
+	for {
+		switch ep.EndpointState() {
+		case tcp.StateTimeWait:
+			// The RST this sends carries the old connection's numbers,
+			// which the client, now in SYN-SENT, ignores.
+			ep.Abort()
+			fallthrough
+		case tcp.StateClose, tcp.StateError:
+			t.remove(id, ep)
+			t.inject(syn)
+			return
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(reopenPoll)
 	}
 }
 
 // sweep forgets the endpoints that have finished closing.
-func (t *timeWaitTable) sweep() {
+func (t *reopenTable) sweep() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for id, ep := range t.m {
@@ -68,7 +123,7 @@ func (t *timeWaitTable) sweep() {
 }
 
 // sweepEvery sweeps every interval until ctx is done.
-func (t *timeWaitTable) sweepEvery(ctx context.Context, interval time.Duration) {
+func (t *reopenTable) sweepEvery(ctx context.Context, interval time.Duration) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {

@@ -24,6 +24,9 @@ const readyFDEnv = "FAITHIF_READY_FD"
 // error if it failed to start.
 func daemonize(args []string, stdout, stderr io.Writer) error {
 	name, _ := parseNameOnly(args)
+	if err := faithif.CheckCreate(name); err != nil {
+		return err
+	}
 	runDir := faithif.RunDirFromEnv()
 	if err := os.MkdirAll(string(runDir), 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", name, err)

@@ -74,11 +74,18 @@ func runInstance(ctx context.Context, cfg instanceConfig, log *slog.Logger, read
 	in := &instance{cfg: cfg, log: log, iface: iface, mapper: mapper, started: time.Now(), cancel: cancel}
 	in.relay = relay.New(relay.Config{Mapper: mapper, DialTimeout: cfg.dialTimeout, IdleTimeout: cfg.idleTimeout, Logger: log})
 
-	var flows sync.WaitGroup
+	// Flows run under their own context, so that stopping can reset them
+	// while the TUN is still there to carry the RSTs.
+	flowCtx, cancelFlows := context.WithCancel(context.Background())
+	defer cancelFlows()
+	var flows flowTracker
 	in.stack, err = stack.New(iface.Device(), func(r *stack.Request) {
-		flows.Add(1)
-		defer flows.Done()
-		in.relay.Handle(ctx, flowRequest{r})
+		if !flows.begin() {
+			r.Refuse(stack.RefuseReset)
+			return
+		}
+		defer flows.end()
+		in.relay.Handle(flowCtx, flowRequest{r})
 	}, stack.Options{MTU: cfg.mtu})
 	if err != nil {
 		return fmt.Errorf("create %s: %w", cfg.name, err)
@@ -92,28 +99,95 @@ func runInstance(ctx context.Context, cfg instanceConfig, log *slog.Logger, read
 	}
 	go in.control.Serve()
 
-	runErr := in.stack.Run(ctx, func() {
+	// Stopping: reset open flows, give their RSTs a moment to leave, then
+	// close the TUN, which ends Run.
+	runDone := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-runDone:
+			return
+		}
+		log.Info("stopping", "interface", cfg.name, "why", context.Cause(ctx).Error(), "flows_open", in.relay.Stats().FlowsOpen.Load())
+		cancelFlows()
+		flows.wait(2 * time.Second)
+		iface.Close()
+	}()
+	runErr := in.stack.Run(func() {
 		log.Info("ready", "interface", cfg.name, "prefixes", fmt.Sprint(mapper.Prefixes()), "mtu", cfg.mtu,
 			"keepfaith", b2i(keep), "control", cfg.runDir.SocketPath(cfg.name), "pid", os.Getpid())
 		if ready != nil {
 			ready()
 		}
 	})
-	cause := context.Cause(ctx)
-	switch {
-	case runErr != nil:
-	case cause == nil:
-		cause = fmt.Errorf("%s was removed", cfg.name)
+	close(runDone)
+	if ctx.Err() == nil {
+		log.Info("stopping", "interface", cfg.name, "why", fmt.Sprint(firstErr(runErr, fmt.Errorf("%s was removed", cfg.name))))
 	}
-	log.Info("stopping", "interface", cfg.name, "why", fmt.Sprint(firstErr(runErr, cause)), "flows_open", in.relay.Stats().FlowsOpen.Load())
-	cancel(cause) // resets open flows
+	cancelFlows()
 	in.control.Close()
 	in.stack.Close()
-	flows.Wait()
+	flows.closeAndWait()
 	if runErr != nil {
 		return fmt.Errorf("%s: %w", cfg.name, runErr)
 	}
+	log.Info("stopped", "interface", cfg.name)
 	return nil
+}
+
+// flowTracker counts running flow handlers so that stopping can wait for
+// them; once closed it admits no new ones.
+type flowTracker struct {
+	mu     sync.Mutex
+	n      int
+	closed bool
+	zero   chan struct{} // closed when n drops to 0 while someone waits
+}
+
+func (f *flowTracker) begin() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.n++
+	return true
+}
+
+func (f *flowTracker) end() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	if f.n == 0 && f.zero != nil {
+		close(f.zero)
+		f.zero = nil
+	}
+}
+
+// wait waits up to timeout for the running handlers to finish.
+func (f *flowTracker) wait(timeout time.Duration) {
+	f.mu.Lock()
+	if f.n == 0 {
+		f.mu.Unlock()
+		return
+	}
+	if f.zero == nil {
+		f.zero = make(chan struct{})
+	}
+	ch := f.zero
+	f.mu.Unlock()
+	select {
+	case <-ch:
+	case <-time.After(timeout):
+	}
+}
+
+// closeAndWait admits no new handlers and waits for the running ones.
+func (f *flowTracker) closeAndWait() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.wait(time.Duration(1<<63 - 1))
 }
 
 func firstErr(errs ...error) error {
