@@ -1,0 +1,51 @@
+# faithif build, test and demo targets.
+#
+#   make / make build   build bin/faithif
+#   make deps           install missing system packages (apt)
+#   make test           deps, go vet, unit tests (-race), end-to-end tests (root)
+#   make e2e            only the end-to-end tests (root)
+#   make demo           fetch a page from an IPv4-only nginx over IPv6 through faithif
+#   make bench          placeholder
+
+SHELL := /bin/bash
+
+# Use the go on PATH, else the one in /usr/local/go.
+GO := $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
+export PATH := $(patsubst %/,%,$(dir $(GO))):$(PATH)
+
+BIN        := bin/faithif
+UNIT_PKGS  := ./cmd/... ./faithif/... ./stack/... ./relay/...
+E2E_TIMEOUT ?= 12m
+
+.PHONY: all build deps test vet unit e2e demo bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/faithif
+
+deps:
+	scripts/install-deps.sh
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	GO=$(GO) scripts/unit-tests.sh $(UNIT_PKGS)
+
+e2e: build
+	FAITHIF_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./test/...
+
+test: deps
+	$(MAKE) --no-print-directory vet
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory e2e
+
+demo: deps build
+	FAITHIF_BIN=$(CURDIR)/$(BIN) scripts/demo.sh
+
+bench:
+	@echo "make bench: the benchmark harness does not exist yet (tracked in a separate issue); nothing to do."
+
+clean:
+	rm -rf bin
