@@ -24,6 +24,9 @@ type reopenTable struct {
 	mu sync.Mutex
 	m  map[stack.TransportEndpointID]*tcp.Endpoint
 	n  atomic.Int64 // len(m), read without the lock on the packet path
+	// holding marks the 4-tuples with a SYN held; one is enough, the
+	// client's retransmissions of it are dropped.
+	holding map[stack.TransportEndpointID]bool
 
 	// inject delivers a held SYN to gVisor.
 	inject func([]byte)
@@ -80,6 +83,15 @@ func (t *reopenTable) syn(id stack.TransportEndpointID, pkt []byte) bool {
 	default:
 		return false // a SYN inside a live connection: gVisor answers it
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.holding[id] {
+		return true
+	}
+	if t.holding == nil {
+		t.holding = make(map[stack.TransportEndpointID]bool)
+	}
+	t.holding[id] = true
 	held := append([]byte(nil), pkt...)
 	go t.reopen(id, ep, held)
 	return true
@@ -89,6 +101,11 @@ func (t *reopenTable) syn(id stack.TransportEndpointID, pkt []byte) bool {
 // delivers the held SYN. If ep takes too long, the SYN is dropped and the
 // client's retransmission tries again.
 func (t *reopenTable) reopen(id stack.TransportEndpointID, ep *tcp.Endpoint, syn []byte) {
+	defer func() {
+		t.mu.Lock()
+		delete(t.holding, id)
+		t.mu.Unlock()
+	}()
 	deadline := time.Now().Add(reopenLimit)
 	for {
 		switch ep.EndpointState() {
