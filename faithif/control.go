@@ -18,6 +18,10 @@ type Status struct {
 	Name               string            `json:"name"`
 	PID                int               `json:"pid"`
 	Prefixes           []string          `json:"prefixes"`
+	Routes             []string          `json:"routes,omitempty"` // installed by --route
+	Rules              string            `json:"rules,omitempty"`  // the access file
+	RuleCount          int               `json:"rule_count"`
+	Draining           bool              `json:"draining"`
 	MTU                int               `json:"mtu"`
 	KeepFaith          bool              `json:"keepfaith"`
 	UptimeSeconds      float64           `json:"uptime_seconds"`
@@ -38,14 +42,19 @@ type Status struct {
 type Controller interface {
 	Status() Status
 	SetKeepFaith(on bool)
-	Destroy()
+	// Destroy drains the instance: no new flows, open ones get grace to
+	// finish; then the interface is removed. A second Destroy is immediate.
+	Destroy(grace time.Duration)
+	// Reload rereads the access rules; on error the old rules stay.
+	Reload() error
 }
 
 // request and response are the control protocol: one JSON request and one
 // JSON response per connection.
 type request struct {
-	Op        string `json:"op"` // "status", "keepfaith", "destroy"
-	KeepFaith bool   `json:"keepfaith,omitempty"`
+	Op        string        `json:"op"` // "status", "keepfaith", "destroy", "reload"
+	KeepFaith bool          `json:"keepfaith,omitempty"`
+	Grace     time.Duration `json:"grace,omitempty"`
 }
 
 type response struct {
@@ -131,7 +140,14 @@ func (s *ControlServer) handle(conn *net.UnixConn) {
 	case "destroy":
 		st := s.c.Status()
 		resp.Status = &st
-		defer s.c.Destroy() // after the answer is written
+		defer s.c.Destroy(req.Grace) // after the answer is written
+	case "reload":
+		if err := s.c.Reload(); err != nil {
+			resp.Error = err.Error()
+			break
+		}
+		st := s.c.Status()
+		resp.Status = &st
 	default:
 		resp.Error = fmt.Sprintf("unknown operation %q", req.Op)
 	}
@@ -182,7 +198,13 @@ func (c Client) SetKeepFaith(ctx context.Context, on bool) (*Status, error) {
 	return c.call(ctx, request{Op: "keepfaith", KeepFaith: on})
 }
 
-// Destroy asks the instance to remove its interface and exit.
-func (c Client) Destroy(ctx context.Context) (*Status, error) {
-	return c.call(ctx, request{Op: "destroy"})
+// Destroy asks the instance to drain its flows for up to grace, remove its
+// interface and exit.
+func (c Client) Destroy(ctx context.Context, grace time.Duration) (*Status, error) {
+	return c.call(ctx, request{Op: "destroy", Grace: grace})
+}
+
+// Reload asks the instance to reread its access rules.
+func (c Client) Reload(ctx context.Context) (*Status, error) {
+	return c.call(ctx, request{Op: "reload"})
 }

@@ -64,9 +64,10 @@ type fakeController struct {
 	destroyed atomic.Bool
 }
 
-func (f *fakeController) Status() Status      { return Status{Name: "faith0", KeepFaith: f.keep.Load()} }
-func (f *fakeController) SetKeepFaith(v bool) { f.keep.Store(v) }
-func (f *fakeController) Destroy()            { f.destroyed.Store(true) }
+func (f *fakeController) Status() Status        { return Status{Name: "faith0", KeepFaith: f.keep.Load()} }
+func (f *fakeController) SetKeepFaith(v bool)   { f.keep.Store(v) }
+func (f *fakeController) Destroy(time.Duration) { f.destroyed.Store(true) }
+func (f *fakeController) Reload() error         { return errors.New("no rules file") }
 
 func TestControlSocket(t *testing.T) {
 	d := RunDir(t.TempDir())
@@ -93,7 +94,10 @@ func TestControlSocket(t *testing.T) {
 	if st, err := c.SetKeepFaith(ctx, true); err != nil || !st.KeepFaith || !fc.keep.Load() {
 		t.Fatalf("SetKeepFaith = %+v, %v; want keepfaith on", st, err)
 	}
-	if _, err := c.Destroy(ctx); err != nil || !fc.destroyed.Load() {
+	if _, err := c.Reload(ctx); err == nil || err.Error() != "no rules file" {
+		t.Fatalf("Reload = %v; want the instance's error passed back", err)
+	}
+	if _, err := c.Destroy(ctx, time.Second); err != nil || !fc.destroyed.Load() {
 		t.Fatalf("Destroy = %v; destroyed = %v", err, fc.destroyed.Load())
 	}
 

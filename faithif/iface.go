@@ -8,8 +8,11 @@ package faithif
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"regexp"
+	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -69,6 +72,9 @@ type Interface struct {
 	name string
 	mtu  int
 	dev  tun.Device
+
+	mu     sync.Mutex
+	routes []netlink.Route // installed by AddRoutes, removed by Close
 }
 
 // Create makes the TUN device name with the given MTU and brings it up, as
@@ -111,11 +117,71 @@ func (i *Interface) MTU() int { return i.mtu }
 // Device returns the TUN device, for the stack to read and write.
 func (i *Interface) Device() tun.Device { return i.dev }
 
-// Close removes the interface (a TUN device that is not persistent goes
-// away when its last file descriptor closes).
+// AddRoutes installs `ip -6 route add PREFIX dev faithN` for each prefix.
+// On error the routes it added are removed again. Close removes them.
+func (i *Interface) AddRoutes(prefixes []netip.Prefix) error {
+	link, err := netlink.LinkByName(i.name)
+	if err != nil {
+		return fmt.Errorf("route via %s: %w", i.name, err)
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	for _, p := range prefixes {
+		r := netlink.Route{LinkIndex: link.Attrs().Index, Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 128)}}
+		if err := netlink.RouteAdd(&r); err != nil {
+			i.removeRoutesLocked()
+			if errors.Is(err, syscall.EEXIST) {
+				return fmt.Errorf("route %s dev %s: a route for %s already exists", p, i.name, p)
+			}
+			return fmt.Errorf("route %s dev %s: %w", p, i.name, err)
+		}
+		i.routes = append(i.routes, r)
+	}
+	return nil
+}
+
+// Routes returns the prefixes routed to the interface by AddRoutes.
+func (i *Interface) Routes() []string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	var s []string
+	for _, r := range i.routes {
+		s = append(s, r.Dst.String())
+	}
+	return s
+}
+
+func (i *Interface) removeRoutesLocked() {
+	for _, r := range i.routes {
+		netlink.RouteDel(&r) // gone already if the link was deleted
+	}
+	i.routes = nil
+}
+
+// Close removes the routes AddRoutes installed and the interface (a TUN
+// device that is not persistent goes away when its last file descriptor
+// closes). It may be called more than once.
 func (i *Interface) Close() error {
+	i.mu.Lock()
+	i.removeRoutesLocked()
+	i.mu.Unlock()
 	if err := i.dev.Close(); err != nil {
 		return fmt.Errorf("destroy %s: %w", i.name, err)
 	}
 	return nil
+}
+
+// IsLocalIPv4 reports whether a is an IPv4 address of this machine (of the
+// current network namespace).
+func IsLocalIPv4(a netip.Addr) bool {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return false
+	}
+	for _, x := range addrs {
+		if b, ok := netip.AddrFromSlice(x.IP.To4()); ok && b == a {
+			return true
+		}
+	}
+	return false
 }

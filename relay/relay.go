@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -58,6 +59,7 @@ type Stats struct {
 // Config configures a Relay.
 type Config struct {
 	Mapper      *Mapper
+	Rules       *Rules        // nil: permit what the Mapper allows
 	DialTimeout time.Duration // zero: DefaultDialTimeout
 	IdleTimeout time.Duration // zero: DefaultIdleTimeout; negative: never
 	Logger      *slog.Logger  // nil: slog.Default()
@@ -67,6 +69,7 @@ type Config struct {
 type Relay struct {
 	cfg    Config
 	dialer net.Dialer
+	rules  atomic.Pointer[Rules]
 	stats  Stats
 }
 
@@ -81,8 +84,17 @@ func New(cfg Config) *Relay {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Relay{cfg: cfg, dialer: net.Dialer{Timeout: cfg.DialTimeout}}
+	r := &Relay{cfg: cfg, dialer: net.Dialer{Timeout: cfg.DialTimeout}}
+	r.rules.Store(cfg.Rules)
+	return r
 }
+
+// SetRules replaces the access rules atomically: flows already open keep
+// running, new flows are checked against rs.
+func (r *Relay) SetRules(rs *Rules) { r.rules.Store(rs) }
+
+// Rules returns the access rules in force.
+func (r *Relay) Rules() *Rules { return r.rules.Load() }
 
 // Stats returns the relay's counters.
 func (r *Relay) Stats() *Stats { return &r.stats }
@@ -107,7 +119,28 @@ func (r *Relay) Handle(ctx context.Context, req Request) {
 	to := netip.AddrPortFrom(dst4, dst6.Port())
 	log = log.With("dst4", to.String())
 
-	nc, err := r.dialer.DialContext(ctx, "tcp4", to.String())
+	rules := r.rules.Load()
+	d := rules.Check(client.Addr(), dst4)
+	if !d.Permit {
+		r.stats.FlowsDenied.Add(1)
+		req.Refuse(RefuseReset)
+		attrs := []any{"reason", "denied"}
+		if d.Rule != nil {
+			attrs = append(attrs, "rule", fmt.Sprintf("%s:%d", rules.File, d.Rule.Line))
+		} else {
+			attrs = append(attrs, "rule", "no rule matched")
+		}
+		log.Info("flow refused", attrs...)
+		return
+	}
+	dialer := &r.dialer
+	if d.Rule != nil && d.Rule.Bind.IsValid() {
+		bound := r.dialer
+		bound.LocalAddr = &net.TCPAddr{IP: d.Rule.Bind.AsSlice()}
+		dialer = &bound
+	}
+
+	nc, err := dialer.DialContext(ctx, "tcp4", to.String())
 	if err != nil {
 		r.stats.FlowsRefused.Add(1)
 		req.Refuse(RefuseReset)

@@ -15,6 +15,9 @@ import (
 	"github.com/faithif/faithif/stack"
 )
 
+// DefaultGrace is how long a draining instance lets open flows finish.
+const DefaultGrace = 10 * time.Second
+
 // instanceConfig is everything `create` decides before anything is created.
 type instanceConfig struct {
 	name        string
@@ -23,6 +26,9 @@ type instanceConfig struct {
 	keepFaith   bool // --keepfaith: set the global switch to 1
 	idleTimeout time.Duration
 	dialTimeout time.Duration
+	grace       time.Duration // drain period on SIGTERM
+	routes      bool          // --route
+	rulesPath   string        // --config
 	runDir      faithif.RunDir
 }
 
@@ -37,54 +43,79 @@ type instance struct {
 	mapper  *relay.Mapper
 	control *faithif.ControlServer
 	started time.Time
+	flows   flowTracker
 
-	cancel context.CancelCauseFunc
+	stopOnce  sync.Once
+	stopCh    chan stopRequest // the first stop request
+	forceOnce sync.Once
+	forceCh   chan struct{} // closed by a second stop request
 }
 
-// errDestroyed ends an instance that was asked to go away.
-var errDestroyed = errors.New("destroyed")
+// stopRequest asks an instance to drain and stop.
+type stopRequest struct {
+	why   string
+	grace time.Duration
+}
 
-// runInstance creates the interface and serves it until ctx ends, the
-// interface is destroyed or removed, or reading fails. ready is called once
-// packets are being read.
-func runInstance(ctx context.Context, cfg instanceConfig, log *slog.Logger, ready func()) error {
+// newInstance checks the configuration and loads the rules; nothing is
+// created yet.
+func newInstance(cfg instanceConfig, log *slog.Logger) (*instance, error) {
 	mapper, err := relay.NewMapper(cfg.prefixes...)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var rules *relay.Rules
+	if cfg.rulesPath != "" {
+		if rules, err = relay.LoadRules(cfg.rulesPath, faithif.IsLocalIPv4); err != nil {
+			return nil, err
+		}
+	}
+	in := &instance{
+		cfg: cfg, log: log, mapper: mapper,
+		stopCh: make(chan stopRequest, 1), forceCh: make(chan struct{}),
+	}
+	in.relay = relay.New(relay.Config{Mapper: mapper, Rules: rules, DialTimeout: cfg.dialTimeout, IdleTimeout: cfg.idleTimeout, Logger: log})
+	return in, nil
+}
+
+// run creates the interface and serves it until it is stopped, the interface
+// is removed, or reading fails. ready is called once packets are being read.
+// On return nothing it created is left: interface, routes, control socket.
+func (in *instance) run(ready func()) error {
+	cfg, log := in.cfg, in.log
 	keep, err := cfg.runDir.KeepFaith()
 	if err != nil {
 		return err
 	}
 	if cfg.keepFaith && !keep {
-		if err := setKeepFaithEverywhere(ctx, cfg.runDir, true); err != nil {
+		if err := setKeepFaithEverywhere(context.Background(), cfg.runDir, true); err != nil {
 			return err
 		}
 		keep = true
 	}
 
-	iface, err := faithif.Create(cfg.name, cfg.mtu)
+	in.iface, err = faithif.Create(cfg.name, cfg.mtu)
 	if err != nil {
 		return err
 	}
-	defer iface.Close()
-
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	in := &instance{cfg: cfg, log: log, iface: iface, mapper: mapper, started: time.Now(), cancel: cancel}
-	in.relay = relay.New(relay.Config{Mapper: mapper, DialTimeout: cfg.dialTimeout, IdleTimeout: cfg.idleTimeout, Logger: log})
+	defer in.iface.Close()
+	if cfg.routes {
+		if err := in.iface.AddRoutes(in.mapper.Prefixes()); err != nil {
+			return fmt.Errorf("create %s: %w", cfg.name, err)
+		}
+	}
+	in.started = time.Now()
 
 	// Flows run under their own context, so that stopping can reset them
 	// while the TUN is still there to carry the RSTs.
 	flowCtx, cancelFlows := context.WithCancel(context.Background())
 	defer cancelFlows()
-	var flows flowTracker
-	in.stack, err = stack.New(iface.Device(), func(r *stack.Request) {
-		if !flows.begin() {
-			r.Refuse(stack.RefuseReset)
+	in.stack, err = stack.New(in.iface.Device(), func(r *stack.Request) {
+		if !in.flows.begin() {
+			r.Refuse(stack.RefuseReset) // draining: no new flows
 			return
 		}
-		defer flows.end()
+		defer in.flows.end()
 		in.relay.Handle(flowCtx, flowRequest{r})
 	}, stack.Options{MTU: cfg.mtu})
 	if err != nil {
@@ -99,40 +130,155 @@ func runInstance(ctx context.Context, cfg instanceConfig, log *slog.Logger, read
 	}
 	go in.control.Serve()
 
-	// Stopping: reset open flows, give their RSTs a moment to leave, then
-	// close the TUN, which ends Run.
 	runDone := make(chan struct{})
 	go func() {
 		select {
-		case <-ctx.Done():
+		case req := <-in.stopCh:
+			in.drain(req, cancelFlows)
 		case <-runDone:
-			return
 		}
-		log.Info("stopping", "interface", cfg.name, "why", context.Cause(ctx).Error(), "flows_open", in.relay.Stats().FlowsOpen.Load())
-		cancelFlows()
-		flows.wait(2 * time.Second)
-		iface.Close()
 	}()
+	if rs := in.relay.Rules(); rs == nil || len(rs.Rules) == 0 {
+		log.Warn("no access rules: every destination is permitted except the always-refused ones", "interface", cfg.name, "rules", cfg.rulesPath)
+	}
 	runErr := in.stack.Run(func() {
-		log.Info("ready", "interface", cfg.name, "prefixes", fmt.Sprint(mapper.Prefixes()), "mtu", cfg.mtu,
-			"keepfaith", b2i(keep), "control", cfg.runDir.SocketPath(cfg.name), "pid", os.Getpid())
+		log.Info("ready", "interface", cfg.name, "prefixes", fmt.Sprint(in.mapper.Prefixes()), "mtu", cfg.mtu,
+			"keepfaith", b2i(keep), "routes", fmt.Sprint(in.iface.Routes()), "control", cfg.runDir.SocketPath(cfg.name), "pid", os.Getpid())
 		if ready != nil {
 			ready()
 		}
 	})
 	close(runDone)
-	if ctx.Err() == nil {
-		log.Info("stopping", "interface", cfg.name, "why", fmt.Sprint(firstErr(runErr, fmt.Errorf("%s was removed", cfg.name))))
+	stopped := false
+	in.stopOnce.Do(func() { stopped = true }) // no drain can start any more
+	if stopped {
+		log.Info("stopping", "interface", cfg.name, "why", fmt.Sprint(firstErr(runErr, fmt.Errorf("%s was removed", cfg.name))),
+			"flows_open", in.relay.Stats().FlowsOpen.Load())
 	}
 	cancelFlows()
 	in.control.Close()
 	in.stack.Close()
-	flows.closeAndWait()
+	in.flows.closeAndWait(-1)
 	if runErr != nil {
 		return fmt.Errorf("%s: %w", cfg.name, runErr)
 	}
 	log.Info("stopped", "interface", cfg.name)
 	return nil
+}
+
+// drain stops accepting flows, lets the open ones finish for the grace
+// period (or until a second stop request), resets what is left, and closes
+// the TUN, which ends run.
+func (in *instance) drain(req stopRequest, cancelFlows context.CancelFunc) {
+	open := in.relay.Stats().FlowsOpen.Load()
+	in.log.Info("stopping", "interface", in.cfg.name, "why", req.why, "flows_open", open, "grace", req.grace.String())
+	finished := in.flows.closeAndWait(req.grace, in.forceCh)
+	if !finished {
+		in.log.Warn("resetting flows still open", "interface", in.cfg.name, "flows_open", in.relay.Stats().FlowsOpen.Load())
+	}
+	cancelFlows()
+	in.flows.closeAndWait(2 * time.Second) // let the RSTs leave
+	in.stack.Link().Close()                // what the TUN reports from now on is its closing
+	in.iface.Close()
+}
+
+// Stop asks the instance to drain for grace and stop; a second call stops at
+// once.
+func (in *instance) Stop(why string, grace time.Duration) {
+	first := false
+	in.stopOnce.Do(func() {
+		first = true
+		in.stopCh <- stopRequest{why: why, grace: grace}
+	})
+	if !first {
+		in.forceOnce.Do(func() {
+			in.log.Info("stopping now", "interface", in.cfg.name, "why", why)
+			close(in.forceCh)
+		})
+	}
+}
+
+// Destroy implements faithif.Controller.
+func (in *instance) Destroy(grace time.Duration) {
+	if grace <= 0 {
+		grace = in.cfg.grace
+	}
+	in.Stop("destroy", grace)
+}
+
+// Reload implements faithif.Controller: it rereads the access file and
+// swaps it in; open flows are not touched.
+func (in *instance) Reload() error {
+	if in.cfg.rulesPath == "" {
+		return fmt.Errorf("reload %s: no access file (start with --config FILE)", in.cfg.name)
+	}
+	rs, err := relay.LoadRules(in.cfg.rulesPath, faithif.IsLocalIPv4)
+	if err != nil {
+		in.log.Error("reload failed, keeping the old rules", "interface", in.cfg.name, "error", err.Error())
+		return fmt.Errorf("reload %s: %w (the old rules stay)", in.cfg.name, err)
+	}
+	in.relay.SetRules(rs)
+	in.log.Info("rules reloaded", "interface", in.cfg.name, "rules", rs.File, "count", len(rs.Rules))
+	return nil
+}
+
+// Status implements faithif.Controller.
+func (in *instance) Status() faithif.Status {
+	rs, ls := in.relay.Stats(), in.stack.Link().Stats()
+	var prefixes []string
+	for _, p := range in.mapper.Prefixes() {
+		prefixes = append(prefixes, p.String())
+	}
+	st := faithif.Status{
+		Name:               in.cfg.name,
+		PID:                os.Getpid(),
+		Prefixes:           prefixes,
+		Routes:             in.iface.Routes(),
+		Rules:              in.cfg.rulesPath,
+		Draining:           in.flows.isClosed(),
+		MTU:                in.iface.MTU(),
+		KeepFaith:          in.stack.Link().Capture(),
+		UptimeSeconds:      time.Since(in.started).Seconds(),
+		FlowsOpen:          rs.FlowsOpen.Load(),
+		FlowsTotal:         rs.FlowsTotal.Load(),
+		FlowsAccepted:      rs.FlowsAccepted.Load(),
+		FlowsRefused:       rs.FlowsRefused.Load(),
+		FlowsDenied:        rs.FlowsDenied.Load(),
+		HandshakesInFlight: in.stack.Stats().InFlight.Load(),
+		BytesIn:            rs.BytesIn.Load(),
+		BytesOut:           rs.BytesOut.Load(),
+		PacketsIn:          ls.PacketsIn.Load(),
+		PacketsOut:         ls.PacketsOut.Load(),
+		PacketsDiscarded:   ls.DiscardedByReason(),
+	}
+	if r := in.relay.Rules(); r != nil {
+		st.RuleCount = len(r.Rules)
+	}
+	return st
+}
+
+// SetKeepFaith implements faithif.Controller.
+func (in *instance) SetKeepFaith(on bool) {
+	if in.stack.Link().Capture() != on {
+		in.log.Info("keepfaith changed", "interface", in.cfg.name, "keepfaith", b2i(on))
+	}
+	in.stack.Link().SetCapture(on)
+}
+
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // flowTracker counts running flow handlers so that stopping can wait for
@@ -164,86 +310,45 @@ func (f *flowTracker) end() {
 	}
 }
 
-// wait waits up to timeout for the running handlers to finish.
-func (f *flowTracker) wait(timeout time.Duration) {
+func (f *flowTracker) isClosed() bool {
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closed
+}
+
+// closeAndWait admits no new handlers and waits for the running ones, for
+// at most timeout (negative: no limit) or until abort is closed. It reports
+// whether they all finished.
+func (f *flowTracker) closeAndWait(timeout time.Duration, abort ...<-chan struct{}) bool {
+	f.mu.Lock()
+	f.closed = true
 	if f.n == 0 {
 		f.mu.Unlock()
-		return
+		return true
 	}
 	if f.zero == nil {
 		f.zero = make(chan struct{})
 	}
-	ch := f.zero
+	done := f.zero
 	f.mu.Unlock()
+	var expire <-chan time.Time
+	if timeout >= 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expire = t.C
+	}
+	var stop <-chan struct{}
+	if len(abort) > 0 {
+		stop = abort[0]
+	}
 	select {
-	case <-ch:
-	case <-time.After(timeout):
+	case <-done:
+		return true
+	case <-expire:
+	case <-stop:
 	}
+	return false
 }
-
-// closeAndWait admits no new handlers and waits for the running ones.
-func (f *flowTracker) closeAndWait() {
-	f.mu.Lock()
-	f.closed = true
-	f.mu.Unlock()
-	f.wait(time.Duration(1<<63 - 1))
-}
-
-func firstErr(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// Status implements faithif.Controller.
-func (in *instance) Status() faithif.Status {
-	rs, ls := in.relay.Stats(), in.stack.Link().Stats()
-	var prefixes []string
-	for _, p := range in.mapper.Prefixes() {
-		prefixes = append(prefixes, p.String())
-	}
-	return faithif.Status{
-		Name:               in.cfg.name,
-		PID:                os.Getpid(),
-		Prefixes:           prefixes,
-		MTU:                in.iface.MTU(),
-		KeepFaith:          in.stack.Link().Capture(),
-		UptimeSeconds:      time.Since(in.started).Seconds(),
-		FlowsOpen:          rs.FlowsOpen.Load(),
-		FlowsTotal:         rs.FlowsTotal.Load(),
-		FlowsAccepted:      rs.FlowsAccepted.Load(),
-		FlowsRefused:       rs.FlowsRefused.Load(),
-		FlowsDenied:        rs.FlowsDenied.Load(),
-		HandshakesInFlight: in.stack.Stats().InFlight.Load(),
-		BytesIn:            rs.BytesIn.Load(),
-		BytesOut:           rs.BytesOut.Load(),
-		PacketsIn:          ls.PacketsIn.Load(),
-		PacketsOut:         ls.PacketsOut.Load(),
-		PacketsDiscarded:   ls.DiscardedByReason(),
-	}
-}
-
-// SetKeepFaith implements faithif.Controller.
-func (in *instance) SetKeepFaith(on bool) {
-	if in.stack.Link().Capture() != on {
-		in.log.Info("keepfaith changed", "interface", in.cfg.name, "keepfaith", b2i(on))
-	}
-	in.stack.Link().SetCapture(on)
-}
-
-// Destroy implements faithif.Controller.
-func (in *instance) Destroy() { in.cancel(errDestroyed) }
 
 // flowRequest adapts a stack.Request to relay.Request.
 type flowRequest struct{ r *stack.Request }

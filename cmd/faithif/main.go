@@ -44,7 +44,8 @@ const mainUsage = `usage: faithif <command> [arguments]
 
 Commands:
   create faithN [flags]     create the interface and relay what is routed to it
-  destroy faithN            stop the instance and remove the interface
+  destroy faithN [--grace D] drain open flows, stop the instance, remove the interface
+  reload faithN             reread the access file (as SIGHUP does)
   show [faithN] [--json]    state and counters of running instances
   list [--json]             the same as show, for every instance
   sysctl [-w] net.inet6.ip6.keepfaith[=0|1]
@@ -74,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdShow(args[0], args[1:], stdout, stderr)
 	case "sysctl":
 		err = cmdSysctl(args[1:], stdout, stderr)
+	case "reload":
+		err = cmdReload(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return exitOK
@@ -170,6 +173,21 @@ Creates the TUN interface faithN (up, MTU 1500 unless --mtu) and relays every
 IPv6 TCP flow routed to it to the IPv4 address embedded in its destination
 (RFC 6052), once net.inet6.ip6.keepfaith is 1. Route a prefix to it with
   ip -6 route add 64:ff9b::/96 dev faithN
+or let --route do it.
+
+Without -f the instance runs in the background; create returns once it is
+ready (its log goes to $FAITHIF_RUN_DIR/faithN.log) or fails with its error.
+
+Signals: SIGTERM or SIGINT drain (no new flows, open ones get --grace to
+finish, then are reset) and remove the interface; a second one stops at once.
+SIGHUP rereads the --config file. 'ip link del faithN' also ends the instance.
+
+Access file (--config), faithd.conf syntax, first match wins, no match denies:
+  # SRC6[/PLEN]       permit|deny  DST4[/PLEN]      [BIND4]
+  2001:db8:1::/48     deny         10.0.0.0/8
+  2001:db8:1::/48     permit       0.0.0.0/0        192.0.2.1
+A bad line is an error (FILE:LINE: ...) and the whole file is rejected.
+0/8, 127/8, 224/4, 240/4 and 255.255.255.255 are refused whatever it says.
 
 Flags:
 `
@@ -183,6 +201,9 @@ func cmdCreate(args []string, stdout, stderr io.Writer) error {
 	var fg bool
 	fs.BoolVar(&fg, "f", false, "stay in the foreground (short for --foreground)")
 	fs.BoolVar(&fg, "foreground", false, "stay in the foreground")
+	rulesPath := fs.String("config", "", "faithd.conf access file: SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4] (default: permit all)")
+	routes := fs.Bool("route", false, "install 'PREFIX dev faithN' for every prefix, removed again on destroy")
+	grace := fs.Duration("grace", DefaultGrace, "on SIGTERM, let open flows finish this long before resetting them")
 	idle := fs.Duration("idle-timeout", relay.DefaultIdleTimeout, "close flows idle in both directions this long (0: never)")
 	dial := fs.Duration("dial-timeout", relay.DefaultDialTimeout, "give up on an IPv4 connection after this long")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -200,6 +221,9 @@ func cmdCreate(args []string, stdout, stderr io.Writer) error {
 	if *idle < 0 {
 		return usagef("--idle-timeout %s: must not be negative", *idle)
 	}
+	if *grace < 0 {
+		return usagef("--grace %s: must not be negative", *grace)
+	}
 	if *idle == 0 {
 		*idle = -1 // relay: never
 	}
@@ -211,13 +235,28 @@ func cmdCreate(args []string, stdout, stderr io.Writer) error {
 		return daemonize(args, stdout, stderr)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	cfg := instanceConfig{
 		name: name, prefixes: prefixes, mtu: *mtu, keepFaith: *keep,
-		idleTimeout: *idle, dialTimeout: *dial, runDir: faithif.RunDirFromEnv(),
+		idleTimeout: *idle, dialTimeout: *dial, grace: *grace, routes: *routes,
+		rulesPath: *rulesPath, runDir: faithif.RunDirFromEnv(),
 	}
-	return runInstance(ctx, cfg, log, notifyReady)
+	in, err := newInstance(cfg, log)
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		for sig := range sigs {
+			if sig == syscall.SIGHUP {
+				in.Reload() // logs its own outcome
+				continue
+			}
+			in.Stop(sig.String(), cfg.grace)
+		}
+	}()
+	return in.run(notifyReady)
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -235,23 +274,38 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return nil, usagef("--log-format %q: want text or json", format)
 }
 
-const destroyUsage = `usage: faithif destroy faithN
+const destroyUsage = `usage: faithif destroy faithN [--grace D]
 
-Stops the instance serving faithN and removes the interface.
+Drains the instance serving faithN (no new flows; open flows get the grace
+period to finish, then are reset), removes its routes and the interface,
+and waits for it to exit. 'ip link del faithN' and SIGTERM do the same.
+
+Flags:
 `
 
 func cmdDestroy(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("destroy", destroyUsage, stderr)
+	grace := fs.Duration("grace", DefaultGrace, "let open flows finish this long before resetting them")
 	name, err := parseWithName(fs, args, true)
 	if err != nil {
 		return err
 	}
+	if *grace < 0 {
+		return usagef("--grace %s: must not be negative", *grace)
+	}
 	runDir := faithif.RunDirFromEnv()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), *grace+10*time.Second)
 	defer cancel()
-	st, err := faithif.Client{Path: runDir.SocketPath(name)}.Destroy(ctx)
+	g := *grace
+	if g == 0 {
+		g = time.Nanosecond // zero means "the instance's default" on the wire
+	}
+	st, err := faithif.Client{Path: runDir.SocketPath(name)}.Destroy(ctx, g)
 	if err != nil {
 		return fmt.Errorf("destroy %s: %w", name, err)
+	}
+	if st.FlowsOpen > 0 {
+		fmt.Fprintf(stdout, "%s: draining %d open flows (up to %s)\n", name, st.FlowsOpen, *grace)
 	}
 	// Wait for the instance to be gone: its socket disappears last.
 	for ctx.Err() == nil {
@@ -261,7 +315,30 @@ func cmdDestroy(args []string, stdout, stderr io.Writer) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("destroy %s: pid %d did not exit within 10s", name, st.PID)
+	return fmt.Errorf("destroy %s: pid %d did not exit within %s", name, st.PID, *grace+10*time.Second)
+}
+
+const reloadUsage = `usage: faithif reload faithN
+
+Rereads the access file given to create --config (as SIGHUP does). Open
+flows keep running; new flows see the new rules. A file with errors is
+rejected whole and the old rules stay.
+`
+
+func cmdReload(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("reload", reloadUsage, stderr)
+	name, err := parseWithName(fs, args, true)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := faithif.Client{Path: faithif.RunDirFromEnv().SocketPath(name)}.Reload(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: %d rules from %s\n", name, st.RuleCount, st.Rules)
+	return nil
 }
 
 const showUsage = `usage: faithif show [faithN] [--json]

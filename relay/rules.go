@@ -1,0 +1,174 @@
+package relay
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+)
+
+// Rule is one line of a faithd.conf access file:
+//
+//	SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4]
+//
+// A missing /PLEN means a single address.
+type Rule struct {
+	Line   int          // line number in the file
+	Src    netip.Prefix // the IPv6 clients it applies to
+	Permit bool         // permit or deny
+	Dst    netip.Prefix // the IPv4 destinations it applies to
+	Bind   netip.Addr   // IPv4 source address for the outgoing connection; zero: the kernel's choice
+}
+
+// String returns the rule as a faithd.conf line.
+func (r Rule) String() string {
+	action := "deny"
+	if r.Permit {
+		action = "permit"
+	}
+	s := fmt.Sprintf("%s %s %s", r.Src, action, r.Dst)
+	if r.Bind.IsValid() {
+		s += " " + r.Bind.String()
+	}
+	return s
+}
+
+// Rules is a parsed access file: first match wins, no match denies. A Rules
+// with no rule at all (no file, or a file of comments) permits everything
+// that the Mapper does not refuse. Rules is immutable and safe for concurrent
+// use.
+type Rules struct {
+	File  string // where the rules came from; empty for none
+	Rules []Rule
+}
+
+// Decision is the outcome of checking a flow against Rules.
+type Decision struct {
+	Permit bool
+	Rule   *Rule // the matching rule; nil when there are no rules or none matched
+}
+
+// Check decides a flow from client src to IPv4 destination dst.
+func (rs *Rules) Check(src, dst netip.Addr) Decision {
+	if rs == nil || len(rs.Rules) == 0 {
+		return Decision{Permit: true}
+	}
+	src, dst = src.WithZone(""), dst.Unmap()
+	for i := range rs.Rules {
+		r := &rs.Rules[i]
+		if r.Src.Contains(src) && r.Dst.Contains(dst) {
+			return Decision{Permit: r.Permit, Rule: r}
+		}
+	}
+	return Decision{}
+}
+
+// LoadRules reads an access file. isLocal reports whether an IPv4 address
+// belongs to this machine, for checking BIND4; nil accepts any address.
+func LoadRules(path string, isLocal func(netip.Addr) bool) (*Rules, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	defer f.Close()
+	return ParseRules(path, f, isLocal)
+}
+
+// ParseRules parses an access file read from r; name is used in errors.
+// Every problem is reported as "NAME:LINE: what is wrong", and one bad line
+// rejects the whole file: unlike faithd, nothing is skipped silently.
+func ParseRules(name string, r io.Reader, isLocal func(netip.Addr) bool) (*Rules, error) {
+	rs := &Rules{File: name}
+	var errs []error
+	sc := bufio.NewScanner(r)
+	for line := 1; sc.Scan(); line++ {
+		text, _, _ := strings.Cut(sc.Text(), "#")
+		fields := strings.Fields(text)
+		if len(fields) == 0 {
+			continue
+		}
+		rule, err := parseRule(fields, isLocal)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s:%d: %w", name, line, err))
+			continue
+		}
+		rule.Line = line
+		rs.Rules = append(rs.Rules, rule)
+	}
+	if err := sc.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", name, err))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return rs, nil
+}
+
+func parseRule(f []string, isLocal func(netip.Addr) bool) (Rule, error) {
+	if len(f) < 3 || len(f) > 4 {
+		return Rule{}, fmt.Errorf("want SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4], got %d fields", len(f))
+	}
+	var r Rule
+	var err error
+	if r.Src, err = parseRulePrefix(f[0], true); err != nil {
+		return Rule{}, fmt.Errorf("source %q: %w", f[0], err)
+	}
+	switch f[1] {
+	case "permit":
+		r.Permit = true
+	case "deny":
+	default:
+		return Rule{}, fmt.Errorf("unknown action %q (want permit or deny)", f[1])
+	}
+	if r.Dst, err = parseRulePrefix(f[2], false); err != nil {
+		return Rule{}, fmt.Errorf("destination %q: %w", f[2], err)
+	}
+	if len(f) == 4 {
+		if !r.Permit {
+			return Rule{}, fmt.Errorf("bind address %q on a deny rule", f[3])
+		}
+		a, err := netip.ParseAddr(f[3])
+		if err != nil || !a.Is4() {
+			return Rule{}, fmt.Errorf("bind address %q: not an IPv4 address", f[3])
+		}
+		if isLocal != nil && !isLocal(a) {
+			return Rule{}, fmt.Errorf("bind address %s: not an address of this router", a)
+		}
+		r.Bind = a
+	}
+	return r, nil
+}
+
+// parseRulePrefix parses an address or prefix of the given family; host
+// bits must be zero.
+func parseRulePrefix(s string, v6 bool) (netip.Prefix, error) {
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return p, errors.New("not an address or prefix")
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return p, errors.New("not an address or prefix")
+		}
+		if a.Zone() != "" {
+			return p, errors.New("zones are not allowed")
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if v6 && (!p.Addr().Is6() || p.Addr().Is4In6()) {
+		return p, errors.New("not an IPv6 address or prefix")
+	}
+	if !v6 && !p.Addr().Is4() {
+		return p, errors.New("not an IPv4 address or prefix")
+	}
+	if p.Masked() != p {
+		return p, fmt.Errorf("host bits are set (did you mean %s?)", p.Masked())
+	}
+	return p, nil
+}
