@@ -31,8 +31,9 @@ type Status struct {
 	FlowsRefused       uint64            `json:"flows_refused"`
 	FlowsDenied        uint64            `json:"flows_denied"`
 	HandshakesInFlight int64             `json:"handshakes_in_flight"`
-	BytesIn            uint64            `json:"bytes_in"`  // client to server
-	BytesOut           uint64            `json:"bytes_out"` // server to client
+	ICMPErrorsSent     uint64            `json:"icmp6_errors_sent"` // flows refused with ICMPv6
+	BytesIn            uint64            `json:"bytes_in"`          // client to server
+	BytesOut           uint64            `json:"bytes_out"`         // server to client
 	PacketsIn          uint64            `json:"packets_in"`
 	PacketsOut         uint64            `json:"packets_out"`
 	PacketsDiscarded   map[string]uint64 `json:"packets_discarded"`

@@ -25,11 +25,22 @@ const (
 // Refusal says how a refused flow is answered to the IPv6 client.
 type Refusal int
 
-// The ways to refuse a flow.
+// The ways to refuse a flow, with what a Linux client's connect() returns.
 const (
-	// RefuseReset answers with a TCP RST (the client sees ECONNREFUSED).
-	RefuseReset Refusal = iota
+	RefuseReset           Refusal = iota // TCP RST: ECONNREFUSED
+	RefuseProhibited                     // ICMPv6 unreachable code 1, administratively prohibited: EACCES
+	RefuseNoRoute                        // ICMPv6 unreachable code 0, no route: ENETUNREACH
+	RefuseAddrUnreachable                // ICMPv6 unreachable code 3, address unreachable: EHOSTUNREACH
+	RefusePortUnreachable                // ICMPv6 unreachable code 4, port unreachable: ECONNREFUSED
 )
+
+var refusalNames = map[Refusal]string{
+	RefuseReset: "rst", RefuseProhibited: "icmp6-prohibited", RefuseNoRoute: "icmp6-no-route",
+	RefuseAddrUnreachable: "icmp6-addr-unreachable", RefusePortUnreachable: "icmp6-port-unreachable",
+}
+
+// String names the refusal as logs show it.
+func (r Refusal) String() string { return refusalNames[r] }
 
 // Request is a captured IPv6 flow waiting for the relay's decision. Exactly
 // one of Accept and Refuse is called.
@@ -60,6 +71,7 @@ type Stats struct {
 type Config struct {
 	Mapper      *Mapper
 	Rules       *Rules        // nil: permit what the Mapper allows
+	DenyWith    Refusal       // how denied flows are refused; the zero value is RST, faithif uses RefuseProhibited
 	DialTimeout time.Duration // zero: DefaultDialTimeout
 	IdleTimeout time.Duration // zero: DefaultIdleTimeout; negative: never
 	Logger      *slog.Logger  // nil: slog.Default()
@@ -112,8 +124,8 @@ func (r *Relay) Handle(ctx context.Context, req Request) {
 	dst4, err := r.cfg.Mapper.Map(dst6.Addr())
 	if err != nil {
 		r.stats.FlowsDenied.Add(1)
-		req.Refuse(RefuseReset)
-		log.Info("flow refused", "reason", "denied", "error", err.Error())
+		req.Refuse(r.cfg.DenyWith)
+		log.Info("flow refused", "reason", "denied", "answer", r.cfg.DenyWith.String(), "error", err.Error())
 		return
 	}
 	to := netip.AddrPortFrom(dst4, dst6.Port())
@@ -123,8 +135,8 @@ func (r *Relay) Handle(ctx context.Context, req Request) {
 	d := rules.Check(client.Addr(), dst4)
 	if !d.Permit {
 		r.stats.FlowsDenied.Add(1)
-		req.Refuse(RefuseReset)
-		attrs := []any{"reason", "denied"}
+		req.Refuse(r.cfg.DenyWith)
+		attrs := []any{"reason", "denied", "answer", r.cfg.DenyWith.String()}
 		if d.Rule != nil {
 			attrs = append(attrs, "rule", fmt.Sprintf("%s:%d", rules.File, d.Rule.Line))
 		} else {
@@ -143,8 +155,9 @@ func (r *Relay) Handle(ctx context.Context, req Request) {
 	nc, err := dialer.DialContext(ctx, "tcp4", to.String())
 	if err != nil {
 		r.stats.FlowsRefused.Add(1)
-		req.Refuse(RefuseReset)
-		log.Info("flow refused", "reason", dialFailure(err), "error", err.Error(), "dial_ms", time.Since(start).Milliseconds())
+		reason, answer := dialFailure(err)
+		req.Refuse(answer)
+		log.Info("flow refused", "reason", reason, "answer", answer.String(), "error", err.Error(), "dial_ms", time.Since(start).Milliseconds())
 		return
 	}
 	server := KernelConn{nc.(*net.TCPConn)}
@@ -169,23 +182,29 @@ func (r *Relay) Handle(ctx context.Context, req Request) {
 	log.Info("flow finished", attrs...)
 }
 
-// dialFailure names why an IPv4 dial failed, for logs.
-func dialFailure(err error) string {
+// dialFailure names why an IPv4 dial failed, for logs, and chooses the
+// answer whose errno at the client tells the same thing.
+func dialFailure(err error) (string, Refusal) {
 	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection-refused"
+		return "connection-refused", RefuseReset
 	case errors.Is(err, syscall.EHOSTUNREACH):
-		return "host-unreachable"
+		return "host-unreachable", RefuseAddrUnreachable
 	case errors.Is(err, syscall.ENETUNREACH):
-		return "network-unreachable"
+		return "network-unreachable", RefuseNoRoute
+	case errors.Is(err, syscall.EINVAL):
+		// What connect(2) says for a destination behind a blackhole route.
+		return "blackhole", RefuseAddrUnreachable
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return "prohibited"
+		return "prohibited", RefuseProhibited
 	case errors.Is(err, context.Canceled):
-		return "shutdown"
+		return "shutdown", RefuseReset
 	case errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
+		return "timeout", RefuseAddrUnreachable
 	default:
-		return "error"
+		// Anything else (EADDRNOTAVAIL, ENOBUFS, ...) is faithif's own
+		// trouble, not the destination's: a RST says "not now".
+		return "error", RefuseReset
 	}
 }

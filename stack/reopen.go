@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -137,18 +136,4 @@ func (t *reopenTable) sweep() {
 		}
 	}
 	t.n.Store(int64(len(t.m)))
-}
-
-// sweepEvery sweeps every interval until ctx is done.
-func (t *reopenTable) sweepEvery(ctx context.Context, interval time.Duration) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			t.sweep()
-		}
-	}
 }

@@ -43,7 +43,8 @@ type Handler func(*Request)
 
 // Stats counts the Stack's flows. All fields are safe for concurrent use.
 type Stats struct {
-	InFlight atomic.Int64 // handshakes waiting for a decision
+	InFlight atomic.Int64  // handshakes waiting for a decision
+	ICMPSent atomic.Uint64 // flows refused with an ICMPv6 error
 }
 
 // Stack is a gVisor netstack bound to one TUN device that captures every
@@ -54,6 +55,7 @@ type Stack struct {
 	link    *LinkEndpoint
 	handler Handler
 	reopen  reopenTable
+	syns    synTable
 	stats   Stats
 }
 
@@ -104,7 +106,10 @@ func New(dev tun.Device, handler Handler, opts Options) (*Stack, error) {
 	gs.SetRouteTable([]tcpip.Route{{Destination: header.IPv6EmptySubnet, NIC: nicID}})
 
 	fwd := tcp.NewForwarder(gs, 0, opts.MaxInFlight, s.forward)
-	gs.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
+	gs.SetTransportProtocolHandler(tcp.ProtocolNumber, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+		s.syns.put(id, pkt)
+		return fwd.HandlePacket(id, pkt)
+	})
 	return s, nil
 }
 
@@ -122,8 +127,24 @@ func (s *Stack) Stats() *Stats { return &s.stats }
 func (s *Stack) Run(ready func()) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go s.reopen.sweepEvery(ctx, time.Second)
+	go s.sweepEvery(ctx, time.Second)
 	return s.link.ReadLoop(ready)
+}
+
+// sweepEvery forgets closed endpoints and stale SYNs every interval until
+// ctx is done.
+func (s *Stack) sweepEvery(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			s.reopen.sweep()
+			s.syns.sweep(false)
+		}
+	}
 }
 
 // Close stops the gVisor stack: every remaining endpoint is reset. The
@@ -132,6 +153,7 @@ func (s *Stack) Close() {
 	s.link.Close()
 	s.gs.Close()
 	s.gs.Wait()
+	s.syns.sweep(true)
 	s.gs.Destroy()
 }
 
@@ -144,6 +166,7 @@ func (s *Stack) forward(fr *tcp.ForwarderRequest) {
 		Dest:   netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort),
 		fr:     fr,
 		s:      s,
+		syn:    s.syns.take(id),
 	}
 	defer func() {
 		if r.fr != nil {
@@ -160,12 +183,30 @@ func addrOf(a tcpip.Address) netip.Addr {
 // Refusal says how a refused flow is answered.
 type Refusal int
 
-// The ways to refuse a flow.
+// The ways to refuse a flow, with what a Linux client's connect() returns.
 const (
-	// RefuseReset answers the SYN with a TCP RST: the client's connect()
-	// fails with ECONNREFUSED.
+	// RefuseReset answers the SYN with a TCP RST: ECONNREFUSED.
 	RefuseReset Refusal = iota
+	// RefuseProhibited sends ICMPv6 Destination Unreachable, code 1
+	// (administratively prohibited): EACCES.
+	RefuseProhibited
+	// RefuseNoRoute sends ICMPv6 Destination Unreachable, code 0 (no route
+	// to destination): ENETUNREACH.
+	RefuseNoRoute
+	// RefuseAddrUnreachable sends ICMPv6 Destination Unreachable, code 3
+	// (address unreachable): EHOSTUNREACH.
+	RefuseAddrUnreachable
+	// RefusePortUnreachable sends ICMPv6 Destination Unreachable, code 4
+	// (port unreachable): ECONNREFUSED.
+	RefusePortUnreachable
 )
+
+var rejectWith = map[Refusal]stack.RejectIPv6WithICMPType{
+	RefuseProhibited:      stack.RejectIPv6WithICMPAdminProhibited,
+	RefuseNoRoute:         stack.RejectIPv6WithICMPNoRoute,
+	RefuseAddrUnreachable: stack.RejectIPv6WithICMPAddrUnreachable,
+	RefusePortUnreachable: stack.RejectIPv6WithICMPPortUnreachable,
+}
 
 // Request is a captured flow before its handshake completes, like a
 // connection waiting in an IPV6_FAITH listener. Exactly one of Accept and
@@ -176,8 +217,17 @@ type Request struct {
 	// Dest is the IPv6 destination the client asked for: a FAITH address.
 	Dest netip.AddrPort
 
-	fr *tcp.ForwarderRequest
-	s  *Stack
+	fr  *tcp.ForwarderRequest
+	s   *Stack
+	syn *stack.PacketBuffer // the client's SYN, for ICMPv6 errors; may be nil
+}
+
+// release drops the Request's hold on the SYN.
+func (r *Request) release() {
+	if r.syn != nil {
+		r.syn.DecRef()
+		r.syn = nil
+	}
 }
 
 // Accept completes the handshake and returns the connection.
@@ -187,6 +237,7 @@ func (r *Request) Accept() (*Conn, error) {
 	}
 	fr := r.fr
 	r.fr = nil
+	r.release()
 	defer r.s.stats.InFlight.Add(-1)
 	id := fr.ID() // not valid after Complete
 	c := newConn(id)
@@ -203,13 +254,26 @@ func (r *Request) Accept() (*Conn, error) {
 	return c, nil
 }
 
-// Refuse refuses the flow as how says.
+// Refuse refuses the flow as how says. If no SYN is held to quote in an
+// ICMPv6 error, a RST is sent instead. ICMPv6 errors are rate-limited by
+// gVisor (a token bucket); a suppressed one leaves the client to retransmit
+// its SYN, which is decided again.
 func (r *Request) Refuse(how Refusal) {
 	if r.fr == nil {
 		return
 	}
 	fr := r.fr
 	r.fr = nil
-	r.s.stats.InFlight.Add(-1)
+	defer r.release()
+	defer r.s.stats.InFlight.Add(-1)
+	if how != RefuseReset && r.syn != nil {
+		if rej, ok := r.s.gs.NetworkProtocolInstance(header.IPv6ProtocolNumber).(stack.RejectIPv6WithHandler); ok {
+			if err := rej.SendRejectionError(r.syn, rejectWith[how], true); err == nil {
+				r.s.stats.ICMPSent.Add(1)
+				fr.Complete(false)
+				return
+			}
+		}
+	}
 	fr.Complete(true)
 }

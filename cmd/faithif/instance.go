@@ -29,6 +29,7 @@ type instanceConfig struct {
 	grace       time.Duration // drain period on SIGTERM
 	routes      bool          // --route
 	rulesPath   string        // --config
+	denyWith    relay.Refusal // --deny-with
 	runDir      faithif.RunDir
 }
 
@@ -74,7 +75,7 @@ func newInstance(cfg instanceConfig, log *slog.Logger) (*instance, error) {
 		cfg: cfg, log: log, mapper: mapper,
 		stopCh: make(chan stopRequest, 1), forceCh: make(chan struct{}),
 	}
-	in.relay = relay.New(relay.Config{Mapper: mapper, Rules: rules, DialTimeout: cfg.dialTimeout, IdleTimeout: cfg.idleTimeout, Logger: log})
+	in.relay = relay.New(relay.Config{Mapper: mapper, Rules: rules, DenyWith: cfg.denyWith, DialTimeout: cfg.dialTimeout, IdleTimeout: cfg.idleTimeout, Logger: log})
 	return in, nil
 }
 
@@ -245,6 +246,7 @@ func (in *instance) Status() faithif.Status {
 		FlowsRefused:       rs.FlowsRefused.Load(),
 		FlowsDenied:        rs.FlowsDenied.Load(),
 		HandshakesInFlight: in.stack.Stats().InFlight.Load(),
+		ICMPErrorsSent:     in.stack.Stats().ICMPSent.Load(),
 		BytesIn:            rs.BytesIn.Load(),
 		BytesOut:           rs.BytesOut.Load(),
 		PacketsIn:          ls.PacketsIn.Load(),
@@ -353,9 +355,18 @@ func (f *flowTracker) closeAndWait(timeout time.Duration, abort ...<-chan struct
 // flowRequest adapts a stack.Request to relay.Request.
 type flowRequest struct{ r *stack.Request }
 
-func (f flowRequest) Client() netip.AddrPort { return f.r.Client }
-func (f flowRequest) Dest() netip.AddrPort   { return f.r.Dest }
-func (f flowRequest) Refuse(relay.Refusal)   { f.r.Refuse(stack.RefuseReset) }
+func (f flowRequest) Client() netip.AddrPort   { return f.r.Client }
+func (f flowRequest) Dest() netip.AddrPort     { return f.r.Dest }
+func (f flowRequest) Refuse(how relay.Refusal) { f.r.Refuse(refusals[how]) }
+
+var refusals = map[relay.Refusal]stack.Refusal{
+	relay.RefuseReset:           stack.RefuseReset,
+	relay.RefuseProhibited:      stack.RefuseProhibited,
+	relay.RefuseNoRoute:         stack.RefuseNoRoute,
+	relay.RefuseAddrUnreachable: stack.RefuseAddrUnreachable,
+	relay.RefusePortUnreachable: stack.RefusePortUnreachable,
+}
+
 func (f flowRequest) Accept() (relay.Conn, error) {
 	c, err := f.r.Accept()
 	if err != nil {

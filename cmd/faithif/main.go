@@ -203,6 +203,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&fg, "foreground", false, "stay in the foreground")
 	rulesPath := fs.String("config", "", "faithd.conf access file: SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4] (default: permit all)")
 	routes := fs.Bool("route", false, "install 'PREFIX dev faithN' for every prefix, removed again on destroy")
+	denyWith := fs.String("deny-with", "icmp6", "answer to a denied flow: icmp6 (administratively prohibited, the client sees EACCES) or rst (ECONNREFUSED)")
 	grace := fs.Duration("grace", DefaultGrace, "on SIGTERM, let open flows finish this long before resetting them")
 	idle := fs.Duration("idle-timeout", relay.DefaultIdleTimeout, "close flows idle in both directions this long (0: never)")
 	dial := fs.Duration("dial-timeout", relay.DefaultDialTimeout, "give up on an IPv4 connection after this long")
@@ -227,6 +228,15 @@ func cmdCreate(args []string, stdout, stderr io.Writer) error {
 	if *idle == 0 {
 		*idle = -1 // relay: never
 	}
+	var deny relay.Refusal
+	switch *denyWith {
+	case "icmp6":
+		deny = relay.RefuseProhibited
+	case "rst":
+		deny = relay.RefuseReset
+	default:
+		return usagef("--deny-with %q: want icmp6 or rst", *denyWith)
+	}
 	log, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
 		return err
@@ -238,7 +248,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) error {
 	cfg := instanceConfig{
 		name: name, prefixes: prefixes, mtu: *mtu, keepFaith: *keep,
 		idleTimeout: *idle, dialTimeout: *dial, grace: *grace, routes: *routes,
-		rulesPath: *rulesPath, runDir: faithif.RunDirFromEnv(),
+		rulesPath: *rulesPath, denyWith: deny, runDir: faithif.RunDirFromEnv(),
 	}
 	in, err := newInstance(cfg, log)
 	if err != nil {
