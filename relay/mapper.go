@@ -25,17 +25,38 @@ var (
 	// ErrUOctet means bits 64-71 of the destination are not zero (RFC 6052 2.2).
 	ErrUOctet = errors.New("u-octet (bits 64-71) is not zero")
 	// ErrForbiddenDestination means the embedded IPv4 address is one faithif
-	// never connects to (this network, loopback, multicast, reserved, broadcast).
+	// never connects to (this network, loopback, link-local, multicast,
+	// reserved, broadcast).
 	ErrForbiddenDestination = errors.New("embedded IPv4 address is never relayed")
+	// ErrNotGlobal means a non-global IPv4 address was embedded in the
+	// well-known prefix, which RFC 6052 section 3.1 forbids.
+	ErrNotGlobal = errors.New("the well-known prefix 64:ff9b::/96 must not carry a non-global IPv4 address (RFC 6052 3.1)")
 )
 
 // forbidden lists the IPv4 destinations refused whatever the rules say.
 var forbidden = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),          // "this network" (RFC 1122)
 	netip.MustParsePrefix("127.0.0.0/8"),        // loopback: the router itself
+	netip.MustParsePrefix("169.254.0.0/16"),     // link-local: the router's own links
 	netip.MustParsePrefix("224.0.0.0/4"),        // multicast
 	netip.MustParsePrefix("240.0.0.0/4"),        // reserved, includes 255.255.255.255
 	netip.MustParsePrefix("255.255.255.255/32"), // limited broadcast (kept explicit)
+}
+
+// nonGlobal lists the IPv4 special-purpose blocks that are not globally
+// reachable (RFC 6890 and its updates), refused behind the well-known prefix
+// in addition to the forbidden ones.
+var nonGlobal = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"),      // private
+	netip.MustParsePrefix("100.64.0.0/10"),   // shared address space (CGN)
+	netip.MustParsePrefix("172.16.0.0/12"),   // private
+	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
+	netip.MustParsePrefix("192.0.2.0/24"),    // TEST-NET-1
+	netip.MustParsePrefix("192.88.99.0/24"),  // deprecated 6to4 relay anycast
+	netip.MustParsePrefix("192.168.0.0/16"),  // private
+	netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
+	netip.MustParsePrefix("198.51.100.0/24"), // TEST-NET-2
+	netip.MustParsePrefix("203.0.113.0/24"),  // TEST-NET-3
 }
 
 // ValidPrefixLengths are the RFC 6052 prefix lengths a Mapper accepts.
@@ -124,6 +145,9 @@ func (m *Mapper) Map(dst netip.Addr) (netip.Addr, error) {
 		if isForbidden(v4) {
 			return v4, fmt.Errorf("map %s to %s: %w", dst, v4, ErrForbiddenDestination)
 		}
+		if p == WellKnownPrefix && inAny(nonGlobal, v4) {
+			return v4, fmt.Errorf("map %s to %s: %w", dst, v4, ErrNotGlobal)
+		}
 		return v4, nil
 	}
 	return netip.Addr{}, fmt.Errorf("map %s: %w", dst, ErrNoPrefix)
@@ -167,9 +191,11 @@ func octetIndexes(bits int) [4]int {
 	}
 }
 
-func isForbidden(v4 netip.Addr) bool {
-	for _, f := range forbidden {
-		if f.Contains(v4) {
+func isForbidden(v4 netip.Addr) bool { return inAny(forbidden, v4) }
+
+func inAny(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
 			return true
 		}
 	}

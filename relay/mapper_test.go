@@ -54,6 +54,7 @@ func TestMapRefuses(t *testing.T) {
 		{"2001:db8:46::efff:ffff", ErrForbiddenDestination}, // 239.255.255.255
 		{"2001:db8:46::f000:1", ErrForbiddenDestination},    // 240.0.0.1
 		{"2001:db8:46::ffff:ffff", ErrForbiddenDestination}, // 255.255.255.255
+		{"2001:db8:46::a9fe:1", ErrForbiddenDestination},    // 169.254.0.1, link-local
 		{"2001:db8:46::100:0", nil},                         // 1.0.0.0, first after 0/8
 		{"2001:db8:46::7eff:ffff", nil},                     // 126.255.255.255, last before 127/8
 		{"2001:db8:46::8000:0", nil},                        // 128.0.0.0, first after 127/8
@@ -71,6 +72,29 @@ func TestMapRefuses(t *testing.T) {
 		_, err := m.Map(netip.MustParseAddr(tt.addr))
 		if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
 			t.Errorf("Map(%s) error = %v; want %v", tt.addr, err, tt.want)
+		}
+	}
+}
+
+func TestWellKnownPrefixRefusesNonGlobal(t *testing.T) {
+	m, err := NewMapper(WellKnownPrefix, netip.MustParsePrefix("2001:db8:46::/96"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v4 := range []string{"10.1.2.3", "100.64.0.1", "172.16.0.1", "172.31.255.255", "192.0.0.1", "192.0.2.2", "192.88.99.1", "192.168.1.1", "198.18.0.1", "198.19.255.255", "198.51.100.1", "203.0.113.1"} {
+		a := netip.MustParseAddr(v4)
+		if _, err := m.Map(Unmap(WellKnownPrefix, a)); !errors.Is(err, ErrNotGlobal) {
+			t.Errorf("Map(64:ff9b::%s) = %v; want ErrNotGlobal", v4, err)
+		}
+		// A network-specific prefix may carry it (RFC 6052 3.1).
+		if got, err := m.Map(Unmap(netip.MustParsePrefix("2001:db8:46::/96"), a)); err != nil || got != a {
+			t.Errorf("Map(2001:db8:46::%s) = %v, %v; want %s", v4, got, err, v4)
+		}
+	}
+	for _, v4 := range []string{"8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "198.20.0.1", "192.0.1.1"} {
+		a := netip.MustParseAddr(v4)
+		if got, err := m.Map(Unmap(WellKnownPrefix, a)); err != nil || got != a {
+			t.Errorf("Map(64:ff9b::%s) = %v, %v; want %s (global)", v4, got, err, v4)
 		}
 	}
 }

@@ -69,8 +69,11 @@ type Stats struct {
 
 // Config configures a Relay.
 type Config struct {
-	Mapper      *Mapper
-	Rules       *Rules        // nil: permit what the Mapper allows
+	Mapper *Mapper
+	Rules  *Rules // nil: permit what the Mapper allows
+	// IsLocal reports whether an IPv4 address is one of the router's own;
+	// such destinations are always refused. Nil: none is.
+	IsLocal     func(netip.Addr) bool
 	DenyWith    Refusal       // how denied flows are refused; the zero value is RST, faithif uses RefuseProhibited
 	DialTimeout time.Duration // zero: DefaultDialTimeout
 	IdleTimeout time.Duration // zero: DefaultIdleTimeout; negative: never
@@ -130,6 +133,12 @@ func (r *Relay) Handle(ctx context.Context, req Request) {
 	}
 	to := netip.AddrPortFrom(dst4, dst6.Port())
 	log = log.With("dst4", to.String())
+	if r.cfg.IsLocal != nil && r.cfg.IsLocal(dst4) {
+		r.stats.FlowsDenied.Add(1)
+		req.Refuse(r.cfg.DenyWith)
+		log.Info("flow refused", "reason", "denied", "answer", r.cfg.DenyWith.String(), "error", "destination is an address of this router")
+		return
+	}
 
 	rules := r.rules.Load()
 	d := rules.Check(client.Addr(), dst4)

@@ -189,7 +189,7 @@ func (e *LinkEndpoint) classify(b []byte) (DiscardReason, bool) {
 		return DiscardMalformed, false
 	}
 	src := ip.SourceAddress()
-	if src == header.IPv6Any || src == header.IPv6Loopback || header.IsV6MulticastAddress(src) || isV4Mapped(src) {
+	if src == header.IPv6Any || src == header.IPv6Loopback || header.IsV6MulticastAddress(src) || isV4Mapped(src) || isV4Compatible(src) {
 		return DiscardBadSource, false
 	}
 	l4 := b[header.IPv6MinimumSize : header.IPv6MinimumSize+payload]
@@ -223,6 +223,13 @@ func (e *LinkEndpoint) classify(b []byte) (DiscardReason, bool) {
 	default:
 		return DiscardNotTCP, false
 	}
+}
+
+// isV4Compatible reports an IPv4-compatible address, ::a.b.c.d (RFC 4291
+// 2.5.5.1, deprecated); :: and ::1 are checked separately.
+func isV4Compatible(a tcpip.Address) bool {
+	b := a.As16()
+	return [12]byte(b[:12]) == [12]byte{}
 }
 
 func isV4Mapped(a tcpip.Address) bool {

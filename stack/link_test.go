@@ -67,6 +67,7 @@ func TestDeliverFiltersAndCounts(t *testing.T) {
 		{"short tcp header", ipv6Packet(client, faith, 6, make([]byte, 10)), DiscardMalformed, false},
 		{"short icmpv6", ipv6Packet(client, faith, 58, make([]byte, 3)), DiscardMalformed, false},
 		{"v4-mapped source", ipv6Packet("::ffff:192.0.2.9", faith, 6, tcpSegment(1, 80, header.TCPFlagSyn)), DiscardBadSource, false},
+		{"v4-compatible source", ipv6Packet("::192.0.2.9", faith, 6, tcpSegment(1, 80, header.TCPFlagSyn)), DiscardBadSource, false},
 		{"unspecified source", ipv6Packet("::", faith, 6, tcpSegment(1, 80, header.TCPFlagSyn)), DiscardBadSource, false},
 		{"loopback source", ipv6Packet("::1", faith, 6, tcpSegment(1, 80, header.TCPFlagSyn)), DiscardBadSource, false},
 		{"multicast source", ipv6Packet("ff02::1", faith, 6, tcpSegment(1, 80, header.TCPFlagSyn)), DiscardBadSource, false},

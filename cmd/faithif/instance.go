@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/faithif/faithif/faithif"
@@ -45,6 +46,7 @@ type instance struct {
 	control *faithif.ControlServer
 	started time.Time
 	flows   flowTracker
+	local   atomic.Pointer[faithif.LocalAddrs] // the router's IPv4 addresses, while running
 
 	stopOnce  sync.Once
 	stopCh    chan stopRequest // the first stop request
@@ -75,8 +77,14 @@ func newInstance(cfg instanceConfig, log *slog.Logger) (*instance, error) {
 		cfg: cfg, log: log, mapper: mapper,
 		stopCh: make(chan stopRequest, 1), forceCh: make(chan struct{}),
 	}
-	in.relay = relay.New(relay.Config{Mapper: mapper, Rules: rules, DenyWith: cfg.denyWith, DialTimeout: cfg.dialTimeout, IdleTimeout: cfg.idleTimeout, Logger: log})
+	in.relay = relay.New(relay.Config{Mapper: mapper, Rules: rules, DenyWith: cfg.denyWith, IsLocal: in.isLocal, DialTimeout: cfg.dialTimeout, IdleTimeout: cfg.idleTimeout, Logger: log})
 	return in, nil
+}
+
+// isLocal reports whether a is one of the router's IPv4 addresses.
+func (in *instance) isLocal(a netip.Addr) bool {
+	l := in.local.Load()
+	return l != nil && l.Contains(a)
 }
 
 // run creates the interface and serves it until it is stopped, the interface
@@ -94,6 +102,13 @@ func (in *instance) run(ready func()) error {
 		}
 		keep = true
 	}
+
+	local, err := faithif.WatchLocalAddrs()
+	if err != nil {
+		return fmt.Errorf("create %s: %w", cfg.name, err)
+	}
+	defer local.Close()
+	in.local.Store(local)
 
 	in.iface, err = faithif.Create(cfg.name, cfg.mtu)
 	if err != nil {
