@@ -141,7 +141,7 @@ func (r *Relay) Handle(ctx context.Context, req Request) {
 	}
 
 	rules := r.rules.Load()
-	d := rules.Check(client.Addr(), dst4)
+	d := rules.Check(client.Addr(), to)
 	if !d.Permit {
 		r.stats.FlowsDenied.Add(1)
 		req.Refuse(r.cfg.DenyWith)

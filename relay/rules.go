@@ -7,20 +7,28 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 )
 
 // Rule is one line of a faithd.conf access file:
 //
-//	SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4]
+//	SRC6[/PLEN] permit|deny DST4[/PLEN][:PORT[-PORT]] [BIND4]
 //
-// A missing /PLEN means a single address.
+// A missing /PLEN means a single address. The port or port range is a
+// faithif extension; without it the rule applies to every port.
 type Rule struct {
 	Line   int          // line number in the file
 	Src    netip.Prefix // the IPv6 clients it applies to
 	Permit bool         // permit or deny
 	Dst    netip.Prefix // the IPv4 destinations it applies to
+	PortLo uint16       // first destination port; 0 with PortHi 0: all ports
+	PortHi uint16       // last destination port
 	Bind   netip.Addr   // IPv4 source address for the outgoing connection; zero: the kernel's choice
+}
+
+func (r *Rule) matchesPort(port uint16) bool {
+	return r.PortHi == 0 || (port >= r.PortLo && port <= r.PortHi)
 }
 
 // String returns the rule as a faithd.conf line.
@@ -30,6 +38,13 @@ func (r Rule) String() string {
 		action = "permit"
 	}
 	s := fmt.Sprintf("%s %s %s", r.Src, action, r.Dst)
+	switch {
+	case r.PortHi == 0:
+	case r.PortLo == r.PortHi:
+		s += fmt.Sprintf(":%d", r.PortLo)
+	default:
+		s += fmt.Sprintf(":%d-%d", r.PortLo, r.PortHi)
+	}
 	if r.Bind.IsValid() {
 		s += " " + r.Bind.String()
 	}
@@ -51,15 +66,15 @@ type Decision struct {
 	Rule   *Rule // the matching rule; nil when there are no rules or none matched
 }
 
-// Check decides a flow from client src to IPv4 destination dst.
-func (rs *Rules) Check(src, dst netip.Addr) Decision {
+// Check decides a flow from client src to IPv4 destination dst and port.
+func (rs *Rules) Check(src netip.Addr, dst netip.AddrPort) Decision {
 	if rs == nil || len(rs.Rules) == 0 {
 		return Decision{Permit: true}
 	}
-	src, dst = src.WithZone(""), dst.Unmap()
+	src, a := src.WithZone(""), dst.Addr().Unmap()
 	for i := range rs.Rules {
 		r := &rs.Rules[i]
-		if r.Src.Contains(src) && r.Dst.Contains(dst) {
+		if r.Src.Contains(src) && r.Dst.Contains(a) && r.matchesPort(dst.Port()) {
 			return Decision{Permit: r.Permit, Rule: r}
 		}
 	}
@@ -109,7 +124,7 @@ func ParseRules(name string, r io.Reader, isLocal func(netip.Addr) bool) (*Rules
 
 func parseRule(f []string, isLocal func(netip.Addr) bool) (Rule, error) {
 	if len(f) < 3 || len(f) > 4 {
-		return Rule{}, fmt.Errorf("want SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4], got %d fields", len(f))
+		return Rule{}, fmt.Errorf("want SRC6[/PLEN] permit|deny DST4[/PLEN][:PORT[-PORT]] [BIND4], got %d fields", len(f))
 	}
 	var r Rule
 	var err error
@@ -123,8 +138,17 @@ func parseRule(f []string, isLocal func(netip.Addr) bool) (Rule, error) {
 	default:
 		return Rule{}, fmt.Errorf("unknown action %q (want permit or deny)", f[1])
 	}
-	if r.Dst, err = parseRulePrefix(f[2], false); err != nil {
+	dst, ports, hasPorts := f[2], "", false
+	if strings.Count(dst, ":") == 1 { // more would be IPv6: refused below
+		dst, ports, hasPorts = strings.Cut(dst, ":")
+	}
+	if r.Dst, err = parseRulePrefix(dst, false); err != nil {
 		return Rule{}, fmt.Errorf("destination %q: %w", f[2], err)
+	}
+	if hasPorts {
+		if r.PortLo, r.PortHi, err = parsePorts(ports); err != nil {
+			return Rule{}, fmt.Errorf("destination %q: %w", f[2], err)
+		}
 	}
 	if len(f) == 4 {
 		if !r.Permit {
@@ -140,6 +164,32 @@ func parseRule(f []string, isLocal func(netip.Addr) bool) (Rule, error) {
 		r.Bind = a
 	}
 	return r, nil
+}
+
+// parsePorts parses PORT or PORT-PORT, each 1 to 65535.
+func parsePorts(s string) (lo, hi uint16, err error) {
+	a, b, isRange := strings.Cut(s, "-")
+	if lo, err = parsePort(a); err != nil {
+		return 0, 0, err
+	}
+	hi = lo
+	if isRange {
+		if hi, err = parsePort(b); err != nil {
+			return 0, 0, err
+		}
+		if hi < lo {
+			return 0, 0, fmt.Errorf("port range %d-%d is empty", lo, hi)
+		}
+	}
+	return lo, hi, nil
+}
+
+func parsePort(s string) (uint16, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("port %q: want a number from 1 to 65535", s)
+	}
+	return uint16(n), nil
 }
 
 // parseRulePrefix parses an address or prefix of the given family; host

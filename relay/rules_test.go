@@ -37,13 +37,42 @@ func TestParseRulesFaithdExample(t *testing.T) {
 		{"2001:db8:1::3", "192.0.2.2", false, 0},
 	}
 	for _, tt := range tests {
-		d := rs.Check(netip.MustParseAddr(tt.src), netip.MustParseAddr(tt.dst))
+		d := rs.Check(netip.MustParseAddr(tt.src), netip.AddrPortFrom(netip.MustParseAddr(tt.dst), 80))
 		line := 0
 		if d.Rule != nil {
 			line = d.Rule.Line
 		}
 		if d.Permit != tt.permit || line != tt.line {
 			t.Errorf("Check(%s, %s) = permit %v line %d; want %v line %d", tt.src, tt.dst, d.Permit, line, tt.permit, tt.line)
+		}
+	}
+}
+
+func TestRulesPorts(t *testing.T) {
+	conf := "::/0 permit 192.0.2.2:80\n::/0 permit 192.0.2.0/24:8000-8080\n::/0 deny 0.0.0.0/0\n"
+	rs, err := ParseRules("ports.conf", strings.NewReader(conf), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rs.Rules[1].String(); got != "::/0 permit 192.0.2.0/24:8000-8080" {
+		t.Errorf("String() = %q", got)
+	}
+	tests := []struct {
+		dst    string
+		permit bool
+		line   int
+	}{
+		{"192.0.2.2:80", true, 1},
+		{"192.0.2.2:81", false, 3},
+		{"192.0.2.9:8000", true, 2},
+		{"192.0.2.9:8080", true, 2},
+		{"192.0.2.9:8081", false, 3},
+		{"192.0.2.9:7999", false, 3},
+	}
+	for _, tt := range tests {
+		d := rs.Check(netip.MustParseAddr("2001:db8::1"), netip.MustParseAddrPort(tt.dst))
+		if d.Permit != tt.permit || d.Rule == nil || d.Rule.Line != tt.line {
+			t.Errorf("Check(%s) = %+v; want permit %v by line %d", tt.dst, d, tt.permit, tt.line)
 		}
 	}
 }
@@ -55,7 +84,7 @@ func TestNoRulesPermit(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, rs := range []*Rules{none, empty} {
-		if d := rs.Check(netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("192.0.2.2")); !d.Permit || d.Rule != nil {
+		if d := rs.Check(netip.MustParseAddr("2001:db8::1"), netip.MustParseAddrPort("192.0.2.2:80")); !d.Permit || d.Rule != nil {
 			t.Errorf("Check with no rules = %+v; want permit", d)
 		}
 	}
@@ -64,7 +93,12 @@ func TestNoRulesPermit(t *testing.T) {
 func TestParseRulesErrors(t *testing.T) {
 	local := func(a netip.Addr) bool { return a == netip.MustParseAddr("192.0.2.1") }
 	tests := []struct{ line, want string }{
-		{"2001:db8::/32 permit", "want SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4], got 2 fields"},
+		{"2001:db8::/32 permit", "want SRC6[/PLEN] permit|deny DST4[/PLEN][:PORT[-PORT]] [BIND4], got 2 fields"},
+		{"2001:db8::/32 permit 192.0.2.0/24:0", `port "0": want a number from 1 to 65535`},
+		{"2001:db8::/32 permit 192.0.2.0/24:65536", `port "65536"`},
+		{"2001:db8::/32 permit 192.0.2.0/24:http", `port "http"`},
+		{"2001:db8::/32 permit 192.0.2.0/24:90-80", "port range 90-80 is empty"},
+		{"2001:db8::/32 permit 192.0.2.0/24:80-", `port ""`},
 		{"2001:db8::/32 permit 0.0.0.0/0 192.0.2.1 extra", "got 5 fields"},
 		{"2001:db8::/32 allow 0.0.0.0/0", `unknown action "allow" (want permit or deny)`},
 		{"2001:db8::/32 PERMIT 0.0.0.0/0", `unknown action "PERMIT"`},

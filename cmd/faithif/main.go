@@ -46,6 +46,8 @@ Commands:
   create faithN [flags]     create the interface and relay what is routed to it
   destroy faithN [--grace D] drain open flows, stop the instance, remove the interface
   reload faithN             reread the access file (as SIGHUP does)
+  rules test [faithN] SRC6 [DST6]:PORT
+                            which access rule decides a flow, and why
   show [faithN] [--json]    state and counters of running instances
   list [--json]             the same as show, for every instance
   sysctl [-w] net.inet6.ip6.keepfaith[=0|1]
@@ -77,6 +79,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSysctl(args[1:], stdout, stderr)
 	case "reload":
 		err = cmdReload(args[1:], stdout, stderr)
+	case "rules":
+		err = cmdRules(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return exitOK

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRulesTest(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("FAITHIF_RUN_DIR", dir)
+	conf := filepath.Join(dir, "faithd.conf")
+	os.WriteFile(conf, []byte("# test\n2001:db8:1::/64 deny 198.51.100.3\n2001:db8:1::/64 permit 198.51.100.0/24:80-443\n"), 0o644)
+	base := []string{"rules", "test", "--config", conf, "--prefix", "2001:db8:46::/96", "2001:db8:1::2"}
+	tests := []struct {
+		dst, want string
+	}{
+		{"[2001:db8:46::c633:6402]:80", "decision: permit (" + conf + ":3: 2001:db8:1::/64 permit 198.51.100.0/24:80-443)"},
+		{"[2001:db8:46::c633:6402]:22", "decision: deny (no line of " + conf + " matches)"},
+		{"[2001:db8:46::c633:6403]:80", "decision: deny (" + conf + ":2: 2001:db8:1::/64 deny 198.51.100.3/32)"},
+		{"[2001:db8:46::7f00:1]:80", "decision: deny (always refused: map 2001:db8:46::7f00:1 to 127.0.0.1"},
+		{"[2001:db8:47::c633:6402]:80", "destination is not in a FAITH prefix"},
+	}
+	for _, tt := range tests {
+		code, stdout, stderr := runCmd(t, append(base, tt.dst)...)
+		if code != exitOK || !strings.Contains(stdout, tt.want) {
+			t.Errorf("rules test %s: exit %d, stdout %q, stderr %q; want %q", tt.dst, code, stdout, stderr, tt.want)
+		}
+	}
+	code, stdout, _ := runCmd(t, "rules", "test", "2001:db8:1::2", "[64:ff9b::808:808]:53")
+	if code != exitOK || !strings.Contains(stdout, "decision: permit (no access rules)") || !strings.Contains(stdout, "8.8.8.8:53") {
+		t.Errorf("rules test without rules: exit %d, %q", code, stdout)
+	}
+
+	bad := [][]string{
+		{"rules"},
+		{"rules", "frob"},
+		{"rules", "test", "2001:db8:1::2"},
+		{"rules", "test", "192.0.2.1", "[64:ff9b::1]:80"},
+		{"rules", "test", "2001:db8:1::2", "64:ff9b::1"},
+		{"rules", "test", "2001:db8:1::2", "192.0.2.1:80"},
+	}
+	for _, args := range bad {
+		if code, _, stderr := runCmd(t, args...); code != exitUsage {
+			t.Errorf("faithif %s: exit %d (%s); want 2", strings.Join(args, " "), code, stderr)
+		}
+	}
+	os.WriteFile(conf, []byte("2001:db8:1::/64 allow 0.0.0.0/0\n"), 0o644)
+	if code, _, stderr := runCmd(t, append(base, "[2001:db8:46::c633:6402]:80")...); code != exitError || !strings.Contains(stderr, conf+":1: unknown action") {
+		t.Errorf("rules test with a bad file: exit %d, %q; want 1 and FILE:1:", code, stderr)
+	}
+	if code, _, stderr := runCmd(t, "rules", "test", "faith7", "2001:db8:1::2", "[64:ff9b::1]:80"); code != exitError || !strings.Contains(stderr, "not running") {
+		t.Errorf("rules test faith7 (not running): exit %d, %q", code, stderr)
+	}
+}
