@@ -30,6 +30,10 @@ type Status struct {
 	FlowsAccepted      uint64            `json:"flows_accepted"`
 	FlowsRefused       uint64            `json:"flows_refused"`
 	FlowsDenied        uint64            `json:"flows_denied"`
+	FlowsLimited       uint64            `json:"flows_limited"` // refused by a per-client limit
+	Clients            int               `json:"clients"`       // client /64s with flows
+	MaxFlowsPerClient  int               `json:"max_flows_per_client"`
+	MaxHandshakesPer   int               `json:"max_handshakes_per_client"`
 	HandshakesInFlight int64             `json:"handshakes_in_flight"`
 	ICMPErrorsSent     uint64            `json:"icmp6_errors_sent"` // flows refused with ICMPv6
 	BytesIn            uint64            `json:"bytes_in"`          // client to server

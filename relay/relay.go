@@ -63,6 +63,7 @@ type Stats struct {
 	FlowsAccepted atomic.Uint64
 	FlowsRefused  atomic.Uint64 // the IPv4 dial failed
 	FlowsDenied   atomic.Uint64 // the destination may not be relayed
+	FlowsLimited  atomic.Uint64 // the client had too many flows or handshakes
 	BytesIn       atomic.Uint64 // client to server
 	BytesOut      atomic.Uint64 // server to client
 }
@@ -75,6 +76,7 @@ type Config struct {
 	// such destinations are always refused. Nil: none is.
 	IsLocal     func(netip.Addr) bool
 	DenyWith    Refusal       // how denied flows are refused; the zero value is RST, faithif uses RefuseProhibited
+	Limits      Limits        // per client /64; zero fields: the defaults
 	DialTimeout time.Duration // zero: DefaultDialTimeout
 	IdleTimeout time.Duration // zero: DefaultIdleTimeout; negative: never
 	Logger      *slog.Logger  // nil: slog.Default()
@@ -85,6 +87,7 @@ type Relay struct {
 	cfg    Config
 	dialer net.Dialer
 	rules  atomic.Pointer[Rules]
+	limits clientLimiter
 	stats  Stats
 }
 
@@ -99,7 +102,14 @@ func New(cfg Config) *Relay {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Limits.MaxFlows <= 0 {
+		cfg.Limits.MaxFlows = DefaultMaxFlowsPerClient
+	}
+	if cfg.Limits.MaxHandshakes <= 0 {
+		cfg.Limits.MaxHandshakes = DefaultMaxHandshakesPerClient
+	}
 	r := &Relay{cfg: cfg, dialer: net.Dialer{Timeout: cfg.DialTimeout}}
+	r.limits.limits = cfg.Limits
 	r.rules.Store(cfg.Rules)
 	return r
 }
@@ -114,6 +124,12 @@ func (r *Relay) Rules() *Rules { return r.rules.Load() }
 // Stats returns the relay's counters.
 func (r *Relay) Stats() *Stats { return &r.stats }
 
+// Limits returns the per-client limits in force.
+func (r *Relay) Limits() Limits { return r.cfg.Limits }
+
+// Clients returns how many client /64s have flows open or being set up.
+func (r *Relay) Clients() int { return r.limits.clients() }
+
 // Handle decides one flow and, if it is accepted, relays it until it ends
 // or ctx is cancelled. The IPv4 connection is made before the client's
 // handshake completes, so a client never sees a connection that then closes:
@@ -123,6 +139,16 @@ func (r *Relay) Handle(ctx context.Context, req Request) {
 	client, dst6 := req.Client(), req.Dest()
 	log := r.cfg.Logger.With("client", client.String(), "dst6", dst6.String())
 	r.stats.FlowsTotal.Add(1)
+
+	who := clientOf(client.Addr())
+	if ok, limit := r.limits.admit(who); !ok {
+		r.stats.FlowsLimited.Add(1)
+		req.Refuse(RefuseReset)
+		log.Warn("flow refused", "reason", "limit", "limit", limit, "client_net", who.String())
+		return
+	}
+	established := false
+	defer func() { r.limits.done(who, established) }()
 
 	dst4, err := r.cfg.Mapper.Map(dst6.Addr())
 	if err != nil {
@@ -177,6 +203,8 @@ func (r *Relay) Handle(ctx context.Context, req Request) {
 		log.Info("flow refused", "reason", "client-gone", "error", err.Error())
 		return
 	}
+	r.limits.established(who)
+	established = true
 	r.stats.FlowsAccepted.Add(1)
 	r.stats.FlowsOpen.Add(1)
 	log.Info("flow accepted", "src4", nc.LocalAddr().String(), "dial_ms", time.Since(start).Milliseconds())

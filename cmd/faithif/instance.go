@@ -31,6 +31,7 @@ type instanceConfig struct {
 	routes      bool          // --route
 	rulesPath   string        // --config
 	denyWith    relay.Refusal // --deny-with
+	limits      relay.Limits  // --max-flows-per-client, --max-handshakes-per-client
 	runDir      faithif.RunDir
 }
 
@@ -77,7 +78,7 @@ func newInstance(cfg instanceConfig, log *slog.Logger) (*instance, error) {
 		cfg: cfg, log: log, mapper: mapper,
 		stopCh: make(chan stopRequest, 1), forceCh: make(chan struct{}),
 	}
-	in.relay = relay.New(relay.Config{Mapper: mapper, Rules: rules, DenyWith: cfg.denyWith, IsLocal: in.isLocal, DialTimeout: cfg.dialTimeout, IdleTimeout: cfg.idleTimeout, Logger: log})
+	in.relay = relay.New(relay.Config{Mapper: mapper, Rules: rules, DenyWith: cfg.denyWith, IsLocal: in.isLocal, Limits: cfg.limits, DialTimeout: cfg.dialTimeout, IdleTimeout: cfg.idleTimeout, Logger: log})
 	return in, nil
 }
 
@@ -260,6 +261,10 @@ func (in *instance) Status() faithif.Status {
 		FlowsAccepted:      rs.FlowsAccepted.Load(),
 		FlowsRefused:       rs.FlowsRefused.Load(),
 		FlowsDenied:        rs.FlowsDenied.Load(),
+		FlowsLimited:       rs.FlowsLimited.Load(),
+		Clients:            in.relay.Clients(),
+		MaxFlowsPerClient:  in.relay.Limits().MaxFlows,
+		MaxHandshakesPer:   in.relay.Limits().MaxHandshakes,
 		HandshakesInFlight: in.stack.Stats().InFlight.Load(),
 		ICMPErrorsSent:     in.stack.Stats().ICMPSent.Load(),
 		BytesIn:            rs.BytesIn.Load(),

@@ -208,6 +208,8 @@ func cmdCreate(args []string, stdout, stderr io.Writer) error {
 	rulesPath := fs.String("config", "", "faithd.conf access file: SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4] (default: permit all)")
 	routes := fs.Bool("route", false, "install 'PREFIX dev faithN' for every prefix, removed again on destroy")
 	denyWith := fs.String("deny-with", "icmp6", "answer to a denied flow: icmp6 (administratively prohibited, the client sees EACCES) or rst (ECONNREFUSED)")
+	maxFlows := fs.Int("max-flows-per-client", relay.DefaultMaxFlowsPerClient, "flows one client /64 may have open or being set up")
+	maxHandshakes := fs.Int("max-handshakes-per-client", relay.DefaultMaxHandshakesPerClient, "flows one client /64 may have waiting for their IPv4 connection")
 	grace := fs.Duration("grace", DefaultGrace, "on SIGTERM, let open flows finish this long before resetting them")
 	idle := fs.Duration("idle-timeout", relay.DefaultIdleTimeout, "close flows idle in both directions this long (0: never)")
 	dial := fs.Duration("dial-timeout", relay.DefaultDialTimeout, "give up on an IPv4 connection after this long")
@@ -232,6 +234,9 @@ func cmdCreate(args []string, stdout, stderr io.Writer) error {
 	if *idle == 0 {
 		*idle = -1 // relay: never
 	}
+	if *maxFlows < 1 || *maxHandshakes < 1 {
+		return usagef("--max-flows-per-client and --max-handshakes-per-client must be at least 1")
+	}
 	var deny relay.Refusal
 	switch *denyWith {
 	case "icmp6":
@@ -253,6 +258,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) error {
 		name: name, prefixes: prefixes, mtu: *mtu, keepFaith: *keep,
 		idleTimeout: *idle, dialTimeout: *dial, grace: *grace, routes: *routes,
 		rulesPath: *rulesPath, denyWith: deny, runDir: faithif.RunDirFromEnv(),
+		limits: relay.Limits{MaxFlows: *maxFlows, MaxHandshakes: *maxHandshakes},
 	}
 	in, err := newInstance(cfg, log)
 	if err != nil {
@@ -413,8 +419,9 @@ func printStatus(w io.Writer, st *faithif.Status) {
 	fmt.Fprintf(tw, "  prefixes\t%s\n", strings.Join(st.Prefixes, " "))
 	fmt.Fprintf(tw, "  mtu\t%d\n", st.MTU)
 	fmt.Fprintf(tw, "  keepfaith\t%d\n", b2i(st.KeepFaith))
-	fmt.Fprintf(tw, "  flows\topen %d, total %d, accepted %d, refused %d, denied %d, handshakes %d\n",
-		st.FlowsOpen, st.FlowsTotal, st.FlowsAccepted, st.FlowsRefused, st.FlowsDenied, st.HandshakesInFlight)
+	fmt.Fprintf(tw, "  flows\topen %d, total %d, accepted %d, refused %d, denied %d, limited %d, handshakes %d\n",
+		st.FlowsOpen, st.FlowsTotal, st.FlowsAccepted, st.FlowsRefused, st.FlowsDenied, st.FlowsLimited, st.HandshakesInFlight)
+	fmt.Fprintf(tw, "  clients\t%d (limits per /64: %d flows, %d handshakes)\n", st.Clients, st.MaxFlowsPerClient, st.MaxHandshakesPer)
 	fmt.Fprintf(tw, "  bytes\tclient->server %d, server->client %d\n", st.BytesIn, st.BytesOut)
 	reasons := make([]string, 0, len(st.PacketsDiscarded))
 	for r := range st.PacketsDiscarded {
