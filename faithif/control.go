@@ -41,6 +41,7 @@ type Status struct {
 	PacketsIn          uint64            `json:"packets_in"`
 	PacketsOut         uint64            `json:"packets_out"`
 	PacketsDiscarded   map[string]uint64 `json:"packets_discarded"`
+	ICMPv6In           map[string]uint64 `json:"icmp6_in"` // by type; errors are delivered to the flow, the rest discarded
 }
 
 // Controller is the running instance as the control socket sees it.

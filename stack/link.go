@@ -46,6 +46,37 @@ type LinkStats struct {
 	PacketsIn  atomic.Uint64
 	PacketsOut atomic.Uint64
 	Discarded  [numDiscardReasons]atomic.Uint64
+	// ICMPv6In counts inbound ICMPv6 messages by type, delivered (errors
+	// for FAITH flows) or discarded (everything else).
+	ICMPv6In [256]atomic.Uint64
+}
+
+var icmpv6Names = map[header.ICMPv6Type]string{
+	header.ICMPv6DstUnreachable:  "dst_unreachable",
+	header.ICMPv6PacketTooBig:    "packet_too_big",
+	header.ICMPv6TimeExceeded:    "time_exceeded",
+	header.ICMPv6ParamProblem:    "param_problem",
+	header.ICMPv6EchoRequest:     "echo_request",
+	header.ICMPv6EchoReply:       "echo_reply",
+	header.ICMPv6RouterSolicit:   "router_solicit",
+	header.ICMPv6NeighborSolicit: "neighbor_solicit",
+	header.ICMPv6NeighborAdvert:  "neighbor_advert",
+	header.ICMPv6RedirectMsg:     "redirect",
+}
+
+// ICMPv6ByType returns the non-zero inbound ICMPv6 counters by type name.
+func (s *LinkStats) ICMPv6ByType() map[string]uint64 {
+	m := make(map[string]uint64)
+	for t := range s.ICMPv6In {
+		if n := s.ICMPv6In[t].Load(); n > 0 {
+			name, ok := icmpv6Names[header.ICMPv6Type(t)]
+			if !ok {
+				name = fmt.Sprintf("type_%d", t)
+			}
+			m[name] = n
+		}
+	}
+	return m
 }
 
 // DiscardedByReason returns the discard counters by reason name.
@@ -215,7 +246,9 @@ func (e *LinkEndpoint) classify(b []byte) (DiscardReason, bool) {
 		if len(l4) < header.ICMPv6MinimumSize {
 			return DiscardMalformed, false
 		}
-		switch header.ICMPv6(l4).Type() {
+		typ := header.ICMPv6(l4).Type()
+		e.stats.ICMPv6In[typ].Add(1)
+		switch typ {
 		case header.ICMPv6DstUnreachable, header.ICMPv6PacketTooBig, header.ICMPv6TimeExceeded:
 			return 0, true
 		}

@@ -86,6 +86,11 @@ func TestDeliverFiltersAndCounts(t *testing.T) {
 					t.Errorf("discarded[%s] = %d; want %d", r, got, want)
 				}
 			}
+			if tt.pkt != nil && len(tt.pkt) > 40 && tt.pkt[6] == 58 && len(tt.pkt) >= 44 {
+				if got := e.Stats().ICMPv6In[tt.pkt[40]].Load(); got != 1 {
+					t.Errorf("icmp6 in[%d] = %d; want 1", tt.pkt[40], got)
+				}
+			}
 			if got := e.Stats().PacketsIn.Load(); got != 1 {
 				t.Errorf("packets in = %d; want 1", got)
 			}

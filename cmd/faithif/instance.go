@@ -272,6 +272,7 @@ func (in *instance) Status() faithif.Status {
 		PacketsIn:          ls.PacketsIn.Load(),
 		PacketsOut:         ls.PacketsOut.Load(),
 		PacketsDiscarded:   ls.DiscardedByReason(),
+		ICMPv6In:           ls.ICMPv6ByType(),
 	}
 	if r := in.relay.Rules(); r != nil {
 		st.RuleCount = len(r.Rules)

@@ -423,18 +423,29 @@ func printStatus(w io.Writer, st *faithif.Status) {
 		st.FlowsOpen, st.FlowsTotal, st.FlowsAccepted, st.FlowsRefused, st.FlowsDenied, st.FlowsLimited, st.HandshakesInFlight)
 	fmt.Fprintf(tw, "  clients\t%d (limits per /64: %d flows, %d handshakes)\n", st.Clients, st.MaxFlowsPerClient, st.MaxHandshakesPer)
 	fmt.Fprintf(tw, "  bytes\tclient->server %d, server->client %d\n", st.BytesIn, st.BytesOut)
-	reasons := make([]string, 0, len(st.PacketsDiscarded))
-	for r := range st.PacketsDiscarded {
-		reasons = append(reasons, r)
-	}
-	sort.Strings(reasons)
-	var d []string
-	for _, r := range reasons {
-		d = append(d, fmt.Sprintf("%s %d", r, st.PacketsDiscarded[r]))
-	}
+	d := []string{joinCounts(st.PacketsDiscarded)}
 	fmt.Fprintf(tw, "  packets\tin %d, out %d\n", st.PacketsIn, st.PacketsOut)
 	fmt.Fprintf(tw, "  discarded\t%s\n", strings.Join(d, ", "))
+	fmt.Fprintf(tw, "  icmp6 in\t%s\n", joinCounts(st.ICMPv6In))
+	fmt.Fprintf(tw, "  icmp6 sent\t%d (flows refused with an ICMPv6 error)\n", st.ICMPErrorsSent)
 	tw.Flush()
+}
+
+// joinCounts prints counters by name, sorted: "a 1, b 2"; "none" if empty.
+func joinCounts(m map[string]uint64) string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var s []string
+	for _, n := range names {
+		s = append(s, fmt.Sprintf("%s %d", n, m[n]))
+	}
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
 }
 
 const sysctlUsage = `usage: faithif sysctl [-w] net.inet6.ip6.keepfaith[=0|1]
