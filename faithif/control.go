@@ -35,9 +35,10 @@ type Status struct {
 	MaxFlowsPerClient  int               `json:"max_flows_per_client"`
 	MaxHandshakesPer   int               `json:"max_handshakes_per_client"`
 	HandshakesInFlight int64             `json:"handshakes_in_flight"`
-	ICMPErrorsSent     uint64            `json:"icmp6_errors_sent"` // flows refused with ICMPv6
-	BytesIn            uint64            `json:"bytes_in"`          // client to server
-	BytesOut           uint64            `json:"bytes_out"`         // server to client
+	ICMPErrorsSent     uint64            `json:"icmp6_errors_sent"`         // flows refused with ICMPv6
+	ICMPRateLimited    uint64            `json:"icmp6_errors_rate_limited"` // suppressed by the token bucket
+	BytesIn            uint64            `json:"bytes_in"`                  // client to server
+	BytesOut           uint64            `json:"bytes_out"`                 // server to client
 	PacketsIn          uint64            `json:"packets_in"`
 	PacketsOut         uint64            `json:"packets_out"`
 	PacketsDiscarded   map[string]uint64 `json:"packets_discarded"`

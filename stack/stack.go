@@ -121,6 +121,11 @@ func (s *Stack) Link() *LinkEndpoint { return s.link }
 // Stats returns the Stack's flow counters.
 func (s *Stack) Stats() *Stats { return &s.stats }
 
+// ICMPRateLimited returns how many ICMPv6 errors the rate limit suppressed.
+func (s *Stack) ICMPRateLimited() uint64 {
+	return s.gs.Stats().ICMP.V6.PacketsSent.RateLimited.Value()
+}
+
 // Run reads packets from the device until the device is closed or removed,
 // or reading fails. ready, if not nil, is called once packets are being read.
 // To stop a Stack, close its device, then call Close.

@@ -267,6 +267,7 @@ func (in *instance) Status() faithif.Status {
 		MaxHandshakesPer:   in.relay.Limits().MaxHandshakes,
 		HandshakesInFlight: in.stack.Stats().InFlight.Load(),
 		ICMPErrorsSent:     in.stack.Stats().ICMPSent.Load(),
+		ICMPRateLimited:    in.stack.ICMPRateLimited(),
 		BytesIn:            rs.BytesIn.Load(),
 		BytesOut:           rs.BytesOut.Load(),
 		PacketsIn:          ls.PacketsIn.Load(),
