@@ -91,6 +91,10 @@ func Create(name string, mtu int) (*Interface, error) {
 	}
 	dev, err := tun.CreateTUN(name, mtu)
 	if err != nil {
+		if errors.Is(err, syscall.EBUSY) {
+			// Another instance created it between the check and now.
+			return nil, fmt.Errorf("create %s: interface already exists (in use by another instance)", name)
+		}
 		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
 			return nil, fmt.Errorf("create %s: %w (faithif needs root or CAP_NET_ADMIN and access to %s)", name, err, tunPath)
 		}

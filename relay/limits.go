@@ -9,7 +9,7 @@ import (
 // subnet behind a router, which can use any address in it.
 const (
 	DefaultMaxFlowsPerClient      = 4096 // a fifth of a 20,000 fd limit
-	DefaultMaxHandshakesPerClient = 64   // of the stack's 1,024 in flight
+	DefaultMaxHandshakesPerClient = 256  // of the stack's 1,024 in flight
 )
 
 // Limits bound what one client /64 may hold, so that one client cannot
@@ -18,6 +18,12 @@ type Limits struct {
 	MaxFlows      int // flows open or being set up
 	MaxHandshakes int // flows waiting for their IPv4 connection
 }
+
+// The limits admit names.
+const (
+	limitHandshakes = "handshakes-per-client"
+	limitFlows      = "flows-per-client"
+)
 
 // clientLimiter counts flows and handshakes per client /64.
 type clientLimiter struct {
@@ -48,9 +54,9 @@ func (l *clientLimiter) admit(c netip.Prefix) (ok bool, limit string) {
 	}
 	switch {
 	case n.handshakes >= l.limits.MaxHandshakes:
-		return false, "handshakes-per-client"
+		return false, limitHandshakes
 	case n.flows+n.handshakes >= l.limits.MaxFlows:
-		return false, "flows-per-client"
+		return false, limitFlows
 	}
 	n.handshakes++
 	return true, ""

@@ -32,11 +32,13 @@ const (
 	RefuseNoRoute                        // ICMPv6 unreachable code 0, no route: ENETUNREACH
 	RefuseAddrUnreachable                // ICMPv6 unreachable code 3, address unreachable: EHOSTUNREACH
 	RefusePortUnreachable                // ICMPv6 unreachable code 4, port unreachable: ECONNREFUSED
+	RefuseDrop                           // no answer, as a full SYN backlog: the client retransmits its SYN
 )
 
 var refusalNames = map[Refusal]string{
 	RefuseReset: "rst", RefuseProhibited: "icmp6-prohibited", RefuseNoRoute: "icmp6-no-route",
 	RefuseAddrUnreachable: "icmp6-addr-unreachable", RefusePortUnreachable: "icmp6-port-unreachable",
+	RefuseDrop: "drop",
 }
 
 // String names the refusal as logs show it.
@@ -142,9 +144,15 @@ func (r *Relay) Handle(ctx context.Context, req Request) {
 
 	who := clientOf(client.Addr())
 	if ok, limit := r.limits.admit(who); !ok {
+		// Too many handshakes: drop the SYN, the client retries in a
+		// second, as with a full listen backlog. Too many flows: say no.
+		answer := RefuseReset
+		if limit == limitHandshakes {
+			answer = RefuseDrop
+		}
 		r.stats.FlowsLimited.Add(1)
-		req.Refuse(RefuseReset)
-		log.Warn("flow refused", "reason", "limit", "limit", limit, "client_net", who.String())
+		req.Refuse(answer)
+		log.Warn("flow refused", "reason", "limit", "limit", limit, "answer", answer.String(), "client_net", who.String())
 		return
 	}
 	established := false

@@ -204,6 +204,9 @@ const (
 	// RefusePortUnreachable sends ICMPv6 Destination Unreachable, code 4
 	// (port unreachable): ECONNREFUSED.
 	RefusePortUnreachable
+	// RefuseDrop sends nothing, as a full SYN backlog does: the client
+	// retransmits its SYN.
+	RefuseDrop
 )
 
 var rejectWith = map[Refusal]stack.RejectIPv6WithICMPType{
@@ -271,6 +274,10 @@ func (r *Request) Refuse(how Refusal) {
 	r.fr = nil
 	defer r.release()
 	defer r.s.stats.InFlight.Add(-1)
+	if how == RefuseDrop {
+		fr.Complete(false)
+		return
+	}
 	if how != RefuseReset && r.syn != nil {
 		if rej, ok := r.s.gs.NetworkProtocolInstance(header.IPv6ProtocolNumber).(stack.RejectIPv6WithHandler); ok {
 			if err := rej.SendRejectionError(r.syn, rejectWith[how], true); err == nil {

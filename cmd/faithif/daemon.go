@@ -59,24 +59,49 @@ func daemonize(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("create %s: start: %w", name, err)
 	}
 
-	readyCh := make(chan bool, 1)
+	// The instance answers on the pipe: "ready", or "error: MESSAGE" with
+	// its own startup error (the log file may be shared with an instance of
+	// the same name that won a race). Nothing at all means it crashed.
+	lineCh := make(chan string, 1)
 	go func() {
-		line, _ := bufio.NewReader(r).ReadString('\n')
-		readyCh <- strings.TrimSpace(line) == "ready"
+		line, _ := bufio.NewReader(io.LimitReader(r, 64<<10)).ReadString('\n')
+		lineCh <- strings.TrimSuffix(line, "\n")
 	}()
 	select {
-	case ok := <-readyCh:
-		if ok {
+	case line := <-lineCh:
+		if line == "ready" {
 			fmt.Fprintf(stdout, "%s created (pid %d, log %s)\n", name, cmd.Process.Pid, logPath)
 			cmd.Process.Release()
 			return nil
 		}
+		cmd.Wait()
+		if msg, ok := strings.CutPrefix(line, "error: "); ok {
+			return reportedError{errors.New(unescapeLine(msg))}
+		}
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
+		cmd.Wait()
 	}
-	cmd.Wait()
 	return fmt.Errorf("%s", startupError(logPath, start, name))
 }
+
+// reportedError is an error whose message is complete as it is.
+type reportedError struct{ error }
+
+// inBackground reports whether this process is a background instance
+// started by daemonize.
+func inBackground() bool { return os.Getenv(readyFDEnv) == "3" }
+
+// notifyFailed tells the command that started this instance why it could
+// not start.
+func notifyFailed(err error) {
+	f := os.NewFile(3, "ready")
+	f.WriteString("error: " + escapeLine(err.Error()) + "\n")
+	f.Close()
+}
+
+func escapeLine(s string) string   { return strings.ReplaceAll(s, "\n", "\\n") }
+func unescapeLine(s string) string { return strings.ReplaceAll(s, "\\n", "\n") }
 
 // startupError returns what a failed background instance wrote to its log.
 func startupError(logPath string, from int64, name string) string {
@@ -107,7 +132,7 @@ func parseNameOnly(args []string) (string, error) {
 // notifyReady tells the command that started this instance in the
 // background, if any, that it is ready.
 func notifyReady() {
-	if os.Getenv(readyFDEnv) != "3" {
+	if !inBackground() {
 		return
 	}
 	f := os.NewFile(3, "ready")

@@ -387,6 +387,7 @@ var refusals = map[relay.Refusal]stack.Refusal{
 	relay.RefuseNoRoute:         stack.RefuseNoRoute,
 	relay.RefuseAddrUnreachable: stack.RefuseAddrUnreachable,
 	relay.RefusePortUnreachable: stack.RefusePortUnreachable,
+	relay.RefuseDrop:            stack.RefuseDrop,
 }
 
 func (f flowRequest) Accept() (relay.Conn, error) {

@@ -31,6 +31,9 @@ const (
 	exitUsage = 2
 )
 
+// silentError has been reported elsewhere; it only sets the exit status.
+type silentError struct{ error }
+
 // usageError is an error in the command line: exit status 2.
 type usageError struct{ msg string }
 
@@ -88,11 +91,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = usagef("unknown command %q", args[0])
 	}
 	var ue usageError
+	var se silentError
+	var re reportedError
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
+	case errors.As(err, &se):
+		return exitError
+	case errors.As(err, &re):
+		fmt.Fprintln(stderr, err)
+		return exitError
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "faithif: %s\n", err)
 		fmt.Fprintf(stderr, "Run 'faithif %s --help' for usage.\n", strings.TrimSpace(firstWord(args)))
@@ -196,7 +206,18 @@ A bad line is an error (FILE:LINE: ...) and the whole file is rejected.
 Flags:
 `
 
-func cmdCreate(args []string, stdout, stderr io.Writer) error {
+func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
+	if inBackground() {
+		// A background instance reports a startup error to the command
+		// that started it, not to the log it may share.
+		// (notifyReady clears inBackground once the instance is ready.)
+		defer func() {
+			if err != nil && inBackground() {
+				notifyFailed(fmt.Errorf("faithif: %w", err))
+				err = silentError{err}
+			}
+		}()
+	}
 	fs := newFlagSet("create", createUsage, stderr)
 	var prefixes prefixList
 	fs.Var(&prefixes, "prefix", "FAITH prefix, RFC 6052 length /32../96 (repeatable; default 64:ff9b::/96)")
@@ -357,7 +378,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: %d rules from %s\n", name, st.RuleCount, st.Rules)
+	fmt.Fprintf(stdout, "%s: %d %s from %s\n", name, st.RuleCount, plural(st.RuleCount, "rule", "rules"), st.Rules)
 	return nil
 }
 
@@ -429,6 +450,13 @@ func printStatus(w io.Writer, st *faithif.Status) {
 	fmt.Fprintf(tw, "  icmp6 in\t%s\n", joinCounts(st.ICMPv6In))
 	fmt.Fprintf(tw, "  icmp6 sent\t%d flows refused with an ICMPv6 error, %d suppressed by the rate limit\n", st.ICMPErrorsSent, st.ICMPRateLimited)
 	tw.Flush()
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // joinCounts prints counters by name, sorted: "a 1, b 2"; "none" if empty.

@@ -170,6 +170,9 @@ type Faithif struct {
 // Stop calls it itself.
 func (f *Faithif) ExpectExit() { f.expected.Store(true) }
 
+// Signal sends sig to the faithif process.
+func (f *Faithif) Signal(sig os.Signal) error { return f.cmd.Process.Signal(sig) }
+
 // Pid returns the process id of faithif.
 func (f *Faithif) Pid() int { return f.cmd.Process.Pid }
 
@@ -400,6 +403,16 @@ type Discarded struct {
 type Status struct {
 	// Name is the interface name, e.g. faith0.
 	Name string `json:"name"`
+	// PID is the process id of the instance.
+	PID int `json:"pid"`
+	// Routes are the prefixes routed to the interface by --route.
+	Routes []string `json:"routes"`
+	// Rules is the access file given with --config.
+	Rules string `json:"rules"`
+	// RuleCount is the number of access rules in force.
+	RuleCount int `json:"rule_count"`
+	// Draining is true while the instance drains before stopping.
+	Draining bool `json:"draining"`
 	// Prefixes are the FAITH prefixes of the interface.
 	Prefixes []string `json:"prefixes"`
 	// MTU is the interface MTU.
@@ -434,13 +447,32 @@ type Status struct {
 
 // Show runs "faithif show faith0 --json" in the router and parses it.
 func (l *Lab) Show() (*Status, error) {
-	r := l.Faithif("show", FaithIf, "--json")
+	return l.ShowIf(FaithIf)
+}
+
+// ShowIf runs "faithif show NAME --json" in the router and parses it.
+func (l *Lab) ShowIf(name string) (*Status, error) {
+	r := l.Faithif("show", name, "--json")
 	if r.Err != nil || r.ExitCode != 0 {
-		return nil, fmt.Errorf("faithif show %s --json: %s", FaithIf, r)
+		return nil, fmt.Errorf("faithif show %s --json: %s", name, r)
 	}
 	st := &Status{Raw: strings.TrimSpace(r.Stdout)}
 	if err := json.Unmarshal([]byte(r.Stdout), st); err != nil {
-		return nil, fmt.Errorf("faithif show %s --json: bad JSON %q: %w", FaithIf, r.Stdout, err)
+		return nil, fmt.Errorf("faithif show %s --json: bad JSON %q: %w", name, r.Stdout, err)
 	}
 	return st, nil
+}
+
+// List runs "faithif list --json" in the router and parses it. Raw of each
+// element is left empty; the returned string is the whole output.
+func (l *Lab) List() ([]Status, string, error) {
+	r := l.Faithif("list", "--json")
+	if r.Err != nil || r.ExitCode != 0 {
+		return nil, "", fmt.Errorf("faithif list --json: %s", r)
+	}
+	var all []Status
+	if err := json.Unmarshal([]byte(r.Stdout), &all); err != nil {
+		return nil, r.Stdout, fmt.Errorf("faithif list --json: bad JSON %q: %w", r.Stdout, err)
+	}
+	return all, r.Stdout, nil
 }

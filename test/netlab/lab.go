@@ -282,6 +282,19 @@ func (l *Lab) teardown() {
 			}
 		}
 	}
+	// Background instances ("faithif create" without -f) are not children
+	// of the test: find them by their run directory.
+	if pids := killRunDirProcs(l.RunDir); len(pids) > 0 {
+		t.Logf("netlab: stopped faithif process(es) %v still running for %s", pids, l.RunDir)
+	}
+	if t.Failed() && l.RunDir != "" {
+		logs, _ := filepath.Glob(filepath.Join(l.RunDir, "*.log"))
+		for _, lf := range logs {
+			if b, err := os.ReadFile(lf); err == nil {
+				t.Logf("netlab: %s:\n%s", lf, tail(string(b), 200))
+			}
+		}
+	}
 	for i := len(l.nss) - 1; i >= 0; i-- {
 		ns := l.nss[i]
 		ns.h.Close()
@@ -407,6 +420,9 @@ func Sweep() error {
 				live[m[1]] = alive
 			}
 			if !alive {
+				// Background faithif instances of a killed test process
+				// still run with this run directory.
+				killRunDirProcs(filepath.Join(os.TempDir(), e.Name()))
 				if err := os.RemoveAll(filepath.Join(os.TempDir(), e.Name())); err != nil {
 					errs = append(errs, err.Error())
 				}

@@ -1,0 +1,332 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/faithif/faithif/test/netlab"
+)
+
+// writeConf writes an access file.
+func writeConf(t *testing.T, path string, lines ...string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// echoExchange sends size random bytes on c (an echo flow) while reading
+// the echo, and checks that the echo is byte-exact.
+func echoExchange(t *testing.T, c *net.TCPConn, seed uint64, size int) {
+	t.Helper()
+	data := randBytes(seed, size)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		werr <- err
+	}()
+	got := make([]byte, size)
+	_, rerr := io.ReadFull(c, got)
+	if err := <-werr; err != nil {
+		t.Fatalf("write %d bytes on the open flow: %v", size, err)
+	}
+	if rerr != nil {
+		t.Fatalf("read the echo of %d bytes on the open flow: %v", size, rerr)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("the echo of %d bytes on the open flow differs", size)
+	}
+}
+
+// answerErrno is what a Linux client's connect returns for each way faithif
+// answers a refused SYN, by the name its log gives in answer=. Builds that
+// log no answer always reset.
+var answerErrno = map[string]syscall.Errno{
+	"":                       syscall.ECONNREFUSED,
+	"rst":                    syscall.ECONNREFUSED,
+	"icmp6-prohibited":       syscall.EACCES,
+	"icmp6-port-unreachable": syscall.ECONNREFUSED,
+	"icmp6-no-route":         syscall.ENETUNREACH,
+	"icmp6-addr-unreachable": syscall.EHOSTUNREACH,
+}
+
+var answerRE = regexp.MustCompile(`\banswer=(\S+)`)
+
+// expectDenied checks that a new connection to the server is denied by rule
+// conf:line: refused within 2 s, logged as the nth reason=denied line with
+// rule=conf:line, and answered as the log says (with ECONNREFUSED for a RST,
+// EACCES for administratively prohibited). If wantAnswer is set, the log
+// must give that answer.
+func expectDenied(t *testing.T, ctx context.Context, lab *netlab.Lab, f *netlab.Faithif, port int, conf string, line, nth int, wantAnswer string) {
+	t.Helper()
+	start := time.Now()
+	c, err := dialServer(ctx, lab, port)
+	d := time.Since(start)
+	if err == nil {
+		c.Close()
+		t.Fatalf("connect to %s succeeded; want it denied by %s:%d", serverAddr(port), conf, line)
+	}
+	if d > 2*time.Second {
+		t.Errorf("refused after %v; want within 2 s", d)
+	}
+	subs := []string{`msg="flow refused"`, "reason=denied", fmt.Sprintf("rule=%s:%d", conf, line)}
+	if _, ok := f.WaitLog(2*time.Second, func(string) bool { return countLines(f.Stderr(), subs...) >= nth }); !ok {
+		t.Fatalf("denied connection %d not logged with %q (connect: %v):\n%s", nth, subs, err, f.Stderr())
+	}
+	var logged string
+	for _, l := range strings.Split(f.Stderr(), "\n") {
+		if hasAll(l, subs...) {
+			logged = l // the last one
+		}
+	}
+	answer := ""
+	if m := answerRE.FindStringSubmatch(logged); m != nil {
+		answer = m[1]
+	}
+	if wantAnswer != "" && answer != wantAnswer {
+		t.Errorf("logged answer=%q, want %q: %s", answer, wantAnswer, logged)
+	}
+	want, known := answerErrno[answer]
+	if !known {
+		t.Fatalf("unknown answer=%q in %s", answer, logged)
+	}
+	if !errors.Is(err, want) {
+		t.Errorf("connect to %s after %v: %v; want %v (logged answer=%q)", serverAddr(port), d, err, want, answer)
+	} else {
+		t.Logf("denied after %v: %v; log: %s", d.Round(time.Microsecond), err, logged)
+	}
+}
+
+// createFlagSupported reports whether "faithif create" has flag name.
+func createFlagSupported(t *testing.T, lab *netlab.Lab, name string) bool {
+	t.Helper()
+	r := lab.Faithif("create", "--help")
+	return strings.Contains(r.Stdout+r.Stderr, "-"+name+" ")
+}
+
+// TestReloadOpenFlow changes the access rules of a running instance while
+// a flow is open, by SIGHUP and by "faithif reload": new flows follow the
+// new rules (denied: RST, logged with the rule), the open flow goes on
+// untouched; a broken file is rejected and the old rules stay.
+func TestReloadOpenFlow(t *testing.T) {
+	for _, via := range []string{"SIGHUP", "Command"} {
+		t.Run(via, func(t *testing.T) { testReloadOpenFlow(t, via == "SIGHUP") })
+	}
+}
+
+func testReloadOpenFlow(t *testing.T, bySignal bool) {
+	lab := netlab.New(t)
+	ctx := testCtx(t, time.Minute)
+	port := echoServer(t, lab)
+	conf := filepath.Join(netlab.TempDir(t, "conf"), "faithd.conf")
+	writeConf(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24")
+	args := []string{"--keepfaith", "--config", conf}
+	// A denied flow is answered with a RST (ECONNREFUSED) in the SIGHUP
+	// variant if the build can be told so (--deny-with, whose default is
+	// ICMPv6 administratively prohibited: EACCES); the Command variant uses
+	// the default answer, whatever it is.
+	wantAnswer := ""
+	if bySignal && createFlagSupported(t, lab, "deny-with") {
+		args = append(args, "--deny-with", "rst")
+		wantAnswer = "rst"
+	}
+	f := lab.StartFaithif(t, args...)
+	if st, err := lab.Show(); err != nil {
+		t.Fatal(err)
+	} else if st.RuleCount != 1 || st.Rules != conf {
+		t.Errorf("show: rules %q, rule_count %d; want %s, 1", st.Rules, st.RuleCount, conf)
+	}
+
+	// reload rereads the file; it returns once the instance has done so.
+	reload := func(wantOK bool) netlab.Result {
+		t.Helper()
+		if bySignal {
+			msg := "rules reloaded"
+			if !wantOK {
+				msg = "reload failed"
+			}
+			before := countLines(f.Stderr(), msg)
+			if err := f.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := f.WaitLog(5*time.Second, func(string) bool { return countLines(f.Stderr(), msg) > before }); !ok {
+				t.Fatalf("no new %q log line within 5 s of SIGHUP:\n%s", msg, f.Stderr())
+			}
+			return netlab.Result{}
+		}
+		r := lab.Faithif("reload", "faith0")
+		t.Logf("faithif reload faith0: exit %d, stdout %q, stderr %q", r.ExitCode, r.Stdout, r.Stderr)
+		if wantOK && r.ExitCode != 0 {
+			t.Fatalf("reload: %s", r)
+		}
+		if !wantOK && r.ExitCode != 1 {
+			t.Errorf("reload of a broken file: exit %d, want 1: %s", r.ExitCode, r)
+		}
+		return r
+	}
+
+	// An open flow, with some traffic.
+	c := mustDialServer(t, ctx, lab, port)
+	echoExchange(t, c, 1, 64<<10)
+
+	// Deny the server.
+	writeConf(t, conf,
+		"2001:db8:1::/64 deny 192.0.2.2",
+		"2001:db8:1::/64 permit 192.0.2.0/24")
+	if r := reload(true); !bySignal {
+		if want := fmt.Sprintf("faith0: 2 rules from %s\n", conf); r.Stdout != want {
+			t.Errorf("reload stdout %q, want %q", r.Stdout, want)
+		}
+	}
+	expectDenied(t, ctx, lab, f, port, conf, 1, 1, wantAnswer)
+	if st, err := lab.Show(); err != nil {
+		t.Fatal(err)
+	} else if st.FlowsDenied != 1 || st.RuleCount != 2 || st.FlowsOpen != 1 {
+		t.Errorf("show: flows_denied %d, rule_count %d, flows_open %d; want 1, 2, 1: %s", st.FlowsDenied, st.RuleCount, st.FlowsOpen, st.Raw)
+	}
+
+	// The open flow is not touched by the new rules.
+	echoExchange(t, c, 2, 256<<10)
+
+	// A broken file is rejected whole; the old rules stay.
+	writeConf(t, conf,
+		"2001:db8:1::/64 permit 192.0.2.0/24",
+		"2001:db8:1::/64 permit 192.0.2.0/33")
+	r := reload(false)
+	if !bySignal && !strings.Contains(r.Stderr, conf+":2:") {
+		t.Errorf("reload stderr %q does not name %s:2:", r.Stderr, conf)
+	}
+	if bySignal {
+		if _, ok := f.WaitLog(time.Second, func(l string) bool { return hasAll(l, "reload failed", conf+":2:") }); !ok {
+			t.Errorf("the reload failure log does not name %s:2:\n%s", conf, f.Stderr())
+		}
+	}
+	if st, err := lab.Show(); err != nil {
+		t.Fatal(err)
+	} else if st.RuleCount != 2 {
+		t.Errorf("rule_count %d after a failed reload, want the old 2", st.RuleCount)
+	}
+	expectDenied(t, ctx, lab, f, port, conf, 1, 2, wantAnswer) // still the old rule 1
+
+	// The open flow still works, and closes cleanly.
+	echoExchange(t, c, 3, 64<<10)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+		t.Fatalf("after half-close: read %d bytes, %v; want a clean EOF", len(rest), err)
+	}
+	c.Close()
+	if st := waitStatus(t, lab, 3*time.Second, func(s *netlab.Status) bool { return s.FlowsOpen == 0 }); st.FlowsOpen != 0 {
+		t.Errorf("flows_open %d after the flow was closed: %s", st.FlowsOpen, st.Raw)
+	}
+	if line, ok := f.WaitLog(2*time.Second, func(l string) bool { return hasAll(l, `msg="flow finished"`) }); !ok {
+		t.Errorf("no flow finished log line:\n%s", f.Stderr())
+	} else if strings.Contains(line, "error=") {
+		t.Errorf("the open flow did not finish cleanly: %s", line)
+	}
+
+	// A good file again: the server is reachable.
+	writeConf(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24")
+	reload(true)
+	if err := echoRoundTrip(ctx, lab, port, "permitted again"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBind4 checks the BIND4 column of the access file: the IPv4
+// connection leaves from the given router address, and an address that is
+// not the router's is rejected at create.
+func TestBind4(t *testing.T) {
+	lab := netlab.New(t)
+	ctx := testCtx(t, time.Minute)
+	confDir := netlab.TempDir(t, "conf")
+
+	t.Run("NotLocal", func(t *testing.T) {
+		conf := filepath.Join(confDir, "notlocal.conf")
+		writeConf(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 198.51.100.7")
+		for _, fg := range [][]string{nil, {"-f"}} {
+			args := append([]string{"create", "faith0", "--prefix", netlab.FaithPrefix, "--config", conf}, fg...)
+			r := lab.Faithif(args...)
+			t.Logf("%s: exit %d, stderr %q", strings.Join(args, " "), r.ExitCode, r.Stderr)
+			if r.ExitCode != 1 {
+				t.Errorf("exit %d, want 1: %s", r.ExitCode, r)
+			}
+			for _, s := range []string{"not an address of this router", conf + ":1:"} {
+				if !strings.Contains(r.Stderr, s) {
+					t.Errorf("stderr %q does not mention %q", r.Stderr, s)
+				}
+			}
+			checkNothingLeft(t, lab, "after create with BIND4 198.51.100.7")
+		}
+	})
+
+	const second = "192.0.2.11"
+	if _, err := lab.Router.IP("addr", "add", second+"/24", "dev", netlab.RouterServerLink); err != nil {
+		t.Fatal(err)
+	}
+	l, port := listenServer(t, lab)
+	// The server tells the client where the connection comes from.
+	serve(t, l, func(c *net.TCPConn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, c.RemoteAddr().(*net.TCPAddr).IP.String())
+		c.CloseWrite()
+		io.Copy(io.Discard, c)
+	})
+	seenFrom := func(t *testing.T) string {
+		t.Helper()
+		c := mustDialServer(t, ctx, lab, port)
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		b, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatalf("read from the server: %v", err)
+		}
+		return string(b)
+	}
+
+	conf := filepath.Join(confDir, "faithd.conf")
+	writeConf(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 "+second)
+	f := lab.StartFaithif(t, "--keepfaith", "--config", conf)
+	t.Run("Secondary", func(t *testing.T) {
+		if from := seenFrom(t); from != second {
+			t.Errorf("the server sees the connection from %s, want %s (BIND4)", from, second)
+		}
+		if _, ok := f.WaitLog(2*time.Second, func(l string) bool { return hasAll(l, `msg="flow accepted"`, "src4="+second+":") }); !ok {
+			t.Errorf("no flow accepted log line with src4=%s:\n%s", second, f.Stderr())
+		}
+	})
+	t.Run("Primary", func(t *testing.T) {
+		writeConf(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 "+netlab.RouterAddr4)
+		if r := lab.Faithif("reload", "faith0"); r.ExitCode != 0 {
+			t.Fatalf("reload: %s", r)
+		}
+		if from := seenFrom(t); from != netlab.RouterAddr4 {
+			t.Errorf("the server sees the connection from %s, want %s (BIND4)", from, netlab.RouterAddr4)
+		}
+	})
+	t.Run("ReloadNotLocal", func(t *testing.T) {
+		writeConf(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 198.51.100.7")
+		r := lab.Faithif("reload", "faith0")
+		if r.ExitCode != 1 || !strings.Contains(r.Stderr, "not an address of this router") || !strings.Contains(r.Stderr, conf+":1:") {
+			t.Errorf("reload with BIND4 198.51.100.7: %s; want exit 1, %s:1: ... not an address of this router", r, conf)
+		}
+		if from := seenFrom(t); from != netlab.RouterAddr4 {
+			t.Errorf("after the failed reload the server sees %s, want %s (the old rule)", from, netlab.RouterAddr4)
+		}
+	})
+}

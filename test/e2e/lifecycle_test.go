@@ -1,0 +1,775 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/faithif/faithif/test/netlab"
+)
+
+// createdRE matches what a background "faithif create" prints when the
+// instance is ready.
+var createdRE = regexp.MustCompile(`^(faith[0-9]+) created \(pid ([0-9]+), log (\S+)\)\n?$`)
+
+// bgCreate runs "faithif create NAME ARGS..." without -f in the router and
+// returns the pid of the background instance it reports. The instance is
+// stopped by the lab's teardown if the test does not destroy it.
+func bgCreate(t *testing.T, lab *netlab.Lab, name string, args ...string) int {
+	t.Helper()
+	start := time.Now()
+	r := lab.Faithif(append([]string{"create", name}, args...)...)
+	d := time.Since(start)
+	if r.Err != nil || r.ExitCode != 0 {
+		t.Fatalf("faithif create %s %s: %s", name, strings.Join(args, " "), r)
+	}
+	m := createdRE.FindStringSubmatch(r.Stdout)
+	if m == nil || m[1] != name {
+		t.Fatalf("faithif create %s: stdout %q, want %q", name, r.Stdout, name+" created (pid N, log FILE)")
+	}
+	if want := filepath.Join(lab.RunDir, name+".log"); m[3] != want {
+		t.Errorf("faithif create %s: log %s, want %s", name, m[3], want)
+	}
+	pid, _ := strconv.Atoi(m[2])
+	t.Logf("faithif create %s: pid %d, returned after %v", name, pid, d.Round(time.Millisecond))
+	return pid
+}
+
+// readLog returns the log of a background instance.
+func readLog(lab *netlab.Lab, name string) string {
+	b, _ := os.ReadFile(filepath.Join(lab.RunDir, name+".log"))
+	return string(b)
+}
+
+// waitFileLog waits up to timeout for a line of the background instance's
+// log that contains every one of subs, and returns it.
+func waitFileLog(lab *netlab.Lab, name string, timeout time.Duration, subs ...string) (string, bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if line, ok := findLine(readLog(lab, name), subs...); ok {
+			return line, true
+		}
+		if time.Now().After(deadline) {
+			return "", false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// findLine returns the first line of log holding every one of subs.
+func findLine(log string, subs ...string) (string, bool) {
+	for _, line := range strings.Split(log, "\n") {
+		if hasAll(line, subs...) {
+			return line, true
+		}
+	}
+	return "", false
+}
+
+// countLines counts the lines of log holding every one of subs.
+func countLines(log string, subs ...string) int {
+	n := 0
+	for _, line := range strings.Split(log, "\n") {
+		if hasAll(line, subs...) {
+			n++
+		}
+	}
+	return n
+}
+
+func hasAll(line string, subs ...string) bool {
+	if line == "" {
+		return false
+	}
+	for _, s := range subs {
+		if !strings.Contains(line, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// routeFaith routes prefix to dev in the router by hand (what --route does).
+func routeFaith(t *testing.T, lab *netlab.Lab, prefix, dev string) {
+	t.Helper()
+	if _, err := lab.Router.IP("-6", "route", "replace", prefix, "dev", dev); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// hasLink reports whether the router has a link called name.
+func hasLink(t *testing.T, lab *netlab.Lab, name string) bool {
+	t.Helper()
+	links, err := lab.Router.LinkNames()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.Contains(links, name)
+}
+
+// faithLinks returns the router's links whose name starts with "faith".
+func faithLinks(t *testing.T, lab *netlab.Lab) []string {
+	t.Helper()
+	links, err := lab.Router.LinkNames()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range links {
+		if strings.HasPrefix(l, "faith") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// socketPath returns the control socket of name in the lab's run dir.
+func socketPath(lab *netlab.Lab, name string) string {
+	return filepath.Join(lab.RunDir, name+".sock")
+}
+
+// checkNothingLeft fails the test if the router has a faith link, the run
+// dir a control socket, or a faithif process of the lab is still running.
+func checkNothingLeft(t *testing.T, lab *netlab.Lab, what string) {
+	t.Helper()
+	if l := faithLinks(t, lab); len(l) > 0 {
+		t.Errorf("%s: faith links left in the router: %v", what, l)
+	}
+	if socks, _ := filepath.Glob(filepath.Join(lab.RunDir, "*.sock")); len(socks) > 0 {
+		t.Errorf("%s: control sockets left in the run dir: %v", what, socks)
+	}
+	if pids := netlab.RunDirPids(lab.RunDir); len(pids) > 0 {
+		t.Errorf("%s: faithif processes left running: %v", what, pids)
+	}
+}
+
+// checkDestroyed checks that instance name with process pid is gone: no
+// link, no socket file (both at once), the process exits within 2 s.
+func checkDestroyed(t *testing.T, lab *netlab.Lab, name string, pid int) {
+	t.Helper()
+	if hasLink(t, lab, name) {
+		t.Errorf("link %s still exists after destroy", name)
+	}
+	if _, err := os.Lstat(socketPath(lab, name)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("control socket %s still there after destroy (%v)", socketPath(lab, name), err)
+	}
+	start := time.Now()
+	if !netlab.WaitProcessGone(pid, 2*time.Second) {
+		t.Errorf("process %d of %s still running 2 s after destroy returned", pid, name)
+	} else if d := time.Since(start); d > 100*time.Millisecond {
+		t.Logf("process %d exited %v after destroy returned", pid, d.Round(time.Millisecond))
+	}
+}
+
+// embed returns ip4 embedded in the RFC 6052 prefix pfx (/32, /40, /48, /56,
+// /64 or /96): bits 64..71 (the "u" octet) are skipped.
+func embed(pfx, ip4 string) string {
+	p := netip.MustParsePrefix(pfx)
+	a := p.Addr().As16()
+	v4 := netip.MustParseAddr(ip4).As4()
+	i := p.Bits() / 8
+	for _, b := range v4 {
+		if i == 8 {
+			i++
+		}
+		a[i] = b
+		i++
+	}
+	return netip.AddrFrom16(a).String()
+}
+
+// roundTripTo checks an echo through a new connection from the client to
+// addr (host:port).
+func roundTripTo(ctx context.Context, lab *netlab.Lab, addr, msg string) error {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	nc, err := lab.Client.Dial(dctx, "tcp6", addr)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	c := nc.(*net.TCPConn)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		return fmt.Errorf("write to %s: %w", addr, err)
+	}
+	c.CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		return fmt.Errorf("read echo from %s: %w", addr, err)
+	}
+	if string(got) != msg {
+		return fmt.Errorf("echo from %s = %q, want %q", addr, got, msg)
+	}
+	return nil
+}
+
+// echoServer starts an echo server on the server namespace and returns its
+// port.
+func echoServer(t *testing.T, lab *netlab.Lab) int {
+	t.Helper()
+	l, port := listenServer(t, lab)
+	serve(t, l, echoHandler)
+	return port
+}
+
+// TestBackgroundCreateDestroy checks "faithif create" without -f: it returns
+// 0 only once the interface is up and the control socket answers; the
+// instance relays; "faithif destroy" removes the link, the socket and the
+// process.
+func TestBackgroundCreateDestroy(t *testing.T) {
+	lab := netlab.New(t)
+	ctx := testCtx(t, time.Minute)
+	port := echoServer(t, lab)
+
+	pid := bgCreate(t, lab, "faith0", "--prefix", netlab.FaithPrefix, "--keepfaith")
+
+	// Right after create returned: the link is there and up, show answers.
+	out, err := lab.Router.IP("-o", "link", "show", "dev", "faith0")
+	if err != nil {
+		t.Fatalf("faith0 does not exist right after create returned: %v", err)
+	}
+	if !regexp.MustCompile(`<[^>]*\bUP\b[^>]*>`).MatchString(out) {
+		t.Errorf("faith0 is not up right after create returned: %s", out)
+	}
+	st, err := lab.Show()
+	if err != nil {
+		t.Fatalf("show right after create returned: %v", err)
+	}
+	if st.PID != pid || st.Name != "faith0" || !st.Keepfaith || !slices.Equal(st.Prefixes, []string{netlab.FaithPrefix}) {
+		t.Errorf("show: %s; want pid %d, faith0, keepfaith, prefixes [%s]", st.Raw, pid, netlab.FaithPrefix)
+	}
+	if !netlab.ProcessAlive(pid) {
+		t.Fatalf("process %d reported by create is not running", pid)
+	}
+	if fi, err := os.Lstat(socketPath(lab, "faith0")); err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Errorf("control socket: %v, %v; want a socket, mode 0600", fi.Mode(), err)
+	}
+	if _, ok := findLine(readLog(lab, "faith0"), "msg=ready"); !ok {
+		t.Errorf("no msg=ready in the log file:\n%s", readLog(lab, "faith0"))
+	}
+
+	routeFaith(t, lab, netlab.FaithPrefix, "faith0")
+	if err := echoRoundTrip(ctx, lab, port, "hello through a background faith0"); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	r := lab.Faithif("destroy", "faith0")
+	d := time.Since(start)
+	if r.ExitCode != 0 {
+		t.Fatalf("destroy faith0: %s", r)
+	}
+	if want := fmt.Sprintf("faith0 destroyed (pid %d)", pid); !strings.Contains(r.Stdout, want) {
+		t.Errorf("destroy stdout %q, want %q", r.Stdout, want)
+	}
+	t.Logf("destroy took %v", d.Round(time.Millisecond))
+	if d > 3*time.Second {
+		t.Errorf("destroy with no open flow took %v, want well under the 10 s grace", d)
+	}
+	checkDestroyed(t, lab, "faith0", pid)
+	if _, ok := findLine(readLog(lab, "faith0"), "msg=stopped"); !ok {
+		t.Errorf("no msg=stopped in the log file:\n%s", readLog(lab, "faith0"))
+	}
+}
+
+// TestLabCleanupStopsBackground checks the harness itself: a background
+// instance left running by a test is stopped by the lab's teardown.
+func TestLabCleanupStopsBackground(t *testing.T) {
+	var pid int
+	var runDir string
+	t.Run("Leave", func(t *testing.T) {
+		lab := netlab.New(t)
+		runDir = lab.RunDir
+		pid = bgCreate(t, lab, "faith0", "--prefix", netlab.FaithPrefix)
+	})
+	if pid == 0 {
+		t.Fatal("no background instance was started")
+	}
+	if netlab.ProcessAlive(pid) {
+		t.Errorf("background faithif (pid %d) still running after its lab was torn down", pid)
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if pids := netlab.RunDirPids(runDir); len(pids) > 0 {
+		t.Errorf("processes of %s still running: %v", runDir, pids)
+	}
+}
+
+// TestLifecycleErrors checks the error exits of create, destroy and reload,
+// and that a failed create leaves nothing behind.
+func TestLifecycleErrors(t *testing.T) {
+	lab := netlab.New(t)
+	ctx := testCtx(t, 2*time.Minute)
+	port := echoServer(t, lab)
+	pfx := netlab.FaithPrefix
+	confDir := netlab.TempDir(t, "conf")
+
+	expect := func(t *testing.T, r netlab.Result, code int, subs ...string) {
+		t.Helper()
+		t.Logf("exit %d, stderr: %s", r.ExitCode, strings.TrimSpace(r.Stderr))
+		if r.Err != nil || r.ExitCode != code {
+			t.Errorf("exit %d, want %d: %s", r.ExitCode, code, r)
+		}
+		for _, s := range subs {
+			if !strings.Contains(r.Stderr, s) {
+				t.Errorf("stderr %q does not mention %q", r.Stderr, s)
+			}
+		}
+	}
+
+	t.Run("DestroyNotRunning", func(t *testing.T) {
+		expect(t, lab.Faithif("destroy", "faith9"), 1, "not running")
+	})
+	t.Run("ReloadNotRunning", func(t *testing.T) {
+		expect(t, lab.Faithif("reload", "faith9"), 1, "not running")
+	})
+	t.Run("BadFlag", func(t *testing.T) {
+		expect(t, lab.Faithif("create", "faith0", "--frob"), 2, "frob")
+		expect(t, lab.Faithif("create", "faith0", "--prefix", pfx, "--frob", "-f"), 2, "frob")
+		checkNothingLeft(t, lab, "after create --frob")
+	})
+
+	missing := filepath.Join(confDir, "nonexistent.conf")
+	bad := filepath.Join(confDir, "bad.conf")
+	if err := os.WriteFile(bad, []byte("2001:db8:1::/64 permit 192.0.2.0/24\n2001:db8:1::/64 allow 192.0.2.0/24\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []struct {
+		name string
+		args []string
+	}{{"Background", nil}, {"Foreground", []string{"-f"}}} {
+		t.Run("ConfigMissing/"+mode.name, func(t *testing.T) {
+			args := append([]string{"create", "faith0", "--prefix", pfx, "--config", missing}, mode.args...)
+			expect(t, lab.Faithif(args...), 1, missing)
+			checkNothingLeft(t, lab, "after create --config "+missing)
+		})
+		t.Run("ConfigBadLine/"+mode.name, func(t *testing.T) {
+			args := append([]string{"create", "faith0", "--prefix", pfx, "--config", bad}, mode.args...)
+			expect(t, lab.Faithif(args...), 1, bad+":2:")
+			checkNothingLeft(t, lab, "after create with a bad config")
+		})
+	}
+
+	t.Run("CreateTwice", func(t *testing.T) {
+		pid := bgCreate(t, lab, "faith0", "--prefix", pfx, "--keepfaith")
+		routeFaith(t, lab, pfx, "faith0")
+		if err := echoRoundTrip(ctx, lab, port, "first"); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, lab.Faithif("create", "faith0", "--prefix", pfx, "--keepfaith"), 1, "already exists")
+		expect(t, lab.Faithif("create", "faith0", "--prefix", pfx, "--keepfaith", "-f"), 1, "already exists")
+		// Reload of an instance without --config is an error too.
+		expect(t, lab.Faithif("reload", "faith0"), 1)
+
+		// The first instance is untouched.
+		st, err := lab.Show()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.PID != pid {
+			t.Errorf("show pid %d after the second create, want %d", st.PID, pid)
+		}
+		if err := echoRoundTrip(ctx, lab, port, "still works after the second create"); err != nil {
+			t.Fatal(err)
+		}
+		if pids := netlab.RunDirPids(lab.RunDir); !slices.Equal(pids, []int{pid}) {
+			t.Errorf("faithif processes running: %v, want only %d", pids, pid)
+		}
+		if r := lab.Faithif("destroy", "faith0"); r.ExitCode != 0 {
+			t.Fatalf("destroy: %s", r)
+		}
+		checkDestroyed(t, lab, "faith0", pid)
+	})
+}
+
+// routeRE matches "PREFIX dev DEV" at the start of a line of "ip -6 route".
+func routeRE(prefix, dev string) *regexp.Regexp {
+	return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(prefix) + ` dev ` + regexp.QuoteMeta(dev) + `\b`)
+}
+
+func routes6(t *testing.T, lab *netlab.Lab) string {
+	t.Helper()
+	out, err := lab.Router.IP("-6", "route", "show")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestRouteFlag checks create --route: the routes to faithN are installed
+// before create returns, flows work without a hand-made route, and destroy
+// removes them.
+func TestRouteFlag(t *testing.T) {
+	lab := netlab.New(t)
+	ctx := testCtx(t, time.Minute)
+	port := echoServer(t, lab)
+
+	for _, tc := range []struct {
+		name     string
+		prefixes []string
+	}{
+		{"OnePrefix", []string{netlab.FaithPrefix}},
+		{"TwoPrefixes", []string{netlab.FaithPrefix, "2001:db8:64::/64"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"--route", "--keepfaith"}
+			for _, p := range tc.prefixes {
+				args = append(args, "--prefix", p)
+			}
+			pid := bgCreate(t, lab, "faith0", args...)
+			rt := routes6(t, lab)
+			for _, p := range tc.prefixes {
+				if !routeRE(p, "faith0").MatchString(rt) {
+					t.Errorf("no route %s dev faith0 after create --route; ip -6 route:\n%s", p, rt)
+				}
+			}
+			st, err := lab.Show()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(st.Routes, tc.prefixes) {
+				t.Errorf("show routes %v, want %v", st.Routes, tc.prefixes)
+			}
+			for i, p := range tc.prefixes {
+				addr := net.JoinHostPort(embed(p, netlab.ServerAddr), strconv.Itoa(port))
+				if err := roundTripTo(ctx, lab, addr, fmt.Sprintf("via %s", p)); err != nil {
+					t.Errorf("through %s: %v", p, err)
+				}
+				if st, err := lab.Show(); err != nil {
+					t.Fatal(err)
+				} else if st.FlowsAccepted != uint64(i+1) {
+					t.Errorf("flows_accepted %d after a flow through %s, want %d", st.FlowsAccepted, p, i+1)
+				}
+			}
+			if r := lab.Faithif("destroy", "faith0"); r.ExitCode != 0 {
+				t.Fatalf("destroy: %s", r)
+			}
+			checkDestroyed(t, lab, "faith0", pid)
+			rt = routes6(t, lab)
+			for _, p := range tc.prefixes {
+				if strings.Contains(rt, p) {
+					t.Errorf("route %s still there after destroy; ip -6 route:\n%s", p, rt)
+				}
+			}
+		})
+	}
+}
+
+// TestRouteExists checks create --route when one of the routes is already
+// there: create fails naming it, the routes it had added are removed again,
+// the route that was there stays, and nothing else is left.
+func TestRouteExists(t *testing.T) {
+	lab := netlab.New(t)
+	const taken = "2001:db8:64::/64"
+	if _, err := lab.Router.IP("-6", "route", "add", "blackhole", taken); err != nil {
+		t.Fatal(err)
+	}
+	before := routes6(t, lab)
+	for _, fg := range [][]string{nil, {"-f"}} {
+		args := append([]string{"create", "faith0", "--prefix", netlab.FaithPrefix, "--prefix", taken, "--route", "--keepfaith"}, fg...)
+		r := lab.Faithif(args...)
+		t.Logf("%s: exit %d, stderr %q", strings.Join(args, " "), r.ExitCode, r.Stderr)
+		if r.ExitCode != 1 {
+			t.Errorf("exit %d, want 1: %s", r.ExitCode, r)
+		}
+		if !strings.Contains(r.Stderr, taken) || !strings.Contains(r.Stderr, "exists") {
+			t.Errorf("stderr %q does not say the route for %s already exists", r.Stderr, taken)
+		}
+		checkNothingLeft(t, lab, "after create --route over an existing route")
+		if after := routes6(t, lab); after != before {
+			t.Errorf("routes changed by the failed create:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	}
+}
+
+// TestTwoInterfaces runs faith0 and faith1 side by side in the router, each
+// with its own prefix and route: flows go through the right one, each
+// instance counts only its own, list shows both.
+func TestTwoInterfaces(t *testing.T) {
+	lab := netlab.New(t)
+	ctx := testCtx(t, time.Minute)
+	port := echoServer(t, lab)
+
+	ifs := []struct {
+		name, prefix string
+		flows        int
+	}{
+		{"faith0", "2001:db8:46::/96", 2},
+		{"faith1", "2001:db8:47::/96", 3},
+	}
+	pids := map[string]int{}
+	for _, fi := range ifs {
+		pids[fi.name] = bgCreate(t, lab, fi.name, "--prefix", fi.prefix, "--route", "--keepfaith")
+	}
+	if pids["faith0"] == pids["faith1"] {
+		t.Fatalf("both interfaces report pid %d", pids["faith0"])
+	}
+	for _, fi := range ifs {
+		addr := net.JoinHostPort(embed(fi.prefix, netlab.ServerAddr), strconv.Itoa(port))
+		for i := range fi.flows {
+			if err := roundTripTo(ctx, lab, addr, fmt.Sprintf("%s flow %d", fi.name, i)); err != nil {
+				t.Fatalf("%s: %v", fi.name, err)
+			}
+		}
+	}
+	for _, fi := range ifs {
+		st, err := lab.ShowIf(fi.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Name != fi.name || st.PID != pids[fi.name] || !slices.Equal(st.Prefixes, []string{fi.prefix}) ||
+			!slices.Equal(st.Routes, []string{fi.prefix}) {
+			t.Errorf("show %s: %s; want name %s, pid %d, prefixes and routes [%s]", fi.name, st.Raw, fi.name, pids[fi.name], fi.prefix)
+		}
+		if st.FlowsAccepted != uint64(fi.flows) || st.FlowsTotal != uint64(fi.flows) {
+			t.Errorf("show %s: flows_accepted %d, flows_total %d, want %d (its own flows only)", fi.name, st.FlowsAccepted, st.FlowsTotal, fi.flows)
+		}
+	}
+	all, raw, err := lab.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, st := range all {
+		names = append(names, st.Name)
+		if st.PID != pids[st.Name] {
+			t.Errorf("list: %s has pid %d, want %d", st.Name, st.PID, pids[st.Name])
+		}
+	}
+	if !slices.Equal(names, []string{"faith0", "faith1"}) {
+		t.Errorf("list --json names %v, want [faith0 faith1]:\n%s", names, raw)
+	}
+
+	// Destroying one leaves the other working.
+	if r := lab.Faithif("destroy", "faith0"); r.ExitCode != 0 {
+		t.Fatalf("destroy faith0: %s", r)
+	}
+	checkDestroyed(t, lab, "faith0", pids["faith0"])
+	addr1 := net.JoinHostPort(embed(ifs[1].prefix, netlab.ServerAddr), strconv.Itoa(port))
+	if err := roundTripTo(ctx, lab, addr1, "faith1 after faith0 is gone"); err != nil {
+		t.Fatal(err)
+	}
+	if r := lab.Faithif("destroy", "faith1"); r.ExitCode != 0 {
+		t.Fatalf("destroy faith1: %s", r)
+	}
+	checkDestroyed(t, lab, "faith1", pids["faith1"])
+	if rt := routes6(t, lab); strings.Contains(rt, "faith") {
+		t.Errorf("routes to faith links left:\n%s", rt)
+	}
+	if all, raw, err := lab.List(); err != nil {
+		t.Error(err)
+	} else if len(all) != 0 || strings.TrimSpace(raw) != "[]" {
+		t.Errorf("list --json with no instance: %q, want []", raw)
+	}
+}
+
+// TestLinkDelete checks that "ip link del faith0" ends the instance cleanly:
+// exit status 0, control socket removed; also with a flow open.
+func TestLinkDelete(t *testing.T) {
+	for _, open := range []bool{false, true} {
+		name := "Idle"
+		if open {
+			name = "OpenFlow"
+		}
+		t.Run(name, func(t *testing.T) {
+			lab, f := startLab(t, "--keepfaith")
+			ctx := testCtx(t, time.Minute)
+			port := echoServer(t, lab)
+			if err := echoRoundTrip(ctx, lab, port, "before ip link del"); err != nil {
+				t.Fatal(err)
+			}
+			if open {
+				c := mustDialServer(t, ctx, lab, port)
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				io.WriteString(c, "x")
+				if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.ExpectExit()
+			start := time.Now()
+			if _, err := lab.Router.IP("link", "del", "faith0"); err != nil {
+				t.Fatal(err)
+			}
+			if !f.Wait(5 * time.Second) {
+				t.Fatalf("faithif still running 5 s after ip link del faith0")
+			}
+			t.Logf("faithif exited %v after ip link del", time.Since(start).Round(time.Millisecond))
+			if err := f.ExitErr(); err != nil {
+				t.Errorf("faithif exit after ip link del: %v, want status 0\nstderr:\n%s", err, f.Stderr())
+			}
+			if _, err := os.Lstat(socketPath(lab, "faith0")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("control socket still there after the instance exited (%v)", err)
+			}
+			if r := lab.Faithif("show", "faith0"); r.ExitCode != 1 {
+				t.Errorf("show faith0 after exit: %s, want exit 1", r)
+			}
+		})
+	}
+}
+
+// TestBackgroundSigterm checks that SIGTERM stops a background instance
+// like destroy does.
+func TestBackgroundSigterm(t *testing.T) {
+	lab := netlab.New(t)
+	pid := bgCreate(t, lab, "faith0", "--prefix", netlab.FaithPrefix, "--route", "--keepfaith")
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !netlab.WaitProcessGone(pid, 3*time.Second) {
+		t.Fatalf("background faithif (pid %d) still running 3 s after SIGTERM", pid)
+	}
+	checkDestroyed(t, lab, "faith0", pid)
+	if rt := routes6(t, lab); strings.Contains(rt, "faith0") {
+		t.Errorf("route to faith0 left after SIGTERM:\n%s", rt)
+	}
+	if _, ok := findLine(readLog(lab, "faith0"), "msg=stopped"); !ok {
+		t.Errorf("no msg=stopped in the log:\n%s", readLog(lab, "faith0"))
+	}
+}
+
+// makeStaleSocket leaves a Unix socket file at path that nobody listens on,
+// as a crashed instance would.
+func makeStaleSocket(t *testing.T, path string) {
+	t.Helper()
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	if fi, err := os.Lstat(path); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("stale socket %s: %v %v", path, fi, err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		t.Fatalf("someone answers on the stale socket %s", path)
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("dial the stale socket %s: %v, want ECONNREFUSED", path, err)
+	}
+}
+
+// TestStaleSocket checks that a control socket left by a crashed instance
+// does not stop a new instance: it is replaced (and logged), mode 0600.
+func TestStaleSocket(t *testing.T) {
+	lab := netlab.New(t)
+	ctx := testCtx(t, time.Minute)
+	port := echoServer(t, lab)
+	sock := socketPath(lab, "faith0")
+
+	checkSocket := func(t *testing.T, wantPid int) {
+		t.Helper()
+		fi, err := os.Lstat(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+			t.Errorf("control socket mode %v, want a socket with mode 0600", fi.Mode())
+		}
+		st, err := lab.Show()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.PID != wantPid {
+			t.Errorf("show pid %d, want %d", st.PID, wantPid)
+		}
+		routeFaith(t, lab, netlab.FaithPrefix, "faith0")
+		if err := echoRoundTrip(ctx, lab, port, "after a stale socket"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("Background", func(t *testing.T) {
+		makeStaleSocket(t, sock)
+		pid := bgCreate(t, lab, "faith0", "--prefix", netlab.FaithPrefix, "--keepfaith")
+		if line, ok := findLine(readLog(lab, "faith0"), "stale control socket", sock); !ok {
+			t.Errorf("the log does not say the stale socket was replaced:\n%s", readLog(lab, "faith0"))
+		} else {
+			t.Logf("log: %s", line)
+		}
+		checkSocket(t, pid)
+		if r := lab.Faithif("destroy", "faith0"); r.ExitCode != 0 {
+			t.Fatalf("destroy: %s", r)
+		}
+		checkDestroyed(t, lab, "faith0", pid)
+	})
+	t.Run("Foreground", func(t *testing.T) {
+		makeStaleSocket(t, sock)
+		f := lab.StartFaithif(t, "--keepfaith")
+		if line, ok := f.WaitLog(time.Second, func(l string) bool { return hasAll(l, "stale control socket", sock) }); !ok {
+			t.Errorf("the log does not say the stale socket was replaced:\n%s", f.Stderr())
+		} else {
+			t.Logf("log: %s", line)
+		}
+		checkSocket(t, f.Pid())
+		if err := f.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+}
+
+// TestConcurrentCreate starts three background "create faith0" at once,
+// ten times: exactly one wins, the others exit 1 saying the interface
+// already exists, and their error is their own: one line, without log lines
+// of the winning instance or of the other losers (all background instances
+// of faith0 append to the same RUNDIR/faith0.log, from which a failed
+// create reports its error).
+func TestConcurrentCreate(t *testing.T) {
+	lab := netlab.New(t)
+	const rounds, racers = 10, 3
+	foreign := 0
+	for i := range rounds {
+		var wg sync.WaitGroup
+		res := make([]netlab.Result, racers)
+		for j := range res {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res[j] = lab.Faithif("create", "faith0", "--prefix", netlab.FaithPrefix)
+			}()
+		}
+		wg.Wait()
+		winners := 0
+		for _, r := range res {
+			if r.ExitCode == 0 {
+				winners++
+				continue
+			}
+			if r.ExitCode != 1 || !strings.Contains(r.Stderr, "already exists") {
+				t.Errorf("round %d: a losing create: %s; want exit 1, already exists", i, r)
+			}
+			if lines := strings.Split(strings.TrimSpace(r.Stderr), "\n"); len(lines) != 1 {
+				foreign++
+				if foreign <= 3 {
+					t.Errorf("round %d: a losing create printed %d lines, want its own error only:\n%s", i, len(lines), r.Stderr)
+				}
+			}
+		}
+		if winners != 1 {
+			t.Fatalf("round %d: %d of %d concurrent creates succeeded, want 1: %v", i, winners, racers, res)
+		}
+		if _, err := lab.Show(); err != nil {
+			t.Fatal(err)
+		}
+		if r := lab.Faithif("destroy", "faith0"); r.ExitCode != 0 {
+			t.Fatalf("round %d: destroy: %s", i, r)
+		}
+		checkNothingLeft(t, lab, fmt.Sprintf("round %d", i))
+	}
+	if foreign > 0 {
+		t.Errorf("%d of %d losing creates reported more than their own error", foreign, rounds*(racers-1))
+	}
+}
