@@ -97,12 +97,6 @@ func (in *instance) run(ready func()) error {
 	if err != nil {
 		return err
 	}
-	if cfg.keepFaith && !keep {
-		if err := setKeepFaithEverywhere(context.Background(), cfg.runDir, true); err != nil {
-			return err
-		}
-		keep = true
-	}
 
 	local, err := faithif.WatchLocalAddrs()
 	if err != nil {
@@ -146,6 +140,15 @@ func (in *instance) run(ready func()) error {
 		return fmt.Errorf("create %s: %w", cfg.name, err)
 	}
 	go in.control.Serve()
+	if cfg.keepFaith && !keep {
+		// Only now that nothing can fail any more: --keepfaith is
+		// `sysctl net.inet6.ip6.keepfaith=1`, global.
+		if err := setKeepFaithEverywhere(context.Background(), cfg.runDir, true); err != nil {
+			log.Warn("setting keepfaith", "error", err.Error())
+		}
+		keep = true
+		in.stack.Link().SetCapture(true)
+	}
 
 	runDone := make(chan struct{})
 	go func() {
