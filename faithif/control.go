@@ -35,7 +35,7 @@ type Status struct {
 	MaxFlowsPerClient  int               `json:"max_flows_per_client"`
 	MaxHandshakesPer   int               `json:"max_handshakes_per_client"`
 	HandshakesInFlight int64             `json:"handshakes_in_flight"`
-	ICMPErrorsSent     uint64            `json:"icmp6_errors_sent"`         // flows refused with ICMPv6
+	ICMPErrorsSent     uint64            `json:"icmp6_errors_sent"`         // Destination Unreachable sent refusing flows
 	ICMPRateLimited    uint64            `json:"icmp6_errors_rate_limited"` // suppressed by the token bucket
 	BytesIn            uint64            `json:"bytes_in"`                  // client to server
 	BytesOut           uint64            `json:"bytes_out"`                 // server to client

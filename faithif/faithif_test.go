@@ -97,8 +97,14 @@ func TestControlSocket(t *testing.T) {
 	if _, err := c.Reload(ctx); err == nil || err.Error() != "no rules file" {
 		t.Fatalf("Reload = %v; want the instance's error passed back", err)
 	}
-	if _, err := c.Destroy(ctx, time.Second); err != nil || !fc.destroyed.Load() {
-		t.Fatalf("Destroy = %v; destroyed = %v", err, fc.destroyed.Load())
+	if _, err := c.Destroy(ctx, time.Second); err != nil {
+		t.Fatalf("Destroy = %v", err)
+	}
+	// The answer goes out first, then the instance is destroyed.
+	for deadline := time.Now().Add(5 * time.Second); !fc.destroyed.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Destroy answered but the instance was not destroyed")
+		}
 	}
 
 	// A second instance for the same name must not steal a live socket.

@@ -43,8 +43,7 @@ type Handler func(*Request)
 
 // Stats counts the Stack's flows. All fields are safe for concurrent use.
 type Stats struct {
-	InFlight atomic.Int64  // handshakes waiting for a decision
-	ICMPSent atomic.Uint64 // flows refused with an ICMPv6 error
+	InFlight atomic.Int64 // handshakes waiting for a decision
 }
 
 // Stack is a gVisor netstack bound to one TUN device that captures every
@@ -120,6 +119,12 @@ func (s *Stack) Link() *LinkEndpoint { return s.link }
 
 // Stats returns the Stack's flow counters.
 func (s *Stack) Stats() *Stats { return &s.stats }
+
+// ICMPErrorsSent returns how many ICMPv6 Destination Unreachable errors
+// refusing flows were sent (gVisor counts one only once it is written).
+func (s *Stack) ICMPErrorsSent() uint64 {
+	return s.gs.Stats().ICMP.V6.PacketsSent.DstUnreachable.Value()
+}
 
 // ICMPRateLimited returns how many ICMPv6 errors the rate limit suppressed.
 func (s *Stack) ICMPRateLimited() uint64 {
@@ -280,8 +285,9 @@ func (r *Request) Refuse(how Refusal) {
 	}
 	if how != RefuseReset && r.syn != nil {
 		if rej, ok := r.s.gs.NetworkProtocolInstance(header.IPv6ProtocolNumber).(stack.RejectIPv6WithHandler); ok {
+			// nil also when the rate limit suppressed the error: the
+			// client's retransmitted SYN is then decided again.
 			if err := rej.SendRejectionError(r.syn, rejectWith[how], true); err == nil {
-				r.s.stats.ICMPSent.Add(1)
 				fr.Complete(false)
 				return
 			}

@@ -269,7 +269,7 @@ func (in *instance) Status() faithif.Status {
 		MaxFlowsPerClient:  in.relay.Limits().MaxFlows,
 		MaxHandshakesPer:   in.relay.Limits().MaxHandshakes,
 		HandshakesInFlight: in.stack.Stats().InFlight.Load(),
-		ICMPErrorsSent:     in.stack.Stats().ICMPSent.Load(),
+		ICMPErrorsSent:     in.stack.ICMPErrorsSent(),
 		ICMPRateLimited:    in.stack.ICMPRateLimited(),
 		BytesIn:            rs.BytesIn.Load(),
 		BytesOut:           rs.BytesOut.Load(),

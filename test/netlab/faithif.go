@@ -396,6 +396,14 @@ type Discarded struct {
 	NotTCP uint64 `json:"not_tcp"`
 	// Malformed counts packets dropped because they could not be parsed.
 	Malformed uint64 `json:"malformed"`
+	// NotIPv6 counts packets dropped because they were not IPv6.
+	NotIPv6 uint64 `json:"not_ipv6"`
+	// ICMPv6Other counts ICMPv6 messages dropped because they are not
+	// errors for a FAITH flow (echo requests, neighbor discovery...).
+	ICMPv6Other uint64 `json:"icmpv6_other"`
+	// BadSource counts packets dropped for their source address
+	// (unspecified, loopback, multicast, IPv4-mapped, IPv4-compatible).
+	BadSource uint64 `json:"bad_source"`
 }
 
 // Status is the JSON object printed by "faithif show faith0 --json". Fields
@@ -440,6 +448,26 @@ type Status struct {
 	PacketsIn uint64 `json:"packets_in"`
 	// PacketsDiscarded counts dropped packets by reason.
 	PacketsDiscarded Discarded `json:"packets_discarded"`
+	// PacketsOut counts packets written to the interface.
+	PacketsOut uint64 `json:"packets_out"`
+	// FlowsLimited counts flows refused by a per-client limit.
+	FlowsLimited uint64 `json:"flows_limited"`
+	// Clients is the number of client /64s with flows open or being set up.
+	Clients int `json:"clients"`
+	// MaxFlowsPerClient and MaxHandshakesPerClient are the per-client
+	// limits in force.
+	MaxFlowsPerClient      int `json:"max_flows_per_client"`
+	MaxHandshakesPerClient int `json:"max_handshakes_per_client"`
+	// HandshakesInFlight is the number of flows waiting for their IPv4
+	// connection.
+	HandshakesInFlight int64 `json:"handshakes_in_flight"`
+	// ICMPErrorsSent counts flows refused with an ICMPv6 error.
+	ICMPErrorsSent uint64 `json:"icmp6_errors_sent"`
+	// ICMPRateLimited counts ICMPv6 errors suppressed by the rate limit.
+	ICMPRateLimited uint64 `json:"icmp6_errors_rate_limited"`
+	// ICMPv6In counts inbound ICMPv6 messages by type name
+	// ("packet_too_big", "echo_request"...).
+	ICMPv6In map[string]uint64 `json:"icmp6_in"`
 
 	// Raw is the unparsed output.
 	Raw string `json:"-"`
