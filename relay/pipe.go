@@ -26,6 +26,14 @@ type Conn interface {
 	Abort() error
 }
 
+// ReadWaiter is implemented by a Conn that can wait until a Read would not
+// block without holding a buffer. Pipe then lends a copy buffer to a flow
+// only while it has data to move, so idle flows hold none.
+type ReadWaiter interface {
+	// WaitRead returns once data, a FIN or an error is there to read.
+	WaitRead() error
+}
+
 // End says how a relayed flow ended.
 type End string
 
@@ -67,6 +75,10 @@ type pipe struct {
 	c2s, s2c       atomic.Uint64
 	lastActive     atomic.Int64 // monotonic nanoseconds since start
 	start          time.Time
+	running        atomic.Int32 // copy directions still running
+	stopWatch      func() bool  // stops watching ctx
+	idleTimer      *time.Timer
+	done           func(PipeResult)
 
 	once sync.Once
 	end  End
@@ -74,58 +86,79 @@ type pipe struct {
 }
 
 // Pipe copies between client and server until both directions are finished,
-// either side resets, the flow is idle in both directions for idle (zero:
-// never), or ctx is cancelled. A FIN from one side becomes CloseWrite on the
-// other while the other direction keeps flowing; a RST or error on one side
-// becomes Abort (RST) on the other. Pipe closes both connections before it
-// returns.
+// either side resets, the flow is idle in both directions for idle (zero or
+// negative: never), or ctx is cancelled. A FIN from one side becomes
+// CloseWrite on the other while the other direction keeps flowing; a RST or
+// error on one side becomes Abort (RST) on the other. Pipe closes both
+// connections before it returns.
 func Pipe(ctx context.Context, client, server Conn, idle time.Duration, stats PipeStats) PipeResult {
-	p := &pipe{client: client, server: server, stats: stats, start: time.Now()}
+	ch := make(chan PipeResult, 1)
+	StartPipe(ctx, client, server, idle, stats, func(r PipeResult) { ch <- r })
+	return <-ch
+}
 
-	stop := context.AfterFunc(ctx, func() { p.fail(EndShutdown, ctx.Err()) })
-	defer stop()
+// StartPipe is Pipe without the wait: it copies on two goroutines of its own
+// and calls done, from one of them, when the flow is over. The caller's
+// goroutine, whose stack may have grown deep while setting the flow up, is
+// free to end: an idle flow then holds only two shallow goroutines.
+func StartPipe(ctx context.Context, client, server Conn, idle time.Duration, stats PipeStats, done func(PipeResult)) {
+	p := &pipe{client: client, server: server, stats: stats, start: time.Now(), done: done}
+	p.stopWatch = context.AfterFunc(ctx, func() { p.fail(EndShutdown, ctx.Err()) })
 	if idle > 0 {
-		t := p.startIdleTimer(idle)
-		defer t.Stop()
+		p.idleTimer = p.startIdleTimer(idle)
 	}
+	p.running.Store(2)
+	go p.run(server, client, &p.c2s, p.stats.ClientToServer, EndClientReset, EndServerReset)
+	go p.run(client, server, &p.s2c, p.stats.ServerToClient, EndServerReset, EndClientReset)
+}
 
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		p.copy(server, client, &p.c2s, p.stats.ClientToServer, EndClientReset, EndServerReset)
-	}()
-	p.copy(client, server, &p.s2c, p.stats.ServerToClient, EndServerReset, EndClientReset)
-	wg.Wait()
-
+// run copies one direction; the last direction to finish ends the flow.
+func (p *pipe) run(dst, src Conn, n *atomic.Uint64, live *atomic.Uint64, srcEnd, dstEnd End) {
+	p.copy(dst, src, n, live, srcEnd, dstEnd)
+	if p.running.Add(-1) > 0 {
+		return
+	}
+	p.stopWatch()
+	if p.idleTimer != nil {
+		p.idleTimer.Stop()
+	}
 	p.once.Do(func() {
 		p.end = EndClosed
 		p.client.Close()
 		p.server.Close()
 	})
-	return PipeResult{ClientToServer: p.c2s.Load(), ServerToClient: p.s2c.Load(), End: p.end, Err: p.err}
+	p.done(PipeResult{ClientToServer: p.c2s.Load(), ServerToClient: p.s2c.Load(), End: p.end, Err: p.err})
 }
 
 // copy moves bytes from src to dst. srcEnd and dstEnd name the end of the
 // flow when src or dst fails.
 func (p *pipe) copy(dst, src Conn, n *atomic.Uint64, live *atomic.Uint64, srcEnd, dstEnd End) {
-	bp := bufferPool.Get().(*[]byte)
-	defer bufferPool.Put(bp)
-	buf := *bp
+	waiter, _ := src.(ReadWaiter)
+	drained := true // the last read did not fill the buffer: wait before the next
 	for {
-		nr, rerr := src.Read(buf)
+		if waiter != nil && drained {
+			if err := waiter.WaitRead(); err != nil {
+				p.fail(srcEnd, err)
+				return
+			}
+		}
+		bp := bufferPool.Get().(*[]byte)
+		nr, rerr := src.Read(*bp)
+		drained = nr < len(*bp)
 		if nr > 0 {
 			p.lastActive.Store(int64(time.Since(p.start)))
-			nw, werr := dst.Write(buf[:nr])
+			nw, werr := dst.Write((*bp)[:nr])
 			n.Add(uint64(nw))
 			if live != nil {
 				live.Add(uint64(nw))
 			}
 			if werr != nil {
+				bufferPool.Put(bp)
 				p.fail(dstEnd, werr)
 				return
 			}
 		}
+		bufferPool.Put(bp)
 		switch {
 		case rerr == nil:
 		case errors.Is(rerr, io.EOF):

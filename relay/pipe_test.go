@@ -36,8 +36,16 @@ func relayed(t *testing.T, ctx context.Context, idle time.Duration) (client, ser
 	client, relayClientSide := tcpPair(t)
 	relayServerSide, server := tcpPair(t)
 	ch := make(chan PipeResult, 1)
+	kc, err := NewKernelConn(relayClientSide)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := NewKernelConn(relayServerSide)
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() {
-		ch <- Pipe(ctx, KernelConn{relayClientSide}, KernelConn{relayServerSide}, idle, PipeStats{})
+		ch <- Pipe(ctx, kc, ks, idle, PipeStats{})
 	}()
 	return client, server, ch
 }

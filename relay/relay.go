@@ -132,11 +132,18 @@ func (r *Relay) Limits() Limits { return r.cfg.Limits }
 // Clients returns how many client /64s have flows open or being set up.
 func (r *Relay) Clients() int { return r.limits.clients() }
 
-// Handle decides one flow and, if it is accepted, relays it until it ends
-// or ctx is cancelled. The IPv4 connection is made before the client's
-// handshake completes, so a client never sees a connection that then closes:
-// it sees the IPv4 side's answer.
-func (r *Relay) Handle(ctx context.Context, req Request) {
+// Handle decides one flow and, if it is accepted, starts relaying it until
+// it ends or ctx is cancelled; done, if not nil, is called once the flow is
+// over (at once for a refused flow). The IPv4 connection is made before the
+// client's handshake completes, so a client never sees a connection that
+// then closes: it sees the IPv4 side's answer.
+func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
+	relaying := false
+	defer func() {
+		if !relaying && done != nil {
+			done()
+		}
+	}()
 	start := time.Now()
 	client, dst6 := req.Client(), req.Dest()
 	log := r.cfg.Logger.With("client", client.String(), "dst6", dst6.String())
@@ -156,7 +163,11 @@ func (r *Relay) Handle(ctx context.Context, req Request) {
 		return
 	}
 	established := false
-	defer func() { r.limits.done(who, established) }()
+	defer func() {
+		if !relaying {
+			r.limits.done(who, established)
+		}
+	}()
 
 	dst4, err := r.cfg.Mapper.Map(dst6.Addr())
 	if err != nil {
@@ -203,7 +214,14 @@ func (r *Relay) Handle(ctx context.Context, req Request) {
 		log.Info("flow refused", "reason", reason, "answer", answer.String(), "error", err.Error(), "dial_ms", time.Since(start).Milliseconds())
 		return
 	}
-	server := KernelConn{nc.(*net.TCPConn)}
+	server, err := NewKernelConn(nc.(*net.TCPConn))
+	if err != nil {
+		nc.Close()
+		r.stats.FlowsRefused.Add(1)
+		req.Refuse(RefuseReset)
+		log.Error("flow refused", "reason", "error", "error", err.Error())
+		return
+	}
 	c, err := req.Accept()
 	if err != nil {
 		server.Abort()
@@ -217,14 +235,20 @@ func (r *Relay) Handle(ctx context.Context, req Request) {
 	r.stats.FlowsOpen.Add(1)
 	log.Info("flow accepted", "src4", nc.LocalAddr().String(), "dial_ms", time.Since(start).Milliseconds())
 
-	res := Pipe(ctx, c, server, r.cfg.IdleTimeout, PipeStats{ClientToServer: &r.stats.BytesIn, ServerToClient: &r.stats.BytesOut})
-	r.stats.FlowsOpen.Add(-1)
-	attrs := []any{"bytes_in", res.ClientToServer, "bytes_out", res.ServerToClient,
-		"duration", time.Since(start).Round(time.Millisecond).String(), "end", string(res.End)}
-	if res.Err != nil {
-		attrs = append(attrs, "error", res.Err.Error())
-	}
-	log.Info("flow finished", attrs...)
+	relaying = true
+	StartPipe(ctx, c, server, r.cfg.IdleTimeout, PipeStats{ClientToServer: &r.stats.BytesIn, ServerToClient: &r.stats.BytesOut}, func(res PipeResult) {
+		r.limits.done(who, true)
+		r.stats.FlowsOpen.Add(-1)
+		attrs := []any{"bytes_in", res.ClientToServer, "bytes_out", res.ServerToClient,
+			"duration", time.Since(start).Round(time.Millisecond).String(), "end", string(res.End)}
+		if res.Err != nil {
+			attrs = append(attrs, "error", res.Err.Error())
+		}
+		log.Info("flow finished", attrs...)
+		if done != nil {
+			done()
+		}
+	})
 }
 
 // dialFailure names why an IPv4 dial failed, for logs, and chooses the

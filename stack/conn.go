@@ -69,6 +69,15 @@ func (c *Conn) Read(b []byte) (int, error) {
 	}
 }
 
+// WaitRead waits until data, a FIN or an error is there to read, without a
+// buffer (relay.ReadWaiter).
+func (c *Conn) WaitRead() error {
+	for c.ep.Readiness(waiter.ReadableEvents)&waiter.ReadableEvents == 0 {
+		<-c.readCh
+	}
+	return nil
+}
+
 // Write sends b to the IPv6 client, blocking until all of it is queued.
 func (c *Conn) Write(b []byte) (int, error) {
 	total := 0

@@ -126,8 +126,7 @@ func (in *instance) run(ready func()) error {
 			r.Refuse(stack.RefuseReset) // draining: no new flows
 			return
 		}
-		defer in.flows.end()
-		in.relay.Handle(flowCtx, flowRequest{r})
+		in.relay.Handle(flowCtx, flowRequest{r}, in.flows.end)
 	}, stack.Options{MTU: cfg.mtu})
 	if err != nil {
 		return fmt.Errorf("create %s: %w", cfg.name, err)

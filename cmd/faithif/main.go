@@ -234,6 +234,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	grace := fs.Duration("grace", DefaultGrace, "on SIGTERM, let open flows finish this long before resetting them")
 	idle := fs.Duration("idle-timeout", relay.DefaultIdleTimeout, "close flows idle in both directions this long (0: never)")
 	dial := fs.Duration("dial-timeout", relay.DefaultDialTimeout, "give up on an IPv4 connection after this long")
+	pprofAddr := fs.String("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off by default")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	name, err := parseWithName(fs, args, true)
@@ -284,6 +285,13 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	in, err := newInstance(cfg, log)
 	if err != nil {
 		return err
+	}
+	if *pprofAddr != "" {
+		stop, err := servePprof(*pprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
