@@ -30,8 +30,10 @@ type Status struct {
 	FlowsAccepted      uint64            `json:"flows_accepted"`
 	FlowsRefused       uint64            `json:"flows_refused"`
 	FlowsDenied        uint64            `json:"flows_denied"`
-	FlowsLimited       uint64            `json:"flows_limited"` // refused by a per-client limit
-	Clients            int               `json:"clients"`       // client /64s with flows
+	FlowsLimited       uint64            `json:"flows_limited"`  // refused by a per-client limit
+	FlowsFDLimit       uint64            `json:"flows_fd_limit"` // refused: out of file descriptors
+	FDLimit            uint64            `json:"fd_limit"`       // RLIMIT_NOFILE (soft, raised to hard at start)
+	Clients            int               `json:"clients"`        // client /64s with flows
 	MaxFlowsPerClient  int               `json:"max_flows_per_client"`
 	MaxHandshakesPer   int               `json:"max_handshakes_per_client"`
 	HandshakesInFlight int64             `json:"handshakes_in_flight"`
@@ -113,12 +115,18 @@ func Listen(path string, c Controller, log *slog.Logger) (*ControlServer, error)
 	return &ControlServer{path: path, ln: ln, c: c, log: log}, nil
 }
 
-// Serve answers requests until the server is closed.
+// Serve answers requests until the server is closed. Running out of file
+// descriptors (or any other accept error) only pauses it.
 func (s *ControlServer) Serve() {
 	for {
 		conn, err := s.ln.AcceptUnix()
-		if err != nil {
+		if errors.Is(err, net.ErrClosed) {
 			return
+		}
+		if err != nil {
+			s.log.Warn("control socket: accept", "error", err.Error())
+			time.Sleep(100 * time.Millisecond)
+			continue
 		}
 		go s.handle(conn)
 	}

@@ -66,6 +66,7 @@ type Stats struct {
 	FlowsRefused  atomic.Uint64 // the IPv4 dial failed
 	FlowsDenied   atomic.Uint64 // the destination may not be relayed
 	FlowsLimited  atomic.Uint64 // the client had too many flows or handshakes
+	FlowsFDLimit  atomic.Uint64 // refused because faithif ran out of file descriptors
 	BytesIn       atomic.Uint64 // client to server
 	BytesOut      atomic.Uint64 // server to client
 }
@@ -199,6 +200,16 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 		log.Info("flow refused", attrs...)
 		return
 	}
+	if lim := FDLimit(); lim > 0 && uint64(r.stats.FlowsOpen.Load())+fdReserve >= lim {
+		// Keep descriptors for the control socket and netlink: refuse
+		// before the kernel does.
+		r.stats.FlowsRefused.Add(1)
+		r.stats.FlowsFDLimit.Add(1)
+		req.Refuse(RefuseReset)
+		log.Error("flow refused: out of file descriptors; raise the hard RLIMIT_NOFILE (LimitNOFILE= in systemd, ulimit -Hn) or lower --max-flows-per-client",
+			"reason", "fd-limit", "answer", RefuseReset.String(), "fd_limit", lim, "flows_open", r.stats.FlowsOpen.Load())
+		return
+	}
 	dialer := &r.dialer
 	if d.Rule != nil && d.Rule.Bind.IsValid() {
 		bound := r.dialer
@@ -211,6 +222,12 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 		r.stats.FlowsRefused.Add(1)
 		reason, answer := dialFailure(err)
 		req.Refuse(answer)
+		if reason == "fd-limit" {
+			r.stats.FlowsFDLimit.Add(1)
+			log.Error("flow refused: out of file descriptors; raise the hard RLIMIT_NOFILE (LimitNOFILE= in systemd, ulimit -Hn) or lower --max-flows-per-client",
+				"reason", reason, "answer", answer.String(), "error", err.Error())
+			return
+		}
 		log.Info("flow refused", "reason", reason, "answer", answer.String(), "error", err.Error(), "dial_ms", time.Since(start).Milliseconds())
 		return
 	}
@@ -251,6 +268,22 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 	})
 }
 
+// fdReserve is how many file descriptors the relay leaves for everything
+// that is not a flow: the TUN, netlink, the control socket, logs.
+const fdReserve = 32
+
+// FDLimit returns the open-files limit in force (0 if unknown); one relayed
+// flow needs one. Go raises the soft limit to the hard one when the process
+// starts. The relay reads it for every flow, so a limit changed at run time
+// (prlimit) is honoured.
+func FDLimit() uint64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0
+	}
+	return rl.Cur
+}
+
 // dialFailure names why an IPv4 dial failed, for logs, and chooses the
 // answer whose errno at the client tells the same thing.
 func dialFailure(err error) (string, Refusal) {
@@ -267,6 +300,8 @@ func dialFailure(err error) (string, Refusal) {
 		return "blackhole", RefuseAddrUnreachable
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return "prohibited", RefuseProhibited
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return "fd-limit", RefuseReset
 	case errors.Is(err, context.Canceled):
 		return "shutdown", RefuseReset
 	case errors.As(err, &ne) && ne.Timeout():

@@ -28,6 +28,8 @@ func TestDialFailureAnswers(t *testing.T) {
 		{opErr(syscall.EINVAL), "blackhole", RefuseAddrUnreachable},
 		{timeout, "timeout", RefuseAddrUnreachable},
 		{fmt.Errorf("dial: %w", context.Canceled), "shutdown", RefuseReset},
+		{opErr(syscall.EMFILE), "fd-limit", RefuseReset},
+		{opErr(syscall.ENFILE), "fd-limit", RefuseReset},
 		{opErr(syscall.EADDRNOTAVAIL), "error", RefuseReset},
 		{errors.New("something else"), "error", RefuseReset},
 	}

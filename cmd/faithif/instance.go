@@ -162,7 +162,7 @@ func (in *instance) run(ready func()) error {
 	}
 	runErr := in.stack.Run(func() {
 		log.Info("ready", "interface", cfg.name, "prefixes", fmt.Sprint(in.mapper.Prefixes()), "mtu", cfg.mtu,
-			"keepfaith", b2i(keep), "routes", fmt.Sprint(in.iface.Routes()), "control", cfg.runDir.SocketPath(cfg.name), "pid", os.Getpid())
+			"keepfaith", b2i(keep), "fd_limit", relay.FDLimit(), "routes", fmt.Sprint(in.iface.Routes()), "control", cfg.runDir.SocketPath(cfg.name), "pid", os.Getpid())
 		if ready != nil {
 			ready()
 		}
@@ -264,6 +264,8 @@ func (in *instance) Status() faithif.Status {
 		FlowsRefused:       rs.FlowsRefused.Load(),
 		FlowsDenied:        rs.FlowsDenied.Load(),
 		FlowsLimited:       rs.FlowsLimited.Load(),
+		FlowsFDLimit:       rs.FlowsFDLimit.Load(),
+		FDLimit:            relay.FDLimit(),
 		Clients:            in.relay.Clients(),
 		MaxFlowsPerClient:  in.relay.Limits().MaxFlows,
 		MaxHandshakesPer:   in.relay.Limits().MaxHandshakes,

@@ -451,6 +451,7 @@ func printStatus(w io.Writer, st *faithif.Status) {
 	fmt.Fprintf(tw, "  flows\topen %d, total %d, accepted %d, refused %d, denied %d, limited %d, handshakes %d\n",
 		st.FlowsOpen, st.FlowsTotal, st.FlowsAccepted, st.FlowsRefused, st.FlowsDenied, st.FlowsLimited, st.HandshakesInFlight)
 	fmt.Fprintf(tw, "  clients\t%d (limits per /64: %d flows, %d handshakes)\n", st.Clients, st.MaxFlowsPerClient, st.MaxHandshakesPer)
+	fmt.Fprintf(tw, "  fd limit\t%d (flows refused for lack of fds: %d)\n", st.FDLimit, st.FlowsFDLimit)
 	fmt.Fprintf(tw, "  bytes\tclient->server %d, server->client %d\n", st.BytesIn, st.BytesOut)
 	d := []string{joinCounts(st.PacketsDiscarded)}
 	fmt.Fprintf(tw, "  packets\tin %d, out %d\n", st.PacketsIn, st.PacketsOut)

@@ -452,6 +452,10 @@ type Status struct {
 	PacketsOut uint64 `json:"packets_out"`
 	// FlowsLimited counts flows refused by a per-client limit.
 	FlowsLimited uint64 `json:"flows_limited"`
+	// FlowsFDLimit counts flows refused because faithif ran out of file
+	// descriptors, and FDLimit is its open-files limit.
+	FlowsFDLimit uint64 `json:"flows_fd_limit"`
+	FDLimit      uint64 `json:"fd_limit"`
 	// Clients is the number of client /64s with flows open or being set up.
 	Clients int `json:"clients"`
 	// MaxFlowsPerClient and MaxHandshakesPerClient are the per-client
