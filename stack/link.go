@@ -308,10 +308,7 @@ func (e *LinkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 // write writes one packet; e.writeMu is held.
 func (e *LinkEndpoint) write(pkt *stack.PacketBuffer) error {
 	if !e.gso {
-		buf := e.writeBuf[0][:writeOffset]
-		for _, s := range pkt.AsSlices() {
-			buf = append(buf, s...)
-		}
+		buf := appendPacket(e.writeBuf[0][:writeOffset], pkt)
 		e.writeBuf[0] = buf
 		_, err := e.dev.Write(e.writeBuf, writeOffset)
 		e.writeBuf[0] = buf[:cap(buf)]
@@ -333,12 +330,26 @@ func (e *LinkEndpoint) write(pkt *stack.PacketBuffer) error {
 			binary.LittleEndian.PutUint16(buf[4:], g.MSS) // gso_size
 		}
 	}
-	for _, s := range pkt.AsSlices() {
-		buf = append(buf, s...)
-	}
+	buf = appendPacket(buf, pkt)
 	_, err := e.dev.File().Write(buf)
 	e.writeBuf[0] = buf[:cap(buf)]
 	return err
+}
+
+// appendPacket appends the bytes of pkt (headers and payload) to buf,
+// without the allocation of pkt.AsSlices.
+func appendPacket(buf []byte, pkt *stack.PacketBuffer) []byte {
+	views, skip := pkt.AsViewList()
+	for v := views.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if skip >= len(b) {
+			skip -= len(b)
+			continue
+		}
+		buf = append(buf, b[skip:]...)
+		skip = 0
+	}
+	return buf
 }
 
 // SupportedGSO implements stack.GSOEndpoint.
