@@ -5,7 +5,8 @@
 #   make test           deps, go vet, unit tests (-race), end-to-end tests (root)
 #   make e2e            only the end-to-end tests (root)
 #   make demo           fetch a page from an IPv4-only nginx over IPv6 through faithif
-#   make bench          placeholder
+#   make bench          kernel vs TAYGA vs faithif benchmark in a namespace lab
+#                       (installs tayga, iperf3, wrk; writes BENCHMARKS.md)
 
 SHELL := /bin/bash
 
@@ -25,13 +26,13 @@ build:
 	$(GO) build -o $(BIN) ./cmd/faithif
 
 deps:
-	scripts/install-deps.sh
+	test/scripts/install-deps.sh
 
 vet:
 	$(GO) vet ./...
 
 unit:
-	GO=$(GO) scripts/unit-tests.sh $(UNIT_PKGS)
+	GO=$(GO) test/scripts/unit-tests.sh $(UNIT_PKGS)
 
 e2e: build
 	FAITHIF_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./test/...
@@ -42,10 +43,11 @@ test: deps
 	$(MAKE) --no-print-directory e2e
 
 demo: deps build
-	FAITHIF_BIN=$(CURDIR)/$(BIN) scripts/demo.sh
+	FAITHIF_BIN=$(CURDIR)/$(BIN) test/scripts/demo.sh
 
-bench:
-	@echo "make bench: the benchmark harness does not exist yet (tracked in a separate issue); nothing to do."
+bench: build
+	@test/scripts/install-deps.sh --bench || { echo "make bench: could not install the benchmark tools (tayga, iperf3, wrk, nginx); see above" >&2; exit 1; }
+	GO=$(GO) FAITHIF_BIN=$(CURDIR)/$(BIN) test/bench/bench.sh
 
 clean:
 	rm -rf bin

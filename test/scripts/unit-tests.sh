@@ -2,7 +2,7 @@
 # Runs the unit tests of the given package patterns with the race detector.
 # Patterns that match no package yet, and packages without tests, are fine.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 [ $# -gt 0 ] || set -- ./cmd/... ./faithif/... ./stack/... ./relay/...
 

@@ -3,6 +3,7 @@
 # those that are missing; quick and silent when everything is there.
 #   ip (iproute2), curl, nginx (nginx-light or nginx), setpriv and unshare
 #   (util-linux), mount, sysctl (procps), gcc and libc headers (go test -race).
+# With --bench (make bench) also the benchmark tools: tayga, iperf3, wrk.
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
 
@@ -16,6 +17,22 @@ have mount || need+=(mount)
 have sysctl || need+=(procps)
 have gcc || need+=(gcc)
 [ -e /usr/include/stdlib.h ] || need+=(libc6-dev)
+
+# The benchmark's tools (test/bench/bench.sh), only when asked for: make test
+# does not need them.
+bench_deps() {
+	have tayga || need+=(tayga)
+	have iperf3 || need+=(iperf3)
+	have wrk || need+=(wrk)
+}
+case "${1:-}" in
+"") ;;
+--bench) bench_deps ;;
+*)
+	echo "usage: install-deps.sh [--bench]" >&2
+	exit 2
+	;;
+esac
 nginx_missing=0
 have nginx || nginx_missing=1
 

@@ -11,7 +11,7 @@
 # the FAITH prefix). Everything is removed on exit, even on failure.
 # Needs root, ip, curl and nginx (make deps). Exits non-zero if the fetch fails.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export PATH=$PATH:/usr/sbin:/sbin
 
 BIN=${FAITHIF_BIN:-$PWD/bin/faithif}

@@ -1,0 +1,805 @@
+#!/usr/bin/env bash
+# faithif benchmark: the same client tools against the same IPv4-only server
+# over three paths, one after another, in one throwaway namespace lab:
+#
+#   client4 (IPv4 only)  198.51.100.2/24 ---.
+#                                           |  router
+#                                           `- 198.51.100.1/24
+#   client6 (IPv6 only)  2001:db8:1::2/64 ---- 2001:db8:1::1/64
+#                                              192.0.2.1/24 ---- 192.0.2.2/24  server (IPv4 only)
+#                                              nat64 (TAYGA)       iperf3 -s, nginx :80,
+#                                              faith0 (faithif)    connhold (idle holder)
+#
+#   kernel:  client4 -> 192.0.2.2, routed by the router's kernel
+#   TAYGA:   client6 -> 2001:db8:64::c000:202, NAT64 (tayga, 2001:db8:64::/96)
+#   faithif: client6 -> 2001:db8:46::c000:202, faith0 (2001:db8:46::/96)
+#
+# Each path gets: iperf3 one stream each way, four streams server->client,
+# wrk new connections/s (Connection: close), wrk kept-alive requests/s and
+# p99 latency; TAYGA and faithif also hold 15,000 idle connections for the
+# memory figure; each measurement runs BENCH_REPEAT times and the median
+# counts. If perf works, faithif is also profiled during one extra
+# single-stream and one extra new-connection run. Prints a table of figures,
+# ratios and targets and writes BENCHMARKS.md. Run through 'make bench' (installs tayga, iperf3 and wrk,
+# builds bin/faithif). Needs root. Everything is removed on exit, even on
+# failure. Exits non-zero if the lab cannot be built or a measurement fails.
+#
+# Knobs (environment): BENCH_SECONDS (5, length of each measurement),
+# BENCH_REPEAT (3 runs of each, the median is reported), BENCH_IDLE_CONNS
+# (15000), BENCH_IDLE_SETTLE (3 s before reading the RSS), BENCH_PROFILE
+# (auto, 1 or 0), BENCH_OUT (BENCHMARKS.md; '-' for none), BENCH_DEADLINE
+# (900 s for the whole run), BENCH_KEEP (1: keep the raw outputs and logs).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH=$PATH:/usr/sbin:/sbin
+export LC_ALL=C
+
+BIN=${FAITHIF_BIN:-$PWD/bin/faithif}
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+DUR=${BENCH_SECONDS:-5}
+REPEAT=${BENCH_REPEAT:-3} # runs of each measurement; the table shows the median
+IDLE=${BENCH_IDLE_CONNS:-15000}
+PROFILE=${BENCH_PROFILE:-auto} # perf profiles of faithif: auto (if perf works), 1 or 0
+SETTLE=${BENCH_IDLE_SETTLE:-3} # seconds between the last connection and the RSS reading
+OUT=${BENCH_OUT:-$PWD/BENCHMARKS.md}
+DEADLINE=${BENCH_DEADLINE:-900} # seconds; the whole run is stopped after this
+
+FAITH_PREFIX=2001:db8:46::/96
+FAITH_ADDR=2001:db8:46::c000:202
+NAT64_PREFIX=2001:db8:64::/96
+NAT64_ADDR=2001:db8:64::c000:202
+TAYGA_ADDR4=203.0.113.1
+TAYGA_POOL=203.0.113.128/25
+SERVER=192.0.2.2
+
+t_start=$(date +%s)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+step() { printf '\n==> [%3ds] %s\n' "$(($(date +%s) - t_start))" "$*"; }
+info() { printf '    %s\n' "$*"; }
+die() { printf '\nbench: FAILED: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces)"
+[ -x "$BIN" ] || die "$BIN not found: run 'make build' (or 'make bench')"
+for tool in ip ss curl nginx tayga iperf3 wrk timeout; do
+	command -v "$tool" >/dev/null || die "$tool not found: run 'test/scripts/install-deps.sh --bench' (make bench does)"
+done
+[ -x "$GO" ] || command -v "$GO" >/dev/null || die "go not found (set GO=/path/to/go)"
+if [ "$PROFILE" = auto ]; then
+	# Debian's perf is a wrapper that fails without a perf for this kernel.
+	if command -v perf >/dev/null && perf --version >/dev/null 2>&1; then PROFILE=1; else PROFILE=0; fi
+fi
+
+id=fib$$
+C6=${id}c6 C4=${id}c4 R=${id}r S=${id}s
+TMP=$(mktemp -d /tmp/faithif-bench.XXXXXX)
+chmod 755 "$TMP"
+NAMESPACES=()
+faithif_pid='' tayga_pid='' nginx_pid='' watchdog_pid=''
+SERVER_PIDS=() # iperf3 servers and the connection holders
+DIALER_PIDS=()
+nat64_made=0
+
+stop_pid() { # pid signal seconds: signal, wait, then SIGKILL
+	local pid=$1 sig=$2 secs=$3 i
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+	kill "-$sig" "$pid" 2>/dev/null || true
+	for ((i = 0; i < secs * 10; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+stop_faithif() {
+	local pid=$faithif_pid i
+	faithif_pid=''
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -TERM "$pid" 2>/dev/null || true # a second TERM stops at once, without the grace period
+	stop_pid "$pid" TERM 3
+}
+
+stop_tayga() {
+	stop_pid "$tayga_pid" TERM 5
+	tayga_pid=''
+	if [ "$nat64_made" = 1 ]; then
+		ip -n "$R" link del nat64 2>/dev/null || echo "bench: could not remove the nat64 tun in $R" >&2
+		nat64_made=0
+	fi
+	return 0
+}
+
+stop_dialers() {
+	local p
+	for p in "${DIALER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${DIALER_PIDS[@]}"; do stop_pid "$p" TERM 5; done
+	DIALER_PIDS=()
+}
+
+cleanup() {
+	local status=$? ns p
+	set +e
+	trap - INT TERM ERR
+	step "Cleaning up"
+	[ -n "$watchdog_pid" ] && kill "$watchdog_pid" 2>/dev/null
+	stop_dialers
+	stop_faithif
+	stop_tayga
+	for p in "${SERVER_PIDS[@]}"; do stop_pid "$p" TERM 3; done
+	stop_pid "$nginx_pid" QUIT 5
+	# Anything still running in the lab's namespaces was started here (a
+	# client tool left by a killed timeout, an nginx worker): end it by pid.
+	for ns in "${NAMESPACES[@]}"; do
+		for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+	done
+	for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
+	rm -f "$TMP"/perf-*.data
+	if [ -n "${BENCH_KEEP:-}" ]; then
+		info "removed namespaces ${NAMESPACES[*]:-(none)} and the nat64 tun; raw outputs kept in $TMP"
+	else
+		rm -rf "$TMP"
+		info "removed namespaces ${NAMESPACES[*]:-(none)}, the nat64 tun and $TMP"
+	fi
+	if [ "$status" -ne 0 ]; then
+		printf 'bench: exit status %d\n' "$status" >&2
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+set -E
+trap 'echo "bench: FAILED: line $LINENO: $BASH_COMMAND (status $?)" >&2' ERR
+trap 'die "interrupted"' INT TERM
+
+# The whole run is bounded; every step also has its own timeout.
+(
+	trap 'kill "$s" 2>/dev/null; exit 0' TERM
+	sleep "$DEADLINE" &
+	s=$!
+	wait "$s"
+	echo "bench: still running after ${DEADLINE}s, stopping" >&2
+	kill -TERM $$
+) &
+watchdog_pid=$!
+
+step "Building the idle-connection holder (test/bench/connhold)"
+timeout 180 "$GO" build -o "$TMP/connhold" ./test/bench/connhold || die "cannot build test/bench/connhold"
+# A private copy, so that a rebuild of bin/faithif during the run changes nothing.
+cp "$BIN" "$TMP/faithif"
+FAITHIF=$TMP/faithif
+"$FAITHIF" create --help >/dev/null 2>&1 || die "$BIN does not run ('faithif create --help' fails)"
+
+#
+# The lab.
+#
+step "Creating namespaces: client6 $C6, client4 $C4, router $R, server $S"
+for ns in "$C6" "$C4" "$R" "$S"; do
+	ip netns add "$ns" || die "ip netns add $ns"
+	NAMESPACES+=("$ns")
+	ip -n "$ns" link set lo up
+	# Many short connections from one address: wide port range, reuse
+	# TIME_WAIT ports for new outgoing connections.
+	ip netns exec "$ns" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 \
+		net.core.somaxconn=8192 net.ipv4.tcp_max_syn_backlog=8192
+done
+ip netns exec "$C6" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+ip netns exec "$R" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
+	net.ipv6.conf.all.forwarding=1 net.ipv4.ip_forward=1
+for ns in "$C4" "$S"; do
+	ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+done
+
+ip -n "$R" link add r6 type veth peer name c0 netns "$C6"
+ip -n "$R" link add r4 type veth peer name c0 netns "$C4"
+ip -n "$R" link add rs type veth peer name s0 netns "$S"
+ip -n "$C6" addr add 2001:db8:1::2/64 dev c0 nodad
+ip -n "$R" addr add 2001:db8:1::1/64 dev r6 nodad
+ip -n "$C4" addr add 198.51.100.2/24 dev c0
+ip -n "$R" addr add 198.51.100.1/24 dev r4
+ip -n "$R" addr add 192.0.2.1/24 dev rs
+ip -n "$S" addr add $SERVER/24 dev s0
+for l in "$C6 c0" "$C4 c0" "$R r6" "$R r4" "$R rs" "$S s0"; do
+	set -- $l
+	ip -n "$1" link set "$2" up
+done
+ip -n "$C6" -6 route add default via 2001:db8:1::1 dev c0
+ip -n "$C4" -4 route add default via 198.51.100.1 dev c0
+ip -n "$S" -4 route add default via 192.0.2.1 dev s0
+link_ready() { # ns dev v6
+	ip -n "$1" -o link show dev "$2" | grep -q 'state UP' || return 1
+	[ "$3" = 0 ] && return 0
+	ip -n "$1" -o -6 addr show dev "$2" scope link | grep -v tentative | grep -q fe80:
+}
+for i in $(seq 100); do
+	if link_ready "$C6" c0 1 && link_ready "$R" r6 1 && link_ready "$R" r4 0 &&
+		link_ready "$C4" c0 0 && link_ready "$R" rs 0 && link_ready "$S" s0 0; then break; fi
+	[ "$i" -lt 100 ] || die "veth links not up after 5 s"
+	sleep 0.05
+done
+info "client6 2001:db8:1::2 | client4 198.51.100.2 -> router -> server $SERVER"
+
+#
+# The server: nginx, iperf3, the idle-connection holders.
+#
+step "Starting the server's nginx, iperf3 and connection holders in $S"
+mkdir -p "$TMP/www" "$TMP/nginx"
+head -c 1024 /dev/zero | tr '\0' 'x' >"$TMP/www/index.html" # 1 KiB
+chmod -R a+rX "$TMP/www"
+group=nogroup
+getent group nogroup >/dev/null || group=nobody
+cat >"$TMP/nginx/nginx.conf" <<EOF
+user nobody $group;
+worker_processes 1;
+worker_rlimit_nofile 16384;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    types { text/html html; }
+    default_type text/plain;
+    keepalive_timeout 300s;
+    keepalive_requests 10000000;
+    server {
+        listen $SERVER:80 backlog=8192;
+        root $TMP/www;
+        index index.html;
+    }
+}
+EOF
+ip netns exec "$S" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" &
+nginx_pid=$!
+IPERF_PORTS=(5201 5202 5203)
+for port in "${IPERF_PORTS[@]}"; do
+	ip netns exec "$S" iperf3 -s -B $SERVER -p "$port" >"$TMP/iperf3-server-$port.log" 2>&1 &
+	SERVER_PIDS+=($!)
+done
+HOLD_PORTS=(9001 9002) # two holder processes: each stays under 20,000 fds
+for port in "${HOLD_PORTS[@]}"; do
+	ip netns exec "$S" bash -c 'ulimit -n 20000 && exec "$0" "$@"' "$TMP/connhold" serve -listen "$SERVER:$port" \
+		>"$TMP/holder-$port.log" 2>&1 &
+	SERVER_PIDS+=($!)
+done
+listening() { ip netns exec "$S" ss -Htln "sport = :$1" | grep -q .; }
+for i in $(seq 100); do
+	ok=1
+	for port in 80 "${IPERF_PORTS[@]}" "${HOLD_PORTS[@]}"; do listening "$port" || ok=0; done
+	[ $ok = 1 ] && break
+	kill -0 "$nginx_pid" 2>/dev/null || die "nginx exited: $(cat "$TMP/nginx/error.log" 2>/dev/null)"
+	[ "$i" -lt 100 ] || die "server not listening on 80, ${IPERF_PORTS[*]} and ${HOLD_PORTS[*]} after 10 s: $(ip netns exec "$S" ss -Htln)"
+	sleep 0.1
+done
+info "nginx :80 (1 KiB index.html, 1 worker, keepalive), iperf3 :${IPERF_PORTS[*]}, holders :${HOLD_PORTS[*]}"
+
+#
+# Measurements.
+#
+declare -A RES # path.figure -> value
+FAILURES=()
+
+fail() { # what
+	FAILURES+=("$1")
+	printf '    FAILED: %s\n' "$1" >&2
+}
+
+# median of the arguments (numbers)
+median() {
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+		if (NR == 0) exit 1
+		if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# iperf NAME NS ADDR PORT KEY [iperf3 args]: iperf3's receiver Gbit/s, the
+# median of REPEAT runs, into RES[NAME.KEY], every run's into RES[NAME.KEY_runs].
+iperf() {
+	local name=$1 ns=$2 addr=$3 port=$4 key=$5 out v run vals=()
+	shift 5
+	for ((run = 1; run <= REPEAT; run++)); do
+		out=$TMP/$name-iperf-$key-$run.txt
+		if ! timeout $((DUR + 25)) ip netns exec "$ns" iperf3 -c "$addr" -p "$port" -t "$DUR" -O 1 -f g "$@" >"$out" 2>&1; then
+			RES[$name.$key]=failed
+			fail "$name: iperf3 $key ($*) run $run: $(tail -n 3 "$out" | tr '\n' ' ')"
+			return 0
+		fi
+		v=$(awk '/receiver/ { for (i = 2; i <= NF; i++) if ($i == "Gbits/sec") v = $(i - 1) } END { print v }' "$out")
+		if [ -z "$v" ]; then
+			RES[$name.$key]=failed
+			fail "$name: iperf3 $key run $run: no receiver line in its output: $(tail -n 3 "$out" | tr '\n' ' ')"
+			return 0
+		fi
+		vals+=("$v")
+	done
+	RES[$name.$key]=$(median "${vals[@]}")
+	RES[$name.${key}_runs]=${vals[*]}
+	info "$(printf '%-30s %8s Gbit/s  (runs: %s)' "iperf3 $key $*" "${RES[$name.$key]}" "${vals[*]}")"
+}
+
+# wrk latency value (e.g. 850.00us, 1.23ms, 1.02s, 1.50m) in milliseconds.
+to_ms() {
+	awk -v v="$1" 'BEGIN {
+		if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+		else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+		else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
+		else if (v ~ /h$/) { sub(/h$/, "", v); printf "%.3f", v * 3600000 }
+		else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+		else print "?" }'
+}
+
+# wrk_run NAME NS URL KEY [wrk args]: REPEAT runs; the median requests/s into
+# RES[NAME.KEY], the median p99 (ms) into RES[NAME.KEY_p99], the errors of
+# all runs (wrk's socket errors and non-2xx answers) into RES[NAME.KEY_err]
+# (total) and RES[NAME.KEY_errs] (by kind), the requests of all runs into
+# RES[NAME.KEY_n].
+wrk_run() {
+	local name=$1 ns=$2 url=$3 key=$4 out rps p99 sock non2xx total=0 detail='' n=0 run kind c
+	local rpss=() p99s=()
+	local -A errs=()
+	shift 4
+	for ((run = 1; run <= REPEAT; run++)); do
+		out=$TMP/$name-wrk-$key-$run.txt
+		if ! timeout $((DUR + 30)) ip netns exec "$ns" wrk -t2 -c64 -d"${DUR}s" --latency "$@" "$url" >"$out" 2>&1; then
+			RES[$name.$key]=failed
+			fail "$name: wrk $key run $run: $(tail -n 3 "$out" | tr '\n' ' ')"
+			return 0
+		fi
+		rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
+		p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+		if [ -z "$rps" ] || [ "$p99" = "?" ]; then
+			RES[$name.$key]=failed
+			fail "$name: wrk $key run $run: no Requests/sec or 99% in its output: $(tail -n 3 "$out" | tr '\n' ' ')"
+			return 0
+		fi
+		rpss+=("$rps") p99s+=("$p99")
+		n=$((n + $(awk '/requests in/ { print $1 }' "$out")))
+		sock=$(sed -n 's/^ *Socket errors: *//p' "$out") # connect A, read B, write C, timeout D
+		if [ -n "$sock" ]; then
+			while read -r kind c; do
+				[ "${c:-0}" -gt 0 ] || continue
+				errs[$kind]=$((${errs[$kind]:-0} + c))
+			done < <(tr ',' '\n' <<<"$sock")
+		fi
+		non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
+		if [ -n "$non2xx" ] && [ "$non2xx" -gt 0 ]; then
+			errs[non-2xx]=$((${errs[non-2xx]:-0} + non2xx))
+		fi
+	done
+	for kind in connect read write timeout non-2xx; do
+		[ -n "${errs[$kind]:-}" ] || continue
+		total=$((total + ${errs[$kind]}))
+		detail+="${detail:+, }$kind ${errs[$kind]}"
+	done
+	RES[$name.$key]=$(median "${rpss[@]}")
+	RES[$name.${key}_runs]=${rpss[*]}
+	RES[$name.${key}_p99]=$(median "${p99s[@]}")
+	RES[$name.${key}_p99_runs]=${p99s[*]}
+	RES[$name.${key}_err]=$total
+	RES[$name.${key}_errs]=${detail:-none}
+	RES[$name.${key}_n]=$n
+	info "$(printf '%-30s %8s req/s (runs: %s), p99 %s ms (runs: %s), %s requests, errors: %s' "wrk $key" \
+		"${RES[$name.$key]}" "${rpss[*]}" "${RES[$name.${key}_p99]}" "${p99s[*]}" "$n" "${detail:-none}")"
+}
+
+# measure NAME NS ADDR HOST: every figure of one path.
+measure() {
+	local name=$1 ns=$2 addr=$3 host=$4
+	local url="http://$host/"
+	# The path must work before it is measured.
+	timeout 15 ip netns exec "$ns" curl -gsSf --max-time 10 -o /dev/null "$url" ||
+		die "$name path: cannot fetch $url from $ns"
+	iperf "$name" "$ns" "$addr" "${IPERF_PORTS[0]}" s2c -R
+	iperf "$name" "$ns" "$addr" "${IPERF_PORTS[0]}" c2s
+	iperf "$name" "$ns" "$addr" "${IPERF_PORTS[1]}" s2c4 -R -P 4
+	wrk_run "$name" "$ns" "$url" cps -H 'Connection: close'
+	wrk_run "$name" "$ns" "$url" ka
+}
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+server_held() {
+	ip netns exec "$S" ss -Htn state established "( sport = :${HOLD_PORTS[0]} or sport = :${HOLD_PORTS[1]} )" | wc -l
+}
+
+# idle NAME PID ADDR6: opens IDLE connections from client6 to the holders
+# through ADDR6 (4 processes), and records PID's RSS before and with them.
+idle() {
+	local name=$1 pid=$2 addr=$3 i n per port f held=0 failed=0 errs='' before with srv lines
+	before=$(rss_kib "$pid")
+	per=$((IDLE / 4))
+	DIALER_PIDS=()
+	for i in 0 1 2 3; do
+		n=$per
+		[ $i -eq 3 ] && n=$((IDLE - 3 * per))
+		port=${HOLD_PORTS[$((i % 2))]}
+		ip netns exec "$C6" bash -c 'ulimit -n 20000 && exec "$0" "$@"' "$TMP/connhold" dial \
+			-to "[$addr]:$port" -n "$n" -c 32 -timeout 10s >"$TMP/$name-dialer-$i.txt" 2>&1 &
+		DIALER_PIDS+=($!)
+	done
+	for ((i = 0; i < 1200; i++)); do # up to 120 s
+		lines=0
+		for f in "$TMP/$name"-dialer-?.txt; do grep -q '^held ' "$f" && lines=$((lines + 1)); done
+		[ $lines -eq 4 ] && break
+		for p in "${DIALER_PIDS[@]}"; do
+			kill -0 "$p" 2>/dev/null || { cat "$TMP/$name"-dialer-?.txt >&2; die "$name: a connection dialer exited"; }
+		done
+		sleep 0.1
+	done
+	[ $lines -eq 4 ] || { stop_dialers; die "$name: $IDLE connections not opened within 120 s"; }
+	for f in "$TMP/$name"-dialer-?.txt; do
+		read -r _ h _ fl _ e <"$f"
+		held=$((held + h)) failed=$((failed + fl))
+		[ "$e" = '"none"' ] || errs=$e
+	done
+	for ((i = 0; i < SETTLE; i++)); do # let the relay settle
+		sleep 1
+		[ -z "${BENCH_DEBUG:-}" ] || info "$name: RSS after $((i + 1)) s: $(rss_kib "$pid") KiB"
+	done
+	with=$(rss_kib "$pid")
+	srv=$(server_held)
+	RES[$name.rss_before]=$before
+	RES[$name.rss_with]=$with
+	RES[$name.held]=$held
+	RES[$name.dial_failed]=$failed
+	RES[$name.dial_err]=${errs:-none}
+	RES[$name.srv_held]=$srv
+	RES[$name.kib]=$(awk -v a="$before" -v b="$with" -v n="$IDLE" 'BEGIN { printf "%.1f", (b - a) / n }')
+	if [ "$name" = faithif ]; then
+		RES[$name.flows_open]=$(faithif_status | sed -n 's/.*"flows_open": *\([0-9]*\).*/\1/p')
+	fi
+	info "$name: clients hold $held (failed $failed${errs:+, e.g. $errs}), server holds $srv${RES[$name.flows_open]:+, flows_open ${RES[$name.flows_open]}}"
+	info "$name: RSS $before KiB before, $with KiB with $IDLE idle connections: ${RES[$name.kib]} KiB per connection"
+	stop_dialers
+	for ((i = 0; i < 200; i++)); do # up to 20 s for the closes to get through
+		[ "$(server_held)" -eq 0 ] && break
+		sleep 0.1
+	done
+}
+
+# profile KEY LABEL CMD...: runs CMD in client6 while perf samples faithif
+# for DUR seconds; the flat profile (self time by symbol) goes to
+# PROFILES[KEY] and its label to PROFILE_LABELS[KEY].
+declare -A PROFILES PROFILE_LABELS
+profile() {
+	local key=$1 label=$2 data perf_pid
+	data=$TMP/perf-$key.data
+	shift 2
+	timeout $((DUR + 20)) perf record -q -F 499 -p "$faithif_pid" -o "$data" -- sleep "$DUR" \
+		>"$TMP/perf-$key.log" 2>&1 &
+	perf_pid=$!
+	timeout $((DUR + 25)) ip netns exec "$C6" "$@" >"$TMP/perf-$key-load.txt" 2>&1 ||
+		info "profile $key: the load ($1) failed: $(tail -n 2 "$TMP/perf-$key-load.txt" | tr '\n' ' ')"
+	if ! wait "$perf_pid" || [ ! -s "$data" ]; then
+		info "profile $key: perf record failed, no profile: $(tail -n 2 "$TMP/perf-$key.log" | tr '\n' ' ')"
+		return 0
+	fi
+	PROFILES[$key]=$(
+		clean() { grep -v '^#' | grep -v '^[[:space:]]*$' | sed -E 's/([[:space:]]+-)*[[:space:]]*$//'; }
+		echo "event: $(timeout 30 perf evlist -i "$data" 2>/dev/null | head -n 1)"
+		echo "by DSO:"
+		timeout 60 perf report -i "$data" --stdio --sort dso --percent-limit 1 2>/dev/null | clean | head -n 6
+		echo "by symbol (at least 0.5%):"
+		timeout 60 perf report -i "$data" --stdio --sort dso,symbol --percent-limit 0.5 2>/dev/null | clean | head -n 25
+	) || true
+	PROFILE_LABELS[$key]=$label
+	info "profile $key ($label): faithif's CPU time:"
+	head -n 14 <<<"${PROFILES[$key]}" | sed 's/^/      /'
+}
+
+faithif_status() { timeout 10 ip netns exec "$R" env FAITHIF_RUN_DIR="$TMP/run" "$FAITHIF" show faith0 --json; }
+
+start_faithif() {
+	local log=$TMP/faithif-$1.log i
+	mkdir -p "$TMP/run"
+	ip netns exec "$R" env FAITHIF_RUN_DIR="$TMP/run" "$FAITHIF" create faith0 --prefix "$FAITH_PREFIX" \
+		--keepfaith --route -f --max-flows-per-client 20000 --max-handshakes-per-client 1024 2>"$log" &
+	faithif_pid=$!
+	for i in $(seq 100); do
+		grep -q 'msg=ready' "$log" 2>/dev/null && break
+		kill -0 "$faithif_pid" 2>/dev/null || die "faithif exited: $(cat "$log")"
+		[ "$i" -lt 100 ] || die "faithif not ready after 10 s: $(cat "$log")"
+		sleep 0.1
+	done
+	ip -n "$R" -6 route show "$FAITH_PREFIX" | grep -q faith0 || die "faithif --route did not install $FAITH_PREFIX dev faith0"
+}
+
+#
+# 1. kernel
+#
+step "Path 1/3 kernel: client4 -> $SERVER routed by the router"
+measure kernel "$C4" $SERVER $SERVER
+
+#
+# 2. TAYGA
+#
+step "Path 2/3 TAYGA: client6 -> $NAT64_ADDR (NAT64 $NAT64_PREFIX in $R)"
+mkdir -p "$TMP/tayga/data"
+cat >"$TMP/tayga/tayga.conf" <<EOF
+tun-device nat64
+ipv4-addr $TAYGA_ADDR4
+prefix $NAT64_PREFIX
+dynamic-pool $TAYGA_POOL
+data-dir $TMP/tayga/data
+EOF
+timeout 10 ip netns exec "$R" tayga -c "$TMP/tayga/tayga.conf" --mktun >"$TMP/tayga/mktun.log" 2>&1 ||
+	die "tayga --mktun: $(cat "$TMP/tayga/mktun.log")"
+nat64_made=1
+ip -n "$R" link set nat64 up
+ip -n "$R" -6 route add "$NAT64_PREFIX" dev nat64
+ip -n "$R" -4 route add "$TAYGA_POOL" dev nat64
+ip -n "$R" -4 route add "$TAYGA_ADDR4" dev nat64
+ip netns exec "$R" tayga -c "$TMP/tayga/tayga.conf" --nodetach >"$TMP/tayga/tayga.log" 2>&1 &
+tayga_pid=$!
+sleep 0.5
+kill -0 "$tayga_pid" 2>/dev/null || die "tayga exited: $(cat "$TMP/tayga/tayga.log")"
+info "tayga pid $tayga_pid: $NAT64_PREFIX, pool $TAYGA_POOL"
+measure tayga "$C6" $NAT64_ADDR "[$NAT64_ADDR]"
+step "TAYGA: $IDLE idle connections"
+idle tayga "$tayga_pid" $NAT64_ADDR
+stop_tayga
+
+#
+# 3. faithif
+#
+step "Path 3/3 faithif: client6 -> $FAITH_ADDR (faith0 $FAITH_PREFIX in $R)"
+start_faithif run
+info "faithif pid $faithif_pid (a copy of $BIN)"
+measure faithif "$C6" $FAITH_ADDR "[$FAITH_ADDR]"
+timeout 10 ip netns exec "$R" env FAITHIF_RUN_DIR="$TMP/run" "$FAITHIF" show faith0 >"$TMP/faithif-show.txt" 2>&1 || true
+if [ "$PROFILE" = 1 ]; then
+	step "faithif: CPU profiles (perf, extra runs not in the table)"
+	profile s2c "one stream server→client" iperf3 -c $FAITH_ADDR -p "${IPERF_PORTS[0]}" -t "$DUR" -R
+	profile cps "new connections" wrk -t2 -c64 -d"${DUR}s" -H 'Connection: close' "http://[$FAITH_ADDR]/"
+fi
+stop_faithif
+step "faithif: $IDLE idle connections (a fresh instance)"
+start_faithif idle
+sleep 2 # let the new instance settle before the baseline RSS
+idle faithif "$faithif_pid" $FAITH_ADDR
+stop_faithif
+
+# faithif's own complaints during the run, if any (but the start-up notice
+# that no access file is set), and the refused flows by reason.
+LOG_WARN=$(cat "$TMP"/faithif-*.log | grep -E 'level=(WARN|ERROR)' | grep -v 'msg="no access rules' || true)
+if [ -n "$LOG_WARN" ]; then
+	info "faithif logged $(grep -c '' <<<"$LOG_WARN") warning/error line(s), e.g.:"
+	head -n 5 <<<"$LOG_WARN" | sed 's/^/      /'
+fi
+REFUSED=$(grep -h 'msg="flow refused' "$TMP/faithif-run.log" | sed -n 's/.* reason=\([^ ]*\).*/\1/p' |
+	sort | uniq -c | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1 }' || true)
+info "faithif flows refused during its measurement and profiling runs, by reason: ${REFUSED:-none}"
+
+#
+# The table.
+#
+step "Results"
+num() { [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
+ratio() { # a b: a/b as 1.23×
+	if num "$1" && num "$2" && awk -v b="$2" 'BEGIN { exit !(b > 0) }'; then
+		awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'
+	else echo "—"; fi
+}
+ge() { num "$1" && num "$2" && awk -v a="$1" -v b="$2" -v k="$3" 'BEGIN { exit !(a >= k * b) }'; } # a >= k*b
+le() { num "$1" && num "$2" && awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }              # a <= b
+verdict() { if "$@"; then echo "met"; else echo "**not met**"; fi; }
+fmt() { # value decimals
+	if num "$1"; then awk -v v="$1" -v d="$2" 'BEGIN { printf "%.*f", d, v }'; else echo "${1:-—}"; fi
+}
+
+k=kernel t=tayga f=faithif
+TABLE=$TMP/table.md
+{
+	echo "| figure | kernel | TAYGA | faithif | faithif/TAYGA | faithif/kernel | target |"
+	echo "|---|---:|---:|---:|---:|---:|---|"
+	row() { # label key decimals target-text verdict
+		printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(fmt "${RES[$k.$2]:-}" "$3")" \
+			"$(fmt "${RES[$t.$2]:-}" "$3")" "$(fmt "${RES[$f.$2]:-}" "$3")" \
+			"$(ratio "${RES[$f.$2]:-}" "${RES[$t.$2]:-}")" "$(ratio "${RES[$f.$2]:-}" "${RES[$k.$2]:-}")" "$4: $5"
+	}
+	one() { ge "${RES[$f.$1]:-}" "${RES[$t.$1]:-}" 3 && ge "${RES[$f.$1]:-}" "${RES[$k.$1]:-}" 0.6; }
+	row "one stream server→client (Gbit/s)" s2c 2 "≥3× TAYGA and ≥0.6× kernel" "$(verdict one s2c)"
+	row "one stream client→server (Gbit/s)" c2s 2 "≥3× TAYGA and ≥0.6× kernel" "$(verdict one c2s)"
+	row "four streams server→client (Gbit/s)" s2c4 2 "≥4× TAYGA" \
+		"$(verdict ge "${RES[$f.s2c4]:-}" "${RES[$t.s2c4]:-}" 4)"
+	row "new connections/s (HTTP, Connection: close, 64 clients)" cps 0 "≥1.5× TAYGA" \
+		"$(verdict ge "${RES[$f.cps]:-}" "${RES[$t.cps]:-}" 1.5)"
+	printf '| new-connection errors (wrk) | %s | %s | %s | | | none expected |\n' \
+		"${RES[$k.cps_errs]:-—}" "${RES[$t.cps_errs]:-—}" "${RES[$f.cps_errs]:-—}"
+	row "kept-alive requests/s (64 connections)" ka 0 "≥ TAYGA" "$(verdict ge "${RES[$f.ka]:-}" "${RES[$t.ka]:-}" 1)"
+	row "kept-alive p99 latency (ms)" ka_p99 2 "≤ TAYGA" "$(verdict le "${RES[$f.ka_p99]:-}" "${RES[$t.ka_p99]:-}")"
+	printf '| kept-alive errors (wrk) | %s | %s | %s | | | none expected |\n' \
+		"${RES[$k.ka_errs]:-—}" "${RES[$t.ka_errs]:-—}" "${RES[$f.ka_errs]:-—}"
+	mem_ok() { num "${RES[$f.kib]:-}" && awk -v v="${RES[$f.kib]}" 'BEGIN { exit !(v <= 16) }' &&
+		[ "${RES[$f.flows_open]:-0}" -eq "$IDLE" ] && [ "${RES[$f.held]:-0}" -eq "$IDLE" ]; }
+	printf '| RSS per idle relayed connection (KiB, %s held) | — | %s | %s | — | — | ≤16 KiB/conn with all %s held: %s |\n' \
+		"$IDLE" "$(fmt "${RES[$t.kib]:-}" 1)" "$(fmt "${RES[$f.kib]:-}" 1)" "$IDLE" "$(verdict mem_ok)"
+	mib() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f", k / 1024 }'; }
+	printf '| RSS before → with the idle connections (MiB) | — | %s → %s | %s → %s | | | |\n' \
+		"$(mib "${RES[$t.rss_before]:-}")" "$(mib "${RES[$t.rss_with]:-}")" \
+		"$(mib "${RES[$f.rss_before]:-}")" "$(mib "${RES[$f.rss_with]:-}")"
+	printf '| idle connections held: clients / server / faithif flows_open | — | %s / %s / — | %s / %s / %s | | | all %s |\n' \
+		"${RES[$t.held]:-—}" "${RES[$t.srv_held]:-—}" "${RES[$f.held]:-—}" "${RES[$f.srv_held]:-—}" \
+		"${RES[$f.flows_open]:-—}" "$IDLE"
+} >"$TABLE"
+echo
+cat "$TABLE"
+
+runtime=$(($(date +%s) - t_start))
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=''
+if [ -n "$(git status --porcelain -- cmd faithif stack relay go.mod go.sum 2>/dev/null)" ]; then
+	dirty=" (with uncommitted changes in cmd/, faithif/, stack/, relay/ or go.mod)"
+fi
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+cores=$(nproc)
+kernel=$(uname -r)
+date_utc=$(date -u '+%Y-%m-%d %H:%M UTC')
+ver_iperf=$( (iperf3 --version 2>&1 || true) | awk 'NR == 1 { print $2 }')
+ver_wrk=$( (wrk --version 2>&1 || true) | awk 'NR == 1 { print $2 }')
+ver_nginx=$( (nginx -v 2>&1 || true) | sed -n '1s/.*nginx\///p')
+ver_tayga=$(dpkg-query -W -f '${Version}' tayga 2>/dev/null || echo unknown)
+
+echo
+echo "machine: $cpu, $cores cores; kernel $kernel; $date_utc; faithif $commit$dirty; runtime ${runtime}s"
+echo "load average at the start: $load_start; at the end: $load_end"
+if [ ${#FAILURES[@]} -gt 0 ]; then
+	echo
+	echo "Failed measurements:"
+	printf '  - %s\n' "${FAILURES[@]}"
+fi
+
+if [ "$OUT" != - ]; then
+	{
+		echo "# Benchmarks"
+		echo
+		echo "Written by \`make bench\` (test/bench/bench.sh); run it again to refresh this file."
+		echo
+		echo "| | |"
+		echo "|---|---|"
+		echo "| command | \`make bench\` |"
+		echo "| date | $date_utc |"
+		echo "| faithif commit | \`$commit\`$dirty |"
+		echo "| CPU | $cpu, $cores cores |"
+		echo "| kernel | $kernel |"
+		echo "| tools | iperf3 $ver_iperf, wrk $ver_wrk, nginx $ver_nginx, TAYGA $ver_tayga |"
+		echo "| runtime | ${runtime} s |"
+		echo
+		echo "## Results"
+		echo
+		cat "$TABLE"
+		echo
+		cat <<EOF
+Each figure is the median of $REPEAT back-to-back runs. Throughput is iperf3's
+receiver figure (\`-t $DUR -O 1\`). Requests/s, p99 and errors are wrk's
+(\`-t2 -c64 -d${DUR}s\`; with \`-H 'Connection: close'\` every request is a new
+TCP connection). wrk's errors are its socket errors (connect, read, write,
+timeout) plus non-2xx answers, summed over the runs; "none" means wrk reported
+none. RSS is VmRSS from /proc/PID/status of the faithif or tayga process, just
+before and ${SETTLE} s after the idle connections are all open.
+EOF
+		echo
+		if [ ${#FAILURES[@]} -gt 0 ]; then
+			echo "Failed measurements:"
+			echo
+			printf -- '- %s\n' "${FAILURES[@]}"
+			echo
+		fi
+		echo "Every run (the table shows the median of $REPEAT):"
+		echo
+		echo "| figure | kernel | TAYGA | faithif |"
+		echo "|---|---|---|---|"
+		for pair in "s2c:one stream server→client (Gbit/s)" "c2s:one stream client→server (Gbit/s)" \
+			"s2c4:four streams server→client (Gbit/s)" "cps:new connections/s" \
+			"ka:kept-alive requests/s" "ka_p99:kept-alive p99 (ms)"; do
+			key=${pair%%:*}
+			printf '| %s | %s | %s | %s |\n' "${pair#*:}" "${RES[$k.${key}_runs]:-—}" \
+				"${RES[$t.${key}_runs]:-—}" "${RES[$f.${key}_runs]:-—}"
+		done
+		printf '| requests in the new-connection runs | %s | %s | %s |\n' "${RES[$k.cps_n]:-—}" "${RES[$t.cps_n]:-—}" "${RES[$f.cps_n]:-—}"
+		printf '| requests in the kept-alive runs | %s | %s | %s |\n' "${RES[$k.ka_n]:-—}" "${RES[$t.ka_n]:-—}" "${RES[$f.ka_n]:-—}"
+		echo
+		echo "Load average (1, 5, 15 min) at the start: $load_start; at the end: $load_end."
+		echo
+		echo "faithif's counters after its measurements (\`faithif show faith0\`):"
+		echo
+		echo '```'
+		cat "$TMP/faithif-show.txt" 2>/dev/null || echo "(not available)"
+		echo '```'
+		echo
+		if [ -n "$LOG_WARN" ]; then
+			echo "faithif logged $(grep -c '' <<<"$LOG_WARN") warning/error line(s), the first ones:"
+			echo
+			echo '```'
+			head -n 10 <<<"$LOG_WARN"
+			echo '```'
+		else
+			echo "faithif logged no warnings or errors (but the start-up notice that no access file is set)."
+		fi
+		echo
+		echo "Flows faithif refused during its measurement and profiling runs (from its log), by"
+		echo "reason: ${REFUSED:-none}. (\`client-gone\` is a client that went away while its server"
+		echo "connection was being set up, as wrk does to its connections in flight when a run ends.)"
+		echo
+		cat <<EOF
+## Method
+
+One namespace lab, one run, the three paths one after another (only the
+path being measured is running), the same client tools and the same server:
+
+\`\`\`
+client4 (IPv4 only)  198.51.100.2/24 ---- 198.51.100.1/24
+                                          router (forwarding on)
+client6 (IPv6 only)  2001:db8:1::2/64 --- 2001:db8:1::1/64
+                                          192.0.2.1/24 ---- 192.0.2.2/24  server (IPv4 only)
+                                          nat64: TAYGA      nginx :80, iperf3 -s,
+                                          faith0: faithif   connhold (idle holder)
+\`\`\`
+
+- **kernel**: client4 to 192.0.2.2, IPv4 routed by the router's kernel.
+- **TAYGA**: client6 to \`$NAT64_ADDR\`: TAYGA $ver_tayga in the router,
+  prefix \`$NAT64_PREFIX\`, dynamic pool \`$TAYGA_POOL\`, on its \`nat64\` TUN.
+- **faithif**: client6 to \`$FAITH_ADDR\`: \`faithif create faith0 --prefix
+  $FAITH_PREFIX --keepfaith --route -f --max-flows-per-client 20000
+  --max-handshakes-per-client 1024\` in the router.
+
+The server runs nginx (one worker, a 1 KiB index.html, keep-alive, access
+log off), iperf3 servers, and two \`test/bench/connhold\` holders that
+accept connections and keep them idle. All veths have MTU 1500. Every
+namespace has \`ip_local_port_range 1024 65535\` and \`tcp_tw_reuse=1\`.
+
+- one stream: \`iperf3 -c ADDR -t $DUR -O 1 -R\` (server to client) and without \`-R\`.
+- four streams: \`iperf3 -c ADDR -t $DUR -O 1 -R -P 4\`.
+- new connections/s: \`wrk -t2 -c64 -d${DUR}s --latency -H 'Connection: close' http://ADDR/\`.
+- kept-alive requests/s and p99: \`wrk -t2 -c64 -d${DUR}s --latency http://ADDR/\`.
+- idle memory: $IDLE connections from client6 through the path (4
+  processes, 32 dials in flight each) to the holders, kept open idle. For
+  faithif a fresh instance is started for this (so earlier runs do not
+  inflate the baseline); RSS per connection = (RSS with - RSS before) / $IDLE,
+  and all must be held: every client connect succeeded, the server holds
+  them, and \`faithif show faith0 --json\` says \`flows_open\` = $IDLE.
+  TAYGA keeps no per-connection state (one address mapping per client), so
+  its figure is only for comparison.
+
+Everything shares the machine's $cores cores: clients, server, and the
+translator under test.
+EOF
+		if [ ${#PROFILES[@]} -gt 0 ]; then
+			echo
+			echo "## Where faithif spends its CPU"
+			echo
+			echo "\`perf record -F 499 -p PID -- sleep $DUR\` on the faithif process (user and"
+			echo "kernel time in its threads) during one extra run of the load, not counted in the"
+			echo "table; \`perf report --sort dso\` and \`--sort dso,symbol\`."
+			if grep -q '^event: cpu-clock' <<<"${PROFILES[*]}"; then
+				echo "The event is the software cpu-clock (no hardware PMU here, e.g. a VM): samples"
+				echo "pile up where interrupts are enabled again (\`_raw_spin_unlock_irqrestore\`,"
+				echo "\`finish_task_switch\`)."
+			fi
+			for key in s2c cps; do
+				[ -n "${PROFILES[$key]:-}" ] || continue
+				echo
+				echo "### ${PROFILE_LABELS[$key]}"
+				echo
+				echo '```'
+				echo "${PROFILES[$key]}"
+				echo '```'
+			done
+		fi
+		# The engineers' reading of the figures, kept across runs.
+		if [ -f test/bench/analysis.md ]; then
+			echo
+			cat test/bench/analysis.md
+		fi
+	} >"$OUT"
+	info "wrote $OUT"
+fi
+
+if [ ${#FAILURES[@]} -gt 0 ]; then
+	die "${#FAILURES[@]} measurement(s) failed (see above)"
+fi
+step "Done in ${runtime}s"
