@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"errors"
-	"net"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -40,19 +38,7 @@ func TestConnectionRefused(t *testing.T) {
 func TestLoopbackRefused(t *testing.T) {
 	lab, f := startLab(t, "--keepfaith")
 	ctx := testCtx(t, 30*time.Second)
-	l := lab.Router.ListenTCP(t, "tcp4", "127.0.0.1:0")
-	port := l.Addr().(*net.TCPAddr).Port
-	var accepted atomic.Int32
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
+	port, accepted := countingListener(t, lab.Router, "tcp4", "127.0.0.1:0")
 
 	addr := netlab.FaithHostPort("127.0.0.1", port)
 	start := time.Now()
