@@ -37,6 +37,7 @@ type silentError struct{ error }
 // usageError is an error in the command line: exit status 2.
 type usageError struct{ msg string }
 
+// Error implements error.
 func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error {
@@ -165,8 +166,10 @@ func parseWithName(fs *flag.FlagSet, args []string, required bool) (string, erro
 // prefixList is a repeatable --prefix flag.
 type prefixList []netip.Prefix
 
+// String implements flag.Value.
 func (p *prefixList) String() string { return fmt.Sprint(*p) }
 
+// Set implements flag.Value: it parses and checks one more prefix.
 func (p *prefixList) Set(s string) error {
 	pfx, err := relay.ParsePrefix(s)
 	if err != nil {
