@@ -158,9 +158,7 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 		if limit == limitHandshakes {
 			answer = RefuseDrop
 		}
-		r.stats.FlowsLimited.Add(1)
-		req.Refuse(answer)
-		log.Warn("flow refused", "reason", "limit", "limit", limit, "answer", answer.String(), "client_net", who.String())
+		r.refuse(req, log, &r.stats.FlowsLimited, answer, "limit", "limit", limit, "client_net", who.String())
 		return
 	}
 	established := false
@@ -172,42 +170,29 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 
 	dst4, err := r.cfg.Mapper.Map(dst6.Addr())
 	if err != nil {
-		r.stats.FlowsDenied.Add(1)
-		req.Refuse(r.cfg.DenyWith)
-		log.Info("flow refused", "reason", "denied", "answer", r.cfg.DenyWith.String(), "error", err.Error())
+		r.refuse(req, log, &r.stats.FlowsDenied, r.cfg.DenyWith, "denied", "error", err.Error())
 		return
 	}
 	to := netip.AddrPortFrom(dst4, dst6.Port())
 	log = log.With("dst4", to.String())
 	if r.cfg.IsLocal != nil && r.cfg.IsLocal(dst4) {
-		r.stats.FlowsDenied.Add(1)
-		req.Refuse(r.cfg.DenyWith)
-		log.Info("flow refused", "reason", "denied", "answer", r.cfg.DenyWith.String(), "error", "destination is an address of this router")
+		r.refuse(req, log, &r.stats.FlowsDenied, r.cfg.DenyWith, "denied", "error", "destination is an address of this router")
 		return
 	}
-
 	rules := r.rules.Load()
 	d := rules.Check(client.Addr(), to)
 	if !d.Permit {
-		r.stats.FlowsDenied.Add(1)
-		req.Refuse(r.cfg.DenyWith)
-		attrs := []any{"reason", "denied", "answer", r.cfg.DenyWith.String()}
+		rule := "no rule matched"
 		if d.Rule != nil {
-			attrs = append(attrs, "rule", fmt.Sprintf("%s:%d", rules.File, d.Rule.Line))
-		} else {
-			attrs = append(attrs, "rule", "no rule matched")
+			rule = fmt.Sprintf("%s:%d", rules.File, d.Rule.Line)
 		}
-		log.Info("flow refused", attrs...)
+		r.refuse(req, log, &r.stats.FlowsDenied, r.cfg.DenyWith, "denied", "rule", rule)
 		return
 	}
 	if lim := FDLimit(); lim > 0 && uint64(r.stats.FlowsOpen.Load())+fdReserve >= lim {
 		// Keep descriptors for the control socket and netlink: refuse
 		// before the kernel does.
-		r.stats.FlowsRefused.Add(1)
-		r.stats.FlowsFDLimit.Add(1)
-		req.Refuse(RefuseReset)
-		log.Error("flow refused: out of file descriptors; raise the hard RLIMIT_NOFILE (LimitNOFILE= in systemd, ulimit -Hn) or lower --max-flows-per-client",
-			"reason", "fd-limit", "answer", RefuseReset.String(), "fd_limit", lim, "flows_open", r.stats.FlowsOpen.Load())
+		r.refuse(req, log, &r.stats.FlowsRefused, RefuseReset, reasonFDLimit, "fd_limit", lim, "flows_open", r.stats.FlowsOpen.Load())
 		return
 	}
 	dialer := &r.dialer
@@ -219,24 +204,14 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 
 	nc, err := dialer.DialContext(ctx, "tcp4", to.String())
 	if err != nil {
-		r.stats.FlowsRefused.Add(1)
 		reason, answer := dialFailure(err)
-		req.Refuse(answer)
-		if reason == "fd-limit" {
-			r.stats.FlowsFDLimit.Add(1)
-			log.Error("flow refused: out of file descriptors; raise the hard RLIMIT_NOFILE (LimitNOFILE= in systemd, ulimit -Hn) or lower --max-flows-per-client",
-				"reason", reason, "answer", answer.String(), "error", err.Error())
-			return
-		}
-		log.Info("flow refused", "reason", reason, "answer", answer.String(), "error", err.Error(), "dial_ms", time.Since(start).Milliseconds())
+		r.refuse(req, log, &r.stats.FlowsRefused, answer, reason, "error", err.Error(), "dial_ms", time.Since(start).Milliseconds())
 		return
 	}
 	server, err := NewKernelConn(nc.(*net.TCPConn))
 	if err != nil {
 		nc.Close()
-		r.stats.FlowsRefused.Add(1)
-		req.Refuse(RefuseReset)
-		log.Error("flow refused", "reason", "error", "error", err.Error())
+		r.refuse(req, log, &r.stats.FlowsRefused, RefuseReset, "error", "error", err.Error())
 		return
 	}
 	c, err := req.Accept()
@@ -266,6 +241,27 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 			done()
 		}
 	})
+}
+
+// reasonFDLimit is the refusal reason when faithif is out of descriptors.
+const reasonFDLimit = "fd-limit"
+
+// refuse answers req with how, counts the flow in counter and logs one line
+// with the reason and attrs. Running out of descriptors is logged as an
+// error that says what to do, and counted in FlowsFDLimit as well.
+func (r *Relay) refuse(req Request, log *slog.Logger, counter *atomic.Uint64, how Refusal, reason string, attrs ...any) {
+	counter.Add(1)
+	req.Refuse(how)
+	attrs = append([]any{"reason", reason, "answer", how.String()}, attrs...)
+	switch reason {
+	case reasonFDLimit:
+		r.stats.FlowsFDLimit.Add(1)
+		log.Error("flow refused: out of file descriptors; raise the hard RLIMIT_NOFILE (LimitNOFILE= in systemd, ulimit -Hn) or lower --max-flows-per-client", attrs...)
+	case "limit":
+		log.Warn("flow refused", attrs...)
+	default:
+		log.Info("flow refused", attrs...)
+	}
 }
 
 // fdReserve is how many file descriptors the relay leaves for everything
@@ -301,7 +297,7 @@ func dialFailure(err error) (string, Refusal) {
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return "prohibited", RefuseProhibited
 	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
-		return "fd-limit", RefuseReset
+		return reasonFDLimit, RefuseReset
 	case errors.Is(err, context.Canceled):
 		return "shutdown", RefuseReset
 	case errors.As(err, &ne) && ne.Timeout():

@@ -22,7 +22,7 @@ import (
 // DiscardReason says why an inbound packet was not handed to gVisor.
 type DiscardReason int
 
-// The reasons a packet is discarded, in the order Counters reports them.
+// The reasons a packet is discarded; LinkStats.Discarded is indexed by them.
 const (
 	DiscardKeepFaith DiscardReason = iota // net.inet6.ip6.keepfaith is 0
 	DiscardMalformed                      // too short, bad length, not parseable
@@ -281,9 +281,10 @@ func isV4Compatible(a tcpip.Address) bool {
 	return [12]byte(b[:12]) == [12]byte{}
 }
 
+// isV4Mapped reports an IPv4-mapped address, ::ffff:a.b.c.d.
 func isV4Mapped(a tcpip.Address) bool {
 	b := a.As16()
-	return b == [16]byte{10: 0xff, 11: 0xff, 12: b[12], 13: b[13], 14: b[14], 15: b[15]}
+	return [12]byte(b[:12]) == [12]byte{10: 0xff, 11: 0xff}
 }
 
 // WritePackets writes gVisor's outbound packets to the device. It blocks

@@ -54,8 +54,10 @@ type Stack struct {
 	link    *LinkEndpoint
 	handler Handler
 	reopen  reopenTable
-	syns    synTable
-	stats   Stats
+	// timeWait is how long a closed flow's endpoint stays in TIME_WAIT.
+	timeWait time.Duration
+	syns     synTable
+	stats    Stats
 }
 
 // New returns a Stack reading from and writing to dev that hands each
@@ -71,36 +73,13 @@ func New(dev tun.Device, handler Handler, opts Options) (*Stack, error) {
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
 	})
-	s := &Stack{gs: gs, handler: handler, link: NewLinkEndpoint(dev, opts.MTU)}
+	s := &Stack{gs: gs, handler: handler, link: NewLinkEndpoint(dev, opts.MTU), timeWait: opts.TimeWaitTimeout}
 	s.reopen.inject = s.link.inject
 	s.link.synHook = s.reopen.syn
 
-	tcpOpts := []tcpip.SettableTransportProtocolOption{
-		ptr(tcpip.TCPSACKEnabled(true)),
-		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
-		ptr(tcpip.TCPTimeWaitTimeoutOption(opts.TimeWaitTimeout)),
-		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20},
-		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 6 << 20},
-	}
-	for _, o := range tcpOpts {
-		if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
-			gs.Destroy()
-			return nil, fmt.Errorf("set TCP option %T: %s", o, err)
-		}
-	}
-	if err := gs.CreateNIC(nicID, s.link); err != nil {
+	if err := s.configure(); err != nil {
 		gs.Destroy()
-		return nil, fmt.Errorf("create NIC: %s", err)
-	}
-	// Accept every destination and answer from it: the FAITH prefix is
-	// whatever the operator routes to the interface.
-	if err := gs.SetPromiscuousMode(nicID, true); err != nil {
-		gs.Destroy()
-		return nil, fmt.Errorf("set promiscuous mode: %s", err)
-	}
-	if err := gs.SetSpoofing(nicID, true); err != nil {
-		gs.Destroy()
-		return nil, fmt.Errorf("set spoofing: %s", err)
+		return nil, err
 	}
 	gs.SetRouteTable([]tcpip.Route{{Destination: header.IPv6EmptySubnet, NIC: nicID}})
 
@@ -110,6 +89,34 @@ func New(dev tun.Device, handler Handler, opts Options) (*Stack, error) {
 		return fwd.HandlePacket(id, pkt)
 	})
 	return s, nil
+}
+
+// configure sets gVisor's TCP options and the NIC that accepts every
+// destination and answers from it: the FAITH prefix is whatever the operator
+// routes to the interface.
+func (s *Stack) configure() error {
+	tcpOpts := []tcpip.SettableTransportProtocolOption{
+		ptr(tcpip.TCPSACKEnabled(true)),
+		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
+		ptr(tcpip.TCPTimeWaitTimeoutOption(s.timeWait)),
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20},
+		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 6 << 20},
+	}
+	for _, o := range tcpOpts {
+		if err := s.gs.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
+			return fmt.Errorf("set TCP option %T: %s", o, err)
+		}
+	}
+	if err := s.gs.CreateNIC(nicID, s.link); err != nil {
+		return fmt.Errorf("create NIC: %s", err)
+	}
+	if err := s.gs.SetPromiscuousMode(nicID, true); err != nil {
+		return fmt.Errorf("set promiscuous mode: %s", err)
+	}
+	if err := s.gs.SetSpoofing(nicID, true); err != nil {
+		return fmt.Errorf("set spoofing: %s", err)
+	}
+	return nil
 }
 
 func ptr[T any](v T) *T { return &v }

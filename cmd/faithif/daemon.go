@@ -19,11 +19,10 @@ import (
 // the command that started it that it is ready.
 const readyFDEnv = "FAITHIF_READY_FD"
 
-// daemonize runs `faithif create ARGS -f` in a new session with its log in
+// daemonize runs `faithif create ARGS -f` for interface name in a new session with its log in
 // the run directory, and returns once that instance is ready, or with its
 // error if it failed to start.
-func daemonize(args []string, stdout, stderr io.Writer) error {
-	name, _ := parseNameOnly(args)
+func daemonize(name string, args []string, stdout, stderr io.Writer) error {
 	if err := faithif.CheckCreate(name); err != nil {
 		return err
 	}
@@ -118,15 +117,6 @@ func startupError(logPath string, from int64, name string) string {
 		return fmt.Sprintf("create %s: the background instance failed to start (see %s)", name, logPath)
 	}
 	return msg
-}
-
-func parseNameOnly(args []string) (string, error) {
-	for _, a := range args {
-		if faithif.ValidateName(a) == nil {
-			return a, nil
-		}
-	}
-	return "", errors.New("no name")
 }
 
 // notifyReady tells the command that started this instance in the

@@ -106,7 +106,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "faithif: %s\n", err)
-		fmt.Fprintf(stderr, "Run 'faithif %s --help' for usage.\n", strings.TrimSpace(firstWord(args)))
+		fmt.Fprintf(stderr, "Run 'faithif %s --help' for usage.\n", firstWord(args))
 		return exitUsage
 	default:
 		fmt.Fprintf(stderr, "faithif: %s\n", err)
@@ -276,7 +276,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	if !fg {
-		return daemonize(args, stdout, stderr)
+		return daemonize(name, args, stdout, stderr)
 	}
 
 	cfg := instanceConfig{
