@@ -1,0 +1,544 @@
+// Package config reads faithif.conf, the declarative configuration of
+// `faithif run`: the interfaces to create with their prefixes, MTU, routes,
+// access rules, timeouts and limits, plus keepfaith, the sysctls the router
+// needs, logging and the metrics address.
+//
+// The file is TOML (see faithif.conf.example in this folder). Load checks
+// everything it can without changing the system: every error names the
+// file, the line and the key, and every error in the file is reported, not
+// only the first.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/relay"
+)
+
+// Defaults for keys left out.
+const (
+	DefaultGrace     = 10 * time.Second
+	DefaultLogFormat = "text"
+	DefaultLogLevel  = "info"
+)
+
+// Config is a loaded and checked faithif.conf.
+type Config struct {
+	// File is the path the configuration was read from.
+	File string
+	// KeepFaith, if set, is the value net.inet6.ip6.keepfaith is given at
+	// start; nil leaves the global switch as it is.
+	KeepFaith *bool
+	// Metrics is the address Prometheus metrics, /healthz and /readyz are
+	// served on; empty: not served.
+	Metrics string
+	// LogFormat is "text" or "json"; LogLevel is debug, info, warn or error.
+	LogFormat, LogLevel string
+	// Sysctls are set at start, in file order, and put back on stop.
+	Sysctls []Sysctl
+	// Interfaces are created at start, in file order.
+	Interfaces []Interface
+}
+
+// Sysctl is one kernel parameter the router needs, such as
+// net.ipv6.conf.all.forwarding = 1.
+type Sysctl struct {
+	Key   string // dotted, as sysctl(8) names it
+	Value string
+	Line  int
+}
+
+// Path returns the sysctl's file under /proc/sys.
+func (s Sysctl) Path() string {
+	return filepath.Join("/proc/sys", strings.ReplaceAll(s.Key, ".", "/"))
+}
+
+// Interface is one faithN to create.
+type Interface struct {
+	Name     string
+	Prefixes []netip.Prefix
+	MTU      int
+	// Routes are installed through netlink once the interface is up and
+	// removed when it goes.
+	Routes []Route
+	// Rules is the faithd.conf access file; empty: permit every mappable
+	// destination.
+	Rules       string
+	DenyWith    relay.Refusal
+	IdleTimeout time.Duration // negative: never
+	DialTimeout time.Duration
+	Grace       time.Duration
+	Limits      relay.Limits
+	Line        int // of its [[interface]] header
+}
+
+// Route is `ip -6 route add PREFIX dev faithN [metric M] [table T]`.
+type Route struct {
+	Prefix netip.Prefix
+	Metric int // 0: the kernel's default for IPv6 (1024)
+	Table  int // 0: main
+}
+
+// Error is one problem in a configuration file.
+type Error struct {
+	File string
+	Line int    // 0: the file as a whole
+	Key  string // dotted TOML key, e.g. interface.mtu
+	Msg  string
+}
+
+// Error implements error: "FILE:LINE: KEY: MSG".
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// file is faithif.conf as TOML decodes it, before checking.
+type file struct {
+	KeepFaith *bool          `toml:"keepfaith"`
+	Metrics   string         `toml:"metrics"`
+	LogFormat string         `toml:"log_format"`
+	LogLevel  string         `toml:"log_level"`
+	Sysctl    map[string]any `toml:"sysctl"`
+	Interface []ifaceFile    `toml:"interface"`
+}
+
+type ifaceFile struct {
+	Name                   string      `toml:"name"`
+	Prefixes               []string    `toml:"prefixes"`
+	MTU                    *int        `toml:"mtu"`
+	Route                  []routeFile `toml:"route"`
+	Rules                  string      `toml:"rules"`
+	DenyWith               string      `toml:"deny_with"`
+	IdleTimeout            *string     `toml:"idle_timeout"`
+	DialTimeout            *string     `toml:"dial_timeout"`
+	Grace                  *string     `toml:"grace"`
+	MaxFlowsPerClient      *int        `toml:"max_flows_per_client"`
+	MaxHandshakesPerClient *int        `toml:"max_handshakes_per_client"`
+}
+
+type routeFile struct {
+	Prefix string `toml:"prefix"`
+	Metric *int   `toml:"metric"`
+	Table  *int   `toml:"table"`
+}
+
+// Load reads and checks the configuration at path. isLocal reports the
+// router's own IPv4 addresses, for checking BIND4 in access files (nil:
+// none is). Nothing on the system is changed.
+func Load(path string, isLocal func(netip.Addr) bool) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data, isLocal)
+}
+
+// Parse checks the configuration in data, read from the file name.
+func Parse(name string, data []byte, isLocal func(netip.Addr) bool) (*Config, error) {
+	var f file
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return nil, decodeError(name, err)
+	}
+	lines, err := indexLines(data)
+	if err != nil {
+		return nil, &Error{File: name, Msg: err.Error()}
+	}
+	c := checker{file: name, lines: lines, isLocal: isLocal}
+	cfg := c.check(&f)
+	if len(c.errs) > 0 {
+		return nil, errors.Join(c.errs...)
+	}
+	return cfg, nil
+}
+
+// decodeError turns go-toml's errors into Errors with file, line and key.
+func decodeError(name string, err error) error {
+	var de *toml.DecodeError
+	var se *toml.StrictMissingError
+	switch {
+	case errors.As(err, &se):
+		var errs []error
+		for _, e := range se.Errors {
+			row, _ := e.Position()
+			errs = append(errs, &Error{File: name, Line: row, Key: strings.Join(e.Key(), "."), Msg: "unknown key"})
+		}
+		return errors.Join(errs...)
+	case errors.As(err, &de):
+		row, _ := de.Position()
+		msg := strings.TrimPrefix(de.Error(), "toml: ")
+		if m := typeErrorRE.FindStringSubmatch(msg); m != nil {
+			msg = fmt.Sprintf("wrong type: TOML %s, want %s", m[1], goTypeNames[m[2]])
+		}
+		return &Error{File: name, Line: row, Key: strings.Join(de.Key(), "."), Msg: msg}
+	}
+	return &Error{File: name, Msg: err.Error()}
+}
+
+// typeErrorRE matches go-toml's type mismatch message, which names Go types.
+var typeErrorRE = regexp.MustCompile(`^cannot decode TOML (\w+) into (?:struct field \S+ of type |a Go value of type )?(\S+)`)
+
+// goTypeNames says in the file's terms what a Go field type wants.
+var goTypeNames = map[string]string{
+	"int": "an integer", "*int": "an integer", "string": "a string", "*string": "a string",
+	"bool": "true or false", "*bool": "true or false", "[]string": "a list of strings",
+	"[]config.ifaceFile": "[[interface]] tables", "[]config.routeFile": "[[interface.route]] tables",
+	"map[string]interface {}": "a table",
+}
+
+// checker checks a decoded file and collects every error.
+type checker struct {
+	file    string
+	lines   map[string]int
+	isLocal func(netip.Addr) bool
+	errs    []error
+}
+
+// errorf records an error at the line of path (as indexLines names keys,
+// e.g. "interface[1].mtu"); key is path without the array indexes.
+func (c *checker) errorf(path, format string, args ...any) {
+	line := c.lines[path]
+	for p := path; line == 0 && p != ""; {
+		// A key left out: point at the table it belongs in.
+		i := strings.LastIndexByte(p, '.')
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+		line = c.lines[p]
+	}
+	c.errs = append(c.errs, &Error{File: c.file, Line: line, Key: stripIndexes(path), Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) check(f *file) *Config {
+	cfg := &Config{File: c.file, KeepFaith: f.KeepFaith, Metrics: f.Metrics, LogFormat: f.LogFormat, LogLevel: f.LogLevel}
+	if cfg.LogFormat == "" {
+		cfg.LogFormat = DefaultLogFormat
+	} else if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		c.errorf("log_format", "%q: want text or json", f.LogFormat)
+	}
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = DefaultLogLevel
+	} else if err := CheckLogLevel(cfg.LogLevel); err != nil {
+		c.errorf("log_level", "%v", err)
+	}
+	if cfg.Metrics != "" {
+		if err := CheckListenAddr(cfg.Metrics); err != nil {
+			c.errorf("metrics", "%v", err)
+		}
+	}
+	cfg.Sysctls = c.checkSysctls(f.Sysctl)
+
+	if len(f.Interface) == 0 {
+		c.errs = append(c.errs, &Error{File: c.file, Key: "interface", Msg: "no [[interface]] table: there is nothing to run"})
+	}
+	names := map[string]string{}
+	var all []struct {
+		p    netip.Prefix
+		path string
+	}
+	for i := range f.Interface {
+		at := fmt.Sprintf("interface[%d]", i)
+		in := c.checkInterface(at, &f.Interface[i])
+		if in.Name != "" {
+			if prev, dup := names[in.Name]; dup {
+				c.errorf(at+".name", "%s is configured twice (first at line %d)", in.Name, c.lines[prev])
+			}
+			names[in.Name] = at + ".name"
+		}
+		for _, p := range in.Prefixes {
+			path := at + ".prefixes"
+			for _, q := range all {
+				if q.p.Overlaps(p) {
+					c.errorf(path, "prefix %s overlaps %s (line %d): a destination must map through one interface", p, q.p, c.lines[q.path])
+				}
+			}
+			all = append(all, struct {
+				p    netip.Prefix
+				path string
+			}{p, path})
+		}
+		cfg.Interfaces = append(cfg.Interfaces, in)
+	}
+	return cfg
+}
+
+func (c *checker) checkSysctls(m map[string]any) []Sysctl {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	// File order, so that they are applied as written.
+	sort.Slice(keys, func(a, b int) bool { return c.lines["sysctl."+keys[a]] < c.lines["sysctl."+keys[b]] })
+	var out []Sysctl
+	for _, k := range keys {
+		path := "sysctl." + k
+		var v string
+		switch x := m[k].(type) {
+		case string:
+			v = x
+		case int64:
+			v = strconv.FormatInt(x, 10)
+		case bool:
+			v = "0"
+			if x {
+				v = "1"
+			}
+		default:
+			c.errorf(path, "value must be a string or an integer, not %T", m[k])
+			continue
+		}
+		s := Sysctl{Key: k, Value: v, Line: c.lines[path]}
+		if err := checkSysctl(s); err != nil {
+			c.errorf(path, "%v", err)
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// checkSysctl checks that the key names an existing, writable kernel
+// parameter and that the value is one line.
+func checkSysctl(s Sysctl) error {
+	if s.Key == "" || strings.ContainsAny(s.Key, "/ \t") || strings.Contains(s.Key, "..") || strings.HasPrefix(s.Key, ".") || strings.HasSuffix(s.Key, ".") {
+		return fmt.Errorf("%q is not a sysctl name (want e.g. net.ipv6.conf.all.forwarding)", s.Key)
+	}
+	if s.Value == "" || strings.ContainsAny(s.Value, "\n\r") {
+		return fmt.Errorf("value %q: must be one non-empty line", s.Value)
+	}
+	st, err := os.Stat(s.Path())
+	if err != nil {
+		return fmt.Errorf("no such kernel parameter (%s is missing)", s.Path())
+	}
+	if st.IsDir() {
+		return fmt.Errorf("%s is a group of parameters, not one", s.Key)
+	}
+	if st.Mode().Perm()&0o200 == 0 {
+		return fmt.Errorf("read-only kernel parameter")
+	}
+	return nil
+}
+
+func (c *checker) checkInterface(at string, f *ifaceFile) Interface {
+	in := Interface{
+		Name: f.Name, MTU: faithif.DefaultMTU, Rules: f.Rules, Line: c.lines[at],
+		IdleTimeout: relay.DefaultIdleTimeout, DialTimeout: relay.DefaultDialTimeout, Grace: DefaultGrace,
+		Limits:   relay.Limits{MaxFlows: relay.DefaultMaxFlowsPerClient, MaxHandshakes: relay.DefaultMaxHandshakesPerClient},
+		DenyWith: relay.RefuseProhibited,
+	}
+	if f.Name == "" {
+		c.errorf(at+".name", "missing: every [[interface]] needs a name, e.g. name = \"faith0\"")
+	} else if err := faithif.ValidateName(f.Name); err != nil {
+		c.errorf(at+".name", "%v", err)
+	}
+	if len(f.Prefixes) == 0 {
+		c.errorf(at+".prefixes", "missing: list the FAITH prefixes, e.g. prefixes = [\"64:ff9b::/96\"]")
+	}
+	for _, s := range f.Prefixes {
+		p, err := relay.ParsePrefix(s)
+		if err != nil {
+			c.errorf(at+".prefixes", "%v", err)
+			continue
+		}
+		for _, q := range in.Prefixes {
+			if q.Overlaps(p) {
+				c.errorf(at+".prefixes", "prefix %s overlaps %s", p, q)
+			}
+		}
+		in.Prefixes = append(in.Prefixes, p)
+	}
+	if f.MTU != nil {
+		in.MTU = *f.MTU
+		if err := faithif.ValidateMTU(in.MTU); err != nil {
+			c.errorf(at+".mtu", "%v", err)
+		}
+	}
+	for j, rf := range f.Route {
+		rat := fmt.Sprintf("%s.route[%d]", at, j)
+		r, ok := c.checkRoute(rat, rf, in.Prefixes)
+		if !ok {
+			continue
+		}
+		for _, q := range in.Routes {
+			if q == r {
+				c.errorf(rat+".prefix", "route %s is listed twice", r.Prefix)
+			}
+		}
+		in.Routes = append(in.Routes, r)
+	}
+	if f.Rules != "" {
+		if _, err := relay.LoadRules(f.Rules, c.isLocal); err != nil {
+			c.errorf(at+".rules", "%v", err)
+		}
+	}
+	switch f.DenyWith {
+	case "", "icmp6":
+	case "rst":
+		in.DenyWith = relay.RefuseReset
+	default:
+		c.errorf(at+".deny_with", "%q: want icmp6 or rst", f.DenyWith)
+	}
+	if d, ok := c.duration(at+".idle_timeout", f.IdleTimeout); ok {
+		switch {
+		case d < 0:
+			c.errorf(at+".idle_timeout", "%s: must not be negative (0s: never)", d)
+		case d == 0:
+			in.IdleTimeout = -1 // relay: never
+		default:
+			in.IdleTimeout = d
+		}
+	}
+	if d, ok := c.duration(at+".dial_timeout", f.DialTimeout); ok {
+		in.DialTimeout = d
+		if d <= 0 {
+			c.errorf(at+".dial_timeout", "%s: must be positive", d)
+		}
+	}
+	if d, ok := c.duration(at+".grace", f.Grace); ok {
+		in.Grace = d
+		if d < 0 {
+			c.errorf(at+".grace", "%s: must not be negative", d)
+		}
+	}
+	if f.MaxFlowsPerClient != nil {
+		in.Limits.MaxFlows = *f.MaxFlowsPerClient
+		if in.Limits.MaxFlows < 1 {
+			c.errorf(at+".max_flows_per_client", "%d: must be at least 1", in.Limits.MaxFlows)
+		}
+	}
+	if f.MaxHandshakesPerClient != nil {
+		in.Limits.MaxHandshakes = *f.MaxHandshakesPerClient
+		if in.Limits.MaxHandshakes < 1 {
+			c.errorf(at+".max_handshakes_per_client", "%d: must be at least 1", in.Limits.MaxHandshakes)
+		}
+	}
+	return in
+}
+
+// duration parses an optional duration key such as "30s"; ok is false if
+// it is absent or wrong (and then an error is recorded).
+func (c *checker) duration(path string, s *string) (time.Duration, bool) {
+	if s == nil {
+		return 0, false
+	}
+	d, err := time.ParseDuration(*s)
+	if err != nil {
+		c.errorf(path, "%q is not a duration (want e.g. 30s, 10m, 1h)", *s)
+		return 0, false
+	}
+	return d, true
+}
+
+func (c *checker) checkRoute(at string, rf routeFile, prefixes []netip.Prefix) (Route, bool) {
+	var r Route
+	if rf.Prefix == "" {
+		c.errorf(at+".prefix", "missing: a route needs a prefix, e.g. prefix = \"64:ff9b::/96\"")
+		return r, false
+	}
+	p, err := netip.ParsePrefix(rf.Prefix)
+	if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() {
+		c.errorf(at+".prefix", "%q is not an IPv6 prefix", rf.Prefix)
+		return r, false
+	}
+	if p != p.Masked() {
+		c.errorf(at+".prefix", "%s has host bits set (did you mean %s?)", p, p.Masked())
+		return r, false
+	}
+	r.Prefix = p
+	inside := false
+	for _, q := range prefixes {
+		if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+			inside = true
+		}
+	}
+	if !inside && len(prefixes) > 0 {
+		c.errorf(at+".prefix", "%s is not inside the interface's prefixes %v: the interface could not map what it routes", p, prefixes)
+		return r, false
+	}
+	if rf.Metric != nil {
+		r.Metric = *rf.Metric
+		if r.Metric < 0 || int64(r.Metric) > 1<<32-1 {
+			c.errorf(at+".metric", "%d: must be between 0 and 4294967295", r.Metric)
+			return r, false
+		}
+	}
+	if rf.Table != nil {
+		r.Table = *rf.Table
+		if r.Table < 0 || int64(r.Table) > 1<<32-1 || r.Table == 255 {
+			c.errorf(at+".table", "%d: must be between 0 (main) and 4294967295, and not 255 (local)", r.Table)
+			return r, false
+		}
+	}
+	return r, true
+}
+
+// CheckLogLevel checks a log level name: debug, info, warn or error.
+func CheckLogLevel(s string) error {
+	switch strings.ToLower(s) {
+	case "debug", "info", "warn", "error":
+		return nil
+	}
+	return fmt.Errorf("%q: want debug, info, warn or error", s)
+}
+
+// CheckListenAddr checks a HOST:PORT to listen on.
+func CheckListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want HOST:PORT, e.g. 127.0.0.1:9464 or [::]:9464", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number between 0 and 65535", addr, port)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil && host != "localhost" {
+			return fmt.Errorf("%q: host %q is not an IP address", addr, host)
+		}
+	}
+	return nil
+}
+
+// stripIndexes turns "interface[1].route[0].prefix" into
+// "interface.route.prefix", the key as written in the file.
+func stripIndexes(path string) string {
+	var b strings.Builder
+	skip := false
+	for _, r := range path {
+		switch {
+		case r == '[':
+			skip = true
+		case r == ']':
+			skip = false
+		case !skip:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}

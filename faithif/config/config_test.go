@@ -1,0 +1,204 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/faithif/faithif/relay"
+)
+
+func parse(t *testing.T, text string) (*Config, error) {
+	t.Helper()
+	return Parse("faithif.conf", []byte(text), nil)
+}
+
+func TestParseFull(t *testing.T) {
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "faithd.conf")
+	if err := os.WriteFile(rules, []byte("::/0 permit 0.0.0.0/0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parse(t, `
+keepfaith = true
+metrics = "127.0.0.1:9464"
+log_format = "json"
+log_level = "debug"
+[sysctl]
+"net.ipv6.conf.all.forwarding" = 1
+"net.ipv4.ip_forward" = "1"
+[[interface]]
+name = "faith0"
+prefixes = ["2001:db8:46::/96", "64:ff9b::/96"]
+mtu = 1400
+rules = "`+rules+`"
+deny_with = "rst"
+idle_timeout = "0s"
+dial_timeout = "3s"
+grace = "1s"
+max_flows_per_client = 10
+max_handshakes_per_client = 5
+  [[interface.route]]
+  prefix = "2001:db8:46::/96"
+  metric = 50
+  table = 100
+  [[interface.route]]
+  prefix = "64:ff9b::/96"
+[[interface]]
+name = "faith1"
+prefixes = ["2001:db8:47::/96"]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KeepFaith == nil || !*cfg.KeepFaith || cfg.Metrics != "127.0.0.1:9464" || cfg.LogFormat != "json" || cfg.LogLevel != "debug" {
+		t.Errorf("top level: %+v", cfg)
+	}
+	if len(cfg.Sysctls) != 2 || cfg.Sysctls[0].Key != "net.ipv6.conf.all.forwarding" || cfg.Sysctls[0].Value != "1" || cfg.Sysctls[0].Line != 7 || cfg.Sysctls[1].Value != "1" {
+		t.Errorf("sysctls in file order: %+v", cfg.Sysctls)
+	}
+	if len(cfg.Interfaces) != 2 {
+		t.Fatalf("interfaces: %+v", cfg.Interfaces)
+	}
+	f0, f1 := cfg.Interfaces[0], cfg.Interfaces[1]
+	if f0.Name != "faith0" || f0.MTU != 1400 || f0.DenyWith != relay.RefuseReset || f0.IdleTimeout >= 0 ||
+		f0.DialTimeout != 3*time.Second || f0.Grace != time.Second || f0.Limits.MaxFlows != 10 || f0.Limits.MaxHandshakes != 5 || f0.Rules != rules || f0.Line != 9 {
+		t.Errorf("faith0: %+v", f0)
+	}
+	want := []Route{{netip.MustParsePrefix("2001:db8:46::/96"), 50, 100}, {netip.MustParsePrefix("64:ff9b::/96"), 0, 0}}
+	if len(f0.Routes) != 2 || f0.Routes[0] != want[0] || f0.Routes[1] != want[1] {
+		t.Errorf("faith0 routes: %+v", f0.Routes)
+	}
+	// Defaults.
+	if f1.MTU != 1500 || f1.DenyWith != relay.RefuseProhibited || f1.IdleTimeout != relay.DefaultIdleTimeout ||
+		f1.DialTimeout != relay.DefaultDialTimeout || f1.Grace != DefaultGrace || f1.Limits.MaxFlows != relay.DefaultMaxFlowsPerClient || len(f1.Routes) != 0 {
+		t.Errorf("faith1 defaults: %+v", f1)
+	}
+}
+
+// TestParseDefaults: keepfaith left out leaves the switch alone.
+func TestParseDefaults(t *testing.T) {
+	cfg, err := parse(t, "[[interface]]\nname = \"faith3\"\nprefixes = [\"64:ff9b::/96\"]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KeepFaith != nil || cfg.Metrics != "" || cfg.LogFormat != "text" || cfg.LogLevel != "info" || len(cfg.Sysctls) != 0 {
+		t.Errorf("%+v", cfg)
+	}
+}
+
+// TestParseErrors: every error names the file, the line and the key.
+func TestParseErrors(t *testing.T) {
+	const head = "[[interface]]\nname = \"faith0\"\nprefixes = [\"64:ff9b::/96\"]\n" // lines 1-3
+	for _, tc := range []struct {
+		name, text string
+		want       []string // each must appear in the error
+	}{
+		{"syntax", "keepfaith = \n", []string{"faithif.conf:1:"}},
+		{"unclosed table", "[[interface]\n", []string{"faithif.conf:1:"}},
+		{"unknown top key", "keepfath = true\n" + head, []string{"faithif.conf:1: keepfath: unknown key"}},
+		{"unknown interface key", head + "mtux = 1400\n", []string{"faithif.conf:4: interface.mtux: unknown key"}},
+		{"wrong type", head + "mtu = \"big\"\n", []string{"faithif.conf:4: interface.mtu:"}},
+		{"keepfaith not bool", "keepfaith = 1\n" + head, []string{"faithif.conf:1: keepfaith:"}},
+		{"no interface", "keepfaith = true\n", []string{"faithif.conf: interface: no [[interface]]"}},
+		{"missing name", "[[interface]]\nprefixes = [\"64:ff9b::/96\"]\n", []string{"faithif.conf:1: interface.name: missing"}},
+		{"bad name", "[[interface]]\nname = \"eth0\"\nprefixes = [\"64:ff9b::/96\"]\n", []string{"faithif.conf:2: interface.name:", "faith<N>"}},
+		{"missing prefixes", "[[interface]]\nname = \"faith0\"\n", []string{"faithif.conf:1: interface.prefixes: missing"}},
+		{"bad prefix", "[[interface]]\nname = \"faith0\"\nprefixes = [\"2001:db8::/33\"]\n", []string{"faithif.conf:3: interface.prefixes:", "2001:db8::/33"}},
+		{"ipv4 prefix", "[[interface]]\nname = \"faith0\"\nprefixes = [\"192.0.2.0/24\"]\n", []string{"faithif.conf:3: interface.prefixes:"}},
+		{"overlap in one", "[[interface]]\nname = \"faith0\"\nprefixes = [\"2001:db8::/96\", \"2001:db8::/64\"]\n", []string{"faithif.conf:3: interface.prefixes: prefix 2001:db8::/64 overlaps 2001:db8::/96"}},
+		{"mtu", head + "mtu = 900\n", []string{"faithif.conf:4: interface.mtu: mtu 900"}},
+		{"deny_with", head + "deny_with = \"drop\"\n", []string{"faithif.conf:4: interface.deny_with:"}},
+		{"duration", head + "grace = \"soon\"\n", []string{"faithif.conf:4: interface.grace:", "not a duration"}},
+		{"negative grace", head + "grace = \"-1s\"\n", []string{"faithif.conf:4: interface.grace: -1s"}},
+		{"dial timeout zero", head + "dial_timeout = \"0s\"\n", []string{"faithif.conf:4: interface.dial_timeout:"}},
+		{"negative idle", head + "idle_timeout = \"-5m\"\n", []string{"faithif.conf:4: interface.idle_timeout:"}},
+		{"limits", head + "max_flows_per_client = 0\nmax_handshakes_per_client = -1\n", []string{"faithif.conf:4: interface.max_flows_per_client", "faithif.conf:5: interface.max_handshakes_per_client"}},
+		{"rules missing", head + "rules = \"/nonexistent/faithd.conf\"\n", []string{"faithif.conf:4: interface.rules:", "/nonexistent/faithd.conf"}},
+		{"log format", "log_format = \"xml\"\n" + head, []string{"faithif.conf:1: log_format:"}},
+		{"log level", "log_level = \"loud\"\n" + head, []string{"faithif.conf:1: log_level:"}},
+		{"metrics", "metrics = \"9464\"\n" + head, []string{"faithif.conf:1: metrics:"}},
+		{"metrics port", "metrics = \"127.0.0.1:99999\"\n" + head, []string{"faithif.conf:1: metrics:"}},
+		{"sysctl missing", "[sysctl]\n\"net.ipv6.conf.all.no_such_thing\" = 1\n" + head, []string{"faithif.conf:2: sysctl.net.ipv6.conf.all.no_such_thing: no such kernel parameter"}},
+		{"sysctl path", "[sysctl]\n\"net/../../etc\" = 1\n" + head, []string{"faithif.conf:2: sysctl.net/../../etc:", "not a sysctl name"}},
+		{"sysctl dir", "[sysctl]\n\"net.ipv6\" = 1\n" + head, []string{"faithif.conf:2: sysctl.net.ipv6:", "group"}},
+		{"sysctl value", "[sysctl]\n\"net.ipv6.conf.all.forwarding\" = [1]\n" + head, []string{"faithif.conf:2: sysctl.net.ipv6.conf.all.forwarding:"}},
+		{"route outside", head + "[[interface.route]]\nprefix = \"2001:db8::/64\"\n", []string{"faithif.conf:5: interface.route.prefix:", "not inside"}},
+		{"route host bits", head + "[[interface.route]]\nprefix = \"64:ff9b::1/96\"\n", []string{"faithif.conf:5: interface.route.prefix:", "host bits"}},
+		{"route missing prefix", head + "[[interface.route]]\nmetric = 5\n", []string{"faithif.conf:4: interface.route.prefix: missing"}},
+		{"route table", head + "[[interface.route]]\nprefix = \"64:ff9b::/96\"\ntable = 255\n", []string{"faithif.conf:6: interface.route.table:"}},
+		{"route metric", head + "[[interface.route]]\nprefix = \"64:ff9b::/96\"\nmetric = -1\n", []string{"faithif.conf:6: interface.route.metric:"}},
+		{"route twice", head + "[[interface.route]]\nprefix = \"64:ff9b::/96\"\n[[interface.route]]\nprefix = \"64:ff9b::/96\"\n", []string{"faithif.conf:7: interface.route.prefix: route 64:ff9b::/96 is listed twice"}},
+		{"duplicate name", head + head, []string{"faithif.conf:5: interface.name: faith0 is configured twice (first at line 2)"}},
+		{"overlap across", head + "[[interface]]\nname = \"faith1\"\nprefixes = [\"64:ff9b::/96\"]\n", []string{"faithif.conf:6: interface.prefixes: prefix 64:ff9b::/96 overlaps 64:ff9b::/96 (line 3)"}},
+		{"every error", "log_level = \"loud\"\n" + head + "mtu = 1\n", []string{"faithif.conf:1: log_level", "faithif.conf:5: interface.mtu"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parse(t, tc.text)
+			if err == nil {
+				t.Fatalf("accepted: %+v", cfg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestRouteIndexRestartsPerInterface(t *testing.T) {
+	_, err := parse(t, `[[interface]]
+name = "faith0"
+prefixes = ["2001:db8:46::/96"]
+[[interface.route]]
+prefix = "2001:db8:46::/96"
+[[interface]]
+name = "faith1"
+prefixes = ["2001:db8:47::/96"]
+[[interface.route]]
+prefix = "2001:db8:47::/96"
+table = 255
+`)
+	if err == nil || !strings.Contains(err.Error(), "faithif.conf:11: interface.route.table") {
+		t.Fatalf("want the second interface's first route at line 11, got %v", err)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load("/nonexistent/faithif.conf", nil)
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/faithif.conf") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// TestExample: the documented example in deploy/ is valid.
+func TestExample(t *testing.T) {
+	data, err := os.ReadFile("../../deploy/faithif.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The example's access file is the one shipped next to it.
+	data = []byte(strings.ReplaceAll(string(data), "/etc/faithif/faithd.conf", "../../deploy/faithd.conf"))
+	cfg, err := Parse("faithif.conf", data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Interfaces) != 1 || cfg.Interfaces[0].Name != "faith0" || len(cfg.Interfaces[0].Routes) != 1 {
+		t.Errorf("%+v", cfg)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("[[interface]]\nname = \"faith0\"\nprefixes = [\"64:ff9b::/96\"]\n[[interface.route]]\nprefix = \"64:ff9b::/96\"\n"))
+	f.Add([]byte("keepfaith = true\n[sysctl]\n\"net.ipv4.ip_forward\" = 1\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("f", data, nil)
+		if err == nil && len(cfg.Interfaces) == 0 {
+			t.Fatal("accepted a file without interfaces")
+		}
+	})
+}
