@@ -73,8 +73,9 @@ type Interface struct {
 	mtu  int
 	dev  tun.Device
 
-	mu     sync.Mutex
-	routes []netlink.Route // installed by AddRoutes, removed by Close
+	mu       sync.Mutex
+	routes   []Route         // installed by AddRoutes, removed by Close
+	nlRoutes []netlink.Route // the same, as netlink added them
 }
 
 // Create makes the TUN device name with the given MTU and brings it up, as
@@ -112,6 +113,19 @@ func Create(name string, mtu int) (*Interface, error) {
 	return i, nil
 }
 
+// CheckUp returns nil if the interface is administratively up, else an
+// error saying it is down or gone.
+func (i *Interface) CheckUp() error {
+	link, err := netlink.LinkByName(i.name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", i.name, err)
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("%s is down", i.name)
+	}
+	return nil
+}
+
 // Name returns the interface's name.
 func (i *Interface) Name() string { return i.name }
 
@@ -121,45 +135,77 @@ func (i *Interface) MTU() int { return i.mtu }
 // Device returns the TUN device, for the stack to read and write.
 func (i *Interface) Device() tun.Device { return i.dev }
 
-// AddRoutes installs `ip -6 route add PREFIX dev faithN` for each prefix.
-// On error the routes it added are removed again. Close removes them.
-func (i *Interface) AddRoutes(prefixes []netip.Prefix) error {
+// Route is `ip -6 route add PREFIX dev faithN [metric M] [table T]`.
+type Route struct {
+	Prefix netip.Prefix
+	Metric int // 0: the kernel's default for IPv6 (1024)
+	Table  int // 0: main
+}
+
+// String formats the route as ip(8) would take it, without the device.
+func (r Route) String() string {
+	s := r.Prefix.String()
+	if r.Metric != 0 {
+		s += fmt.Sprintf(" metric %d", r.Metric)
+	}
+	if r.Table != 0 {
+		s += fmt.Sprintf(" table %d", r.Table)
+	}
+	return s
+}
+
+// PrefixRoutes returns a route in the main table for each prefix.
+func PrefixRoutes(prefixes []netip.Prefix) []Route {
+	rs := make([]Route, len(prefixes))
+	for k, p := range prefixes {
+		rs[k] = Route{Prefix: p}
+	}
+	return rs
+}
+
+// AddRoutes installs each route through the interface. On error the routes
+// it added are removed again. Close removes them.
+func (i *Interface) AddRoutes(routes []Route) error {
 	link, err := netlink.LinkByName(i.name)
 	if err != nil {
 		return fmt.Errorf("route via %s: %w", i.name, err)
 	}
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	for _, p := range prefixes {
-		r := netlink.Route{LinkIndex: link.Attrs().Index, Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 128)}}
+	for _, rt := range routes {
+		p := rt.Prefix
+		r := netlink.Route{LinkIndex: link.Attrs().Index, Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 128)},
+			Priority: rt.Metric, Table: rt.Table}
 		if err := netlink.RouteAdd(&r); err != nil {
 			i.removeRoutesLocked()
 			if errors.Is(err, syscall.EEXIST) {
-				return fmt.Errorf("route %s dev %s: a route for %s already exists", p, i.name, p)
+				return fmt.Errorf("route %s dev %s: such a route already exists", rt, i.name)
 			}
-			return fmt.Errorf("route %s dev %s: %w", p, i.name, err)
+			return fmt.Errorf("route %s dev %s: %w", rt, i.name, err)
 		}
-		i.routes = append(i.routes, r)
+		i.routes = append(i.routes, rt)
+		i.nlRoutes = append(i.nlRoutes, r)
 	}
 	return nil
 }
 
-// Routes returns the prefixes routed to the interface by AddRoutes.
+// Routes returns the routes AddRoutes installed, as "PREFIX [metric M]
+// [table T]".
 func (i *Interface) Routes() []string {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	var s []string
 	for _, r := range i.routes {
-		s = append(s, r.Dst.String())
+		s = append(s, r.String())
 	}
 	return s
 }
 
 func (i *Interface) removeRoutesLocked() {
-	for _, r := range i.routes {
+	for _, r := range i.nlRoutes {
 		netlink.RouteDel(&r) // gone already if the link was deleted
 	}
-	i.routes = nil
+	i.routes, i.nlRoutes = nil, nil
 }
 
 // Close removes the routes AddRoutes installed and the interface (a TUN

@@ -57,9 +57,65 @@ type Request interface {
 	Refuse(Refusal)
 }
 
+// Outcome is how the relay decided a flow, for metrics: every captured SYN
+// that reaches a decision counts under exactly one.
+type Outcome int
+
+// The outcomes of a flow's set-up.
+const (
+	OutcomeAccepted    Outcome = iota // relayed
+	OutcomeRefused                    // the IPv4 server refused (RST)
+	OutcomeDenied                     // access rules, mapping or a router address
+	OutcomeUnreachable                // no route, host unreachable, blackhole or prohibited on the IPv4 side
+	OutcomeTimedOut                   // the IPv4 server did not answer within the dial timeout
+	OutcomeLimited                    // a per-client limit or faithif's file descriptor limit
+	OutcomeError                      // anything else: the client left, shutdown, a local error
+	NumOutcomes
+)
+
+var outcomeNames = [NumOutcomes]string{"accepted", "refused", "denied", "unreachable", "timed_out", "limited", "error"}
+
+// String names the outcome as metrics and logs show it.
+func (o Outcome) String() string { return outcomeNames[o] }
+
+// outcomeOf files a refusal reason under its outcome.
+func outcomeOf(reason string) Outcome {
+	switch reason {
+	case "connection-refused":
+		return OutcomeRefused
+	case "denied":
+		return OutcomeDenied
+	case "host-unreachable", "network-unreachable", "blackhole", "prohibited":
+		return OutcomeUnreachable
+	case "timeout":
+		return OutcomeTimedOut
+	case "limit", reasonFDLimit:
+		return OutcomeLimited
+	}
+	return OutcomeError
+}
+
+// Ends lists the ways a relayed flow ends, in the order Stats.Ended counts
+// them.
+var Ends = [...]End{EndClosed, EndClientReset, EndServerReset, EndIdleTimeout, EndShutdown}
+
+func endIndex(e End) int {
+	for k, x := range Ends {
+		if x == e {
+			return k
+		}
+	}
+	return len(Ends) - 1
+}
+
 // Stats counts the relay's flows and bytes. All fields are safe for
 // concurrent use.
 type Stats struct {
+	// Outcomes counts decided flows by Outcome; Ended counts finished
+	// relayed flows by how they ended, indexed as Ends.
+	Outcomes [NumOutcomes]atomic.Uint64
+	Ended    [len(Ends)]atomic.Uint64
+
 	FlowsOpen     atomic.Int64
 	FlowsTotal    atomic.Uint64 // every captured SYN that reached a decision
 	FlowsAccepted atomic.Uint64
@@ -83,6 +139,9 @@ type Config struct {
 	DialTimeout time.Duration // zero: DefaultDialTimeout
 	IdleTimeout time.Duration // zero: DefaultIdleTimeout; negative: never
 	Logger      *slog.Logger  // nil: slog.Default()
+	// ObserveDial, if set, is given the duration of every IPv4 connection
+	// attempt and whether it succeeded (for a latency histogram).
+	ObserveDial func(d time.Duration, ok bool)
 }
 
 // Relay decides captured flows and carries the accepted ones to IPv4.
@@ -202,7 +261,11 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 		dialer = &bound
 	}
 
+	dialStart := time.Now()
 	nc, err := dialer.DialContext(ctx, "tcp4", to.String())
+	if r.cfg.ObserveDial != nil {
+		r.cfg.ObserveDial(time.Since(dialStart), err == nil)
+	}
 	if err != nil {
 		reason, answer := dialFailure(err)
 		r.refuse(req, log, &r.stats.FlowsRefused, answer, reason, "error", err.Error(), "dial_ms", time.Since(start).Milliseconds())
@@ -218,20 +281,23 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 	if err != nil {
 		server.Abort()
 		r.stats.FlowsRefused.Add(1)
-		log.Info("flow refused", "reason", "client-gone", "error", err.Error())
+		r.stats.Outcomes[OutcomeError].Add(1)
+		log.Info("flow refused", "reason", "client-gone", "outcome", OutcomeError.String(), "error", err.Error())
 		return
 	}
 	r.limits.established(who)
 	established = true
 	r.stats.FlowsAccepted.Add(1)
+	r.stats.Outcomes[OutcomeAccepted].Add(1)
 	r.stats.FlowsOpen.Add(1)
-	log.Info("flow accepted", "src4", nc.LocalAddr().String(), "dial_ms", time.Since(start).Milliseconds())
+	log.Info("flow accepted", "outcome", OutcomeAccepted.String(), "src4", nc.LocalAddr().String(), "dial_ms", time.Since(start).Milliseconds())
 
 	relaying = true
 	StartPipe(ctx, c, server, r.cfg.IdleTimeout, PipeStats{ClientToServer: &r.stats.BytesIn, ServerToClient: &r.stats.BytesOut}, func(res PipeResult) {
 		r.limits.done(who, true)
 		r.stats.FlowsOpen.Add(-1)
-		attrs := []any{"bytes_in", res.ClientToServer, "bytes_out", res.ServerToClient,
+		r.stats.Ended[endIndex(res.End)].Add(1)
+		attrs := []any{"outcome", OutcomeAccepted.String(), "bytes_in", res.ClientToServer, "bytes_out", res.ServerToClient,
 			"duration", time.Since(start).Round(time.Millisecond).String(), "end", string(res.End)}
 		if res.Err != nil {
 			attrs = append(attrs, "error", res.Err.Error())
@@ -251,8 +317,10 @@ const reasonFDLimit = "fd-limit"
 // error that says what to do, and counted in FlowsFDLimit as well.
 func (r *Relay) refuse(req Request, log *slog.Logger, counter *atomic.Uint64, how Refusal, reason string, attrs ...any) {
 	counter.Add(1)
+	outcome := outcomeOf(reason)
+	r.stats.Outcomes[outcome].Add(1)
 	req.Refuse(how)
-	attrs = append([]any{"reason", reason, "answer", how.String()}, attrs...)
+	attrs = append([]any{"reason", reason, "outcome", outcome.String(), "answer", how.String()}, attrs...)
 	switch reason {
 	case reasonFDLimit:
 		r.stats.FlowsFDLimit.Add(1)

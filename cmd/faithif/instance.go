@@ -27,12 +27,13 @@ type instanceConfig struct {
 	keepFaith   bool // --keepfaith: set the global switch to 1
 	idleTimeout time.Duration
 	dialTimeout time.Duration
-	grace       time.Duration // drain period on SIGTERM
-	routes      bool          // --route
-	rulesPath   string        // --config
-	denyWith    relay.Refusal // --deny-with
-	limits      relay.Limits  // --max-flows-per-client, --max-handshakes-per-client
+	grace       time.Duration   // drain period on SIGTERM
+	routes      []faithif.Route // --route: each prefix; run: [[interface.route]]
+	rulesPath   string          // --config
+	denyWith    relay.Refusal   // --deny-with
+	limits      relay.Limits    // --max-flows-per-client, --max-handshakes-per-client
 	runDir      faithif.RunDir
+	observeDial func(time.Duration, bool) // metrics: every IPv4 dial
 }
 
 // instance wires one interface: TUN → stack → relay, plus its control
@@ -48,6 +49,7 @@ type instance struct {
 	started time.Time
 	flows   flowTracker
 	local   atomic.Pointer[faithif.LocalAddrs] // the router's IPv4 addresses, while running
+	running atomic.Bool                        // from ready until run returns
 
 	stopOnce  sync.Once
 	stopCh    chan stopRequest // the first stop request
@@ -78,7 +80,8 @@ func newInstance(cfg instanceConfig, log *slog.Logger) (*instance, error) {
 		cfg: cfg, log: log, mapper: mapper,
 		stopCh: make(chan stopRequest, 1), forceCh: make(chan struct{}),
 	}
-	in.relay = relay.New(relay.Config{Mapper: mapper, Rules: rules, DenyWith: cfg.denyWith, IsLocal: in.isLocal, Limits: cfg.limits, DialTimeout: cfg.dialTimeout, IdleTimeout: cfg.idleTimeout, Logger: log})
+	in.relay = relay.New(relay.Config{Mapper: mapper, Rules: rules, DenyWith: cfg.denyWith, IsLocal: in.isLocal, Limits: cfg.limits,
+		DialTimeout: cfg.dialTimeout, IdleTimeout: cfg.idleTimeout, Logger: log.With("interface", cfg.name), ObserveDial: cfg.observeDial})
 	return in, nil
 }
 
@@ -110,8 +113,8 @@ func (in *instance) run(ready func()) error {
 		return err
 	}
 	defer in.iface.Close()
-	if cfg.routes {
-		if err := in.iface.AddRoutes(in.mapper.Prefixes()); err != nil {
+	if len(cfg.routes) > 0 {
+		if err := in.iface.AddRoutes(cfg.routes); err != nil {
 			return fmt.Errorf("create %s: %w", cfg.name, err)
 		}
 	}
@@ -160,7 +163,9 @@ func (in *instance) run(ready func()) error {
 	if rs := in.relay.Rules(); rs == nil || len(rs.Rules) == 0 {
 		log.Warn("no access rules: every destination is permitted except the always-refused ones", "interface", cfg.name, "rules", cfg.rulesPath)
 	}
+	defer in.running.Store(false)
 	runErr := in.stack.Run(func() {
+		in.running.Store(true)
 		log.Info("ready", "interface", cfg.name, "prefixes", fmt.Sprint(in.mapper.Prefixes()), "mtu", cfg.mtu,
 			"keepfaith", b2i(keep), "fd_limit", relay.FDLimit(), "routes", fmt.Sprint(in.iface.Routes()), "control", cfg.runDir.SocketPath(cfg.name), "pid", os.Getpid())
 		if ready != nil {
@@ -282,7 +287,30 @@ func (in *instance) Status() faithif.Status {
 	if r := in.relay.Rules(); r != nil {
 		st.RuleCount = len(r.Rules)
 	}
+	st.FlowOutcomes = make(map[string]uint64, relay.NumOutcomes)
+	for o := range relay.NumOutcomes {
+		st.FlowOutcomes[o.String()] = rs.Outcomes[o].Load()
+	}
+	st.FlowEnds = make(map[string]uint64, len(relay.Ends))
+	for k, e := range relay.Ends {
+		st.FlowEnds[string(e)] = rs.Ended[k].Load()
+	}
 	return st
+}
+
+// Ready returns nil while the instance relays: it is running and not
+// draining, keepfaith is 1 and the interface is up; else it says why not.
+func (in *instance) Ready() error {
+	name := in.cfg.name
+	switch {
+	case !in.running.Load():
+		return fmt.Errorf("%s is not running", name)
+	case in.flows.isClosed():
+		return fmt.Errorf("%s is draining", name)
+	case !in.stack.Link().Capture():
+		return fmt.Errorf("%s: keepfaith is 0, nothing is captured", name)
+	}
+	return in.iface.CheckUp()
 }
 
 // SetKeepFaith implements faithif.Controller.

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,8 +43,9 @@ func TestCreateDestroyLeavesNothing(t *testing.T) {
 		idleTimeout: time.Minute,
 		dialTimeout: time.Second,
 		grace:       time.Second,
-		routes:      true,
-		runDir:      faithif.RunDir(t.TempDir()),
+		routes: []faithif.Route{{Prefix: netip.MustParsePrefix("2001:db8:46::/96")},
+			{Prefix: netip.MustParsePrefix("2001:db8:64::/64"), Metric: 50, Table: 100}},
+		runDir: faithif.RunDir(t.TempDir()),
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -135,13 +137,15 @@ func countRoutes(t *testing.T) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	routes, err := netlink.RouteList(l, netlink.FAMILY_V6)
+	// Every table: one of the routes is in table 100.
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{LinkIndex: l.Attrs().Index, Table: syscall.RT_TABLE_UNSPEC},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
 	for _, r := range routes {
-		if r.Dst != nil && !r.Dst.IP.IsLinkLocalUnicast() {
+		if r.Dst != nil && !r.Dst.IP.IsLinkLocalUnicast() && r.Table != syscall.RT_TABLE_LOCAL {
 			n++
 		}
 	}

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/config"
+	"github.com/faithif/faithif/faithif/metrics"
 	"github.com/faithif/faithif/relay"
 )
 
@@ -48,6 +50,8 @@ const mainUsage = `usage: faithif <command> [arguments]
 
 Commands:
   create faithN [flags]     create the interface and relay what is routed to it
+  run --config FILE         the router appliance: every interface, route and
+                            sysctl in FILE, in the foreground (containers)
   destroy faithN [--grace D] drain open flows, stop the instance, remove the interface
   reload faithN             reread the access file (as SIGHUP does)
   rules test [faithN] SRC6 [DST6]:PORT
@@ -83,6 +87,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSysctl(args[1:], stdout, stderr)
 	case "reload":
 		err = cmdReload(args[1:], stdout, stderr)
+	case "run":
+		err = cmdRun(args[1:], stdout, stderr)
 	case "rules":
 		err = cmdRules(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
@@ -237,6 +243,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	grace := fs.Duration("grace", DefaultGrace, "on SIGTERM, let open flows finish this long before resetting them")
 	idle := fs.Duration("idle-timeout", relay.DefaultIdleTimeout, "close flows idle in both directions this long (0: never)")
 	dial := fs.Duration("dial-timeout", relay.DefaultDialTimeout, "give up on an IPv4 connection after this long")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz on HOST:PORT, e.g. 127.0.0.1:9464; off by default")
 	pprofAddr := fs.String("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off by default")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -258,6 +265,11 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	}
 	if *idle == 0 {
 		*idle = -1 // relay: never
+	}
+	if *metricsAddr != "" {
+		if err := config.CheckListenAddr(*metricsAddr); err != nil {
+			return usagef("--metrics %v", err)
+		}
 	}
 	if *maxFlows < 1 || *maxHandshakes < 1 {
 		return usagef("--max-flows-per-client and --max-handshakes-per-client must be at least 1")
@@ -281,13 +293,34 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 
 	cfg := instanceConfig{
 		name: name, prefixes: prefixes, mtu: *mtu, keepFaith: *keep,
-		idleTimeout: *idle, dialTimeout: *dial, grace: *grace, routes: *routes,
+		idleTimeout: *idle, dialTimeout: *dial, grace: *grace,
 		rulesPath: *rulesPath, denyWith: deny, runDir: faithif.RunDirFromEnv(),
 		limits: relay.Limits{MaxFlows: *maxFlows, MaxHandshakes: *maxHandshakes},
+	}
+	if *routes {
+		routed := prefixes
+		if len(routed) == 0 {
+			routed = []netip.Prefix{relay.WellKnownPrefix}
+		}
+		cfg.routes = faithif.PrefixRoutes(routed)
+	}
+	var m *metrics.Metrics
+	src := &running{}
+	if *metricsAddr != "" {
+		m = metrics.New(src)
+		cfg.observeDial = m.ObserveDial(name)
 	}
 	in, err := newInstance(cfg, log)
 	if err != nil {
 		return err
+	}
+	if m != nil {
+		src.add(in)
+		srv, err := m.Listen(*metricsAddr, log)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
 	}
 	if *pprofAddr != "" {
 		stop, err := servePprof(*pprofAddr, log)
@@ -453,6 +486,8 @@ func printStatus(w io.Writer, st *faithif.Status) {
 	fmt.Fprintf(tw, "  keepfaith\t%d\n", b2i(st.KeepFaith))
 	fmt.Fprintf(tw, "  flows\topen %d, total %d, accepted %d, refused %d, denied %d, limited %d, handshakes %d\n",
 		st.FlowsOpen, st.FlowsTotal, st.FlowsAccepted, st.FlowsRefused, st.FlowsDenied, st.FlowsLimited, st.HandshakesInFlight)
+	fmt.Fprintf(tw, "  outcomes\t%s\n", joinCounts(st.FlowOutcomes))
+	fmt.Fprintf(tw, "  ended\t%s\n", joinCounts(st.FlowEnds))
 	fmt.Fprintf(tw, "  clients\t%d (limits per /64: %d flows, %d handshakes)\n", st.Clients, st.MaxFlowsPerClient, st.MaxHandshakesPer)
 	fmt.Fprintf(tw, "  fd limit\t%d (flows refused for lack of fds: %d)\n", st.FDLimit, st.FlowsFDLimit)
 	fmt.Fprintf(tw, "  bytes\tclient->server %d, server->client %d\n", st.BytesIn, st.BytesOut)

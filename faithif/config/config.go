@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -62,11 +61,6 @@ type Sysctl struct {
 	Line  int
 }
 
-// Path returns the sysctl's file under /proc/sys.
-func (s Sysctl) Path() string {
-	return filepath.Join("/proc/sys", strings.ReplaceAll(s.Key, ".", "/"))
-}
-
 // Interface is one faithN to create.
 type Interface struct {
 	Name     string
@@ -74,7 +68,7 @@ type Interface struct {
 	MTU      int
 	// Routes are installed through netlink once the interface is up and
 	// removed when it goes.
-	Routes []Route
+	Routes []faithif.Route
 	// Rules is the faithd.conf access file; empty: permit every mappable
 	// destination.
 	Rules       string
@@ -84,13 +78,6 @@ type Interface struct {
 	Grace       time.Duration
 	Limits      relay.Limits
 	Line        int // of its [[interface]] header
-}
-
-// Route is `ip -6 route add PREFIX dev faithN [metric M] [table T]`.
-type Route struct {
-	Prefix netip.Prefix
-	Metric int // 0: the kernel's default for IPv6 (1024)
-	Table  int // 0: main
 }
 
 // Error is one problem in a configuration file.
@@ -193,7 +180,7 @@ func decodeError(name string, err error) error {
 	case errors.As(err, &de):
 		row, _ := de.Position()
 		msg := strings.TrimPrefix(de.Error(), "toml: ")
-		if m := typeErrorRE.FindStringSubmatch(msg); m != nil {
+		if m := typeErrorRE.FindStringSubmatch(msg); m != nil && goTypeNames[m[2]] != "" {
 			msg = fmt.Sprintf("wrong type: TOML %s, want %s", m[1], goTypeNames[m[2]])
 		}
 		return &Error{File: name, Line: row, Key: strings.Join(de.Key(), "."), Msg: msg}
@@ -333,9 +320,9 @@ func checkSysctl(s Sysctl) error {
 	if s.Value == "" || strings.ContainsAny(s.Value, "\n\r") {
 		return fmt.Errorf("value %q: must be one non-empty line", s.Value)
 	}
-	st, err := os.Stat(s.Path())
+	st, err := os.Stat(faithif.SysctlPath(s.Key))
 	if err != nil {
-		return fmt.Errorf("no such kernel parameter (%s is missing)", s.Path())
+		return fmt.Errorf("no such kernel parameter (%s is missing)", faithif.SysctlPath(s.Key))
 	}
 	if st.IsDir() {
 		return fmt.Errorf("%s is a group of parameters, not one", s.Key)
@@ -456,8 +443,8 @@ func (c *checker) duration(path string, s *string) (time.Duration, bool) {
 	return d, true
 }
 
-func (c *checker) checkRoute(at string, rf routeFile, prefixes []netip.Prefix) (Route, bool) {
-	var r Route
+func (c *checker) checkRoute(at string, rf routeFile, prefixes []netip.Prefix) (faithif.Route, bool) {
+	var r faithif.Route
 	if rf.Prefix == "" {
 		c.errorf(at+".prefix", "missing: a route needs a prefix, e.g. prefix = \"64:ff9b::/96\"")
 		return r, false

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/faithif/faithif/faithif"
 	"github.com/faithif/faithif/relay"
 )
 
@@ -68,7 +69,7 @@ prefixes = ["2001:db8:47::/96"]
 		f0.DialTimeout != 3*time.Second || f0.Grace != time.Second || f0.Limits.MaxFlows != 10 || f0.Limits.MaxHandshakes != 5 || f0.Rules != rules || f0.Line != 9 {
 		t.Errorf("faith0: %+v", f0)
 	}
-	want := []Route{{netip.MustParsePrefix("2001:db8:46::/96"), 50, 100}, {netip.MustParsePrefix("64:ff9b::/96"), 0, 0}}
+	want := []faithif.Route{{Prefix: netip.MustParsePrefix("2001:db8:46::/96"), Metric: 50, Table: 100}, {Prefix: netip.MustParsePrefix("64:ff9b::/96")}}
 	if len(f0.Routes) != 2 || f0.Routes[0] != want[0] || f0.Routes[1] != want[1] {
 		t.Errorf("faith0 routes: %+v", f0.Routes)
 	}
