@@ -16,27 +16,31 @@ func TestDialFailureAnswers(t *testing.T) {
 	}
 	timeout := &net.OpError{Op: "dial", Net: "tcp4", Err: timeoutError{}}
 	tests := []struct {
-		err    error
-		reason string
-		answer Refusal
+		err     error
+		reason  string
+		answer  Refusal
+		outcome Outcome
 	}{
-		{opErr(syscall.ECONNREFUSED), "connection-refused", RefuseReset},
-		{opErr(syscall.EHOSTUNREACH), "host-unreachable", RefuseAddrUnreachable},
-		{opErr(syscall.ENETUNREACH), "network-unreachable", RefuseNoRoute},
-		{opErr(syscall.EACCES), "prohibited", RefuseProhibited},
-		{opErr(syscall.EPERM), "prohibited", RefuseProhibited},
-		{opErr(syscall.EINVAL), "blackhole", RefuseAddrUnreachable},
-		{timeout, "timeout", RefuseAddrUnreachable},
-		{fmt.Errorf("dial: %w", context.Canceled), "shutdown", RefuseReset},
-		{opErr(syscall.EMFILE), "fd-limit", RefuseReset},
-		{opErr(syscall.ENFILE), "fd-limit", RefuseReset},
-		{opErr(syscall.EADDRNOTAVAIL), "error", RefuseReset},
-		{errors.New("something else"), "error", RefuseReset},
+		{opErr(syscall.ECONNREFUSED), "connection-refused", RefuseReset, OutcomeRefused},
+		{opErr(syscall.EHOSTUNREACH), "host-unreachable", RefuseAddrUnreachable, OutcomeUnreachable},
+		{opErr(syscall.ENETUNREACH), "network-unreachable", RefuseNoRoute, OutcomeUnreachable},
+		{opErr(syscall.EACCES), "prohibited", RefuseProhibited, OutcomeUnreachable},
+		{opErr(syscall.EPERM), "prohibited", RefuseProhibited, OutcomeUnreachable},
+		{opErr(syscall.EINVAL), "blackhole", RefuseAddrUnreachable, OutcomeUnreachable},
+		{timeout, "timeout", RefuseAddrUnreachable, OutcomeTimedOut},
+		{fmt.Errorf("dial: %w", context.Canceled), "shutdown", RefuseReset, OutcomeError},
+		{opErr(syscall.EMFILE), "fd-limit", RefuseReset, OutcomeLimited},
+		{opErr(syscall.ENFILE), "fd-limit", RefuseReset, OutcomeLimited},
+		{opErr(syscall.EADDRNOTAVAIL), "error", RefuseReset, OutcomeError},
+		{errors.New("something else"), "error", RefuseReset, OutcomeError},
 	}
 	for _, tt := range tests {
 		reason, answer := dialFailure(tt.err)
 		if reason != tt.reason || answer != tt.answer {
 			t.Errorf("dialFailure(%v) = %s, %s; want %s, %s", tt.err, reason, answer, tt.reason, tt.answer)
+		}
+		if o := outcomeOf(reason); o != tt.outcome {
+			t.Errorf("outcomeOf(%s) = %s; want %s", reason, o, tt.outcome)
 		}
 	}
 }
@@ -46,3 +50,21 @@ type timeoutError struct{}
 func (timeoutError) Error() string   { return "i/o timeout" }
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
+
+func TestOutcomeNames(t *testing.T) {
+	seen := map[string]bool{}
+	for o := range NumOutcomes {
+		if o.String() == "" || seen[o.String()] {
+			t.Errorf("outcome %d: name %q empty or repeated", o, o.String())
+		}
+		seen[o.String()] = true
+	}
+	for _, r := range []string{"denied", "limit"} {
+		if o := outcomeOf(r); o == OutcomeError {
+			t.Errorf("outcomeOf(%s) = error", r)
+		}
+	}
+	if endIndex(EndServerReset) != 2 || Ends[endIndex(EndIdleTimeout)] != EndIdleTimeout {
+		t.Error("endIndex does not index Ends")
+	}
+}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -43,6 +45,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"sysctl"}, "want exactly one argument"},
 		{[]string{"sysctl", "net.inet.ip.forwarding"}, "unknown oid"},
 		{[]string{"sysctl", "net.inet6.ip6.keepfaith=2"}, "value must be 0 or 1"},
+		{[]string{"create", "faith0", "--metrics", "9464", "-f"}, "--metrics"},
+		{[]string{"run"}, "--config FILE is required"},
+		{[]string{"run", "--config", "x.conf", "extra"}, `unexpected argument "extra"`},
+		{[]string{"run", "--config", "x.conf", "--metrics", "localhost"}, "--metrics"},
+		{[]string{"run", "--bogus"}, "flag provided but not defined"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runCmd(t, tt.args...)
@@ -89,5 +96,45 @@ func TestHelp(t *testing.T) {
 		if code != exitOK || !strings.Contains(stdout+stderr, "usage: faithif") {
 			t.Errorf("faithif %s: exit %d; want 0 and usage text", strings.Join(args, " "), code)
 		}
+	}
+}
+
+// TestRunConfigErrors: a bad configuration is exit status 1 with every
+// error as FILE:LINE: KEY, before anything is touched.
+func TestRunConfigErrors(t *testing.T) {
+	t.Setenv("FAITHIF_RUN_DIR", t.TempDir())
+	path := filepath.Join(t.TempDir(), "faithif.conf")
+	if err := os.WriteFile(path, []byte("log_level = \"loud\"\n[[interface]]\nname = \"faith0\"\nprefixes = [\"64:ff9b::/96\"]\nmtu = 9\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCmd(t, "run", "--config", path)
+	for _, want := range []string{"faithif: " + path + ":1: log_level:", "faithif: " + path + ":5: interface.mtu:"} {
+		if code != exitError || !strings.Contains(stderr, want) {
+			t.Errorf("exit %d, stderr %q; want exit 1 and %q", code, stderr, want)
+		}
+	}
+	code, _, stderr = runCmd(t, "run", "--config", filepath.Join(t.TempDir(), "missing.conf"))
+	if code != exitError || !strings.Contains(stderr, "missing.conf") {
+		t.Errorf("missing file: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestRunCheck: --check prints the plan of a good file and changes nothing.
+func TestRunCheck(t *testing.T) {
+	t.Setenv("FAITHIF_RUN_DIR", t.TempDir())
+	path := filepath.Join(t.TempDir(), "faithif.conf")
+	conf := "keepfaith = true\n[[interface]]\nname = \"faith4\"\nprefixes = [\"2001:db8:46::/96\"]\n[[interface.route]]\nprefix = \"2001:db8:46::/96\"\ntable = 100\n"
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCmd(t, "run", "--config", path, "--check", "--metrics", "127.0.0.1:9464")
+	for _, want := range []string{path + ": ok", "net.inet6.ip6.keepfaith=1", "faith4: prefixes [2001:db8:46::/96]", "route 2001:db8:46::/96 table 100 dev faith4", "metrics on 127.0.0.1:9464"} {
+		if code != exitOK || !strings.Contains(stdout, want) {
+			t.Errorf("exit %d, stdout %q, stderr %q; want %q", code, stdout, stderr, want)
+		}
+	}
+	code, stdout, _ = runCmd(t, "sysctl", "net.inet6.ip6.keepfaith")
+	if code != exitOK || !strings.Contains(stdout, ": 0") {
+		t.Errorf("--check changed keepfaith: %q", stdout)
 	}
 }

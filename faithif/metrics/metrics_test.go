@@ -1,0 +1,146 @@
+package metrics
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/faithif/faithif/faithif"
+)
+
+type fakeSource struct {
+	st    []faithif.Status
+	ready error
+}
+
+func (f *fakeSource) Statuses() []faithif.Status { return f.st }
+func (f *fakeSource) Ready() error               { return f.ready }
+
+func scrape(t *testing.T, h http.Handler) map[string]*dto {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 {
+		t.Fatalf("/metrics: %d", rec.Code)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*dto{}
+	for name, f := range fams {
+		out[name] = &dto{f}
+	}
+	return out
+}
+
+func TestCollect(t *testing.T) {
+	src := &fakeSource{st: []faithif.Status{{
+		Name: "faith0", KeepFaith: true, FlowsOpen: 2, BytesIn: 100, BytesOut: 200, PacketsIn: 7, PacketsOut: 9,
+		FlowOutcomes:     map[string]uint64{"accepted": 5, "denied": 3},
+		FlowEnds:         map[string]uint64{"closed": 3},
+		PacketsDiscarded: map[string]uint64{"keepfaith": 4},
+		ICMPv6In:         map[string]uint64{"packet_too_big": 1},
+		ICMPErrorsSent:   3, FDLimit: 20000, RuleCount: 4,
+	}, {Name: "faith1"}}}
+	m := New(src)
+	obs := m.ObserveDial("faith0")
+	obs(2*time.Millisecond, true)
+	obs(3*time.Second, false)
+	fams := scrape(t, m.Handler())
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"faithif_keepfaith", map[string]string{"interface": "faith0"}, 1},
+		{"faithif_keepfaith", map[string]string{"interface": "faith1"}, 0},
+		{"faithif_flows_open", map[string]string{"interface": "faith0"}, 2},
+		{"faithif_flows_total", map[string]string{"interface": "faith0", "outcome": "accepted"}, 5},
+		{"faithif_flows_total", map[string]string{"interface": "faith0", "outcome": "denied"}, 3},
+		{"faithif_flows_ended_total", map[string]string{"interface": "faith0", "end": "closed"}, 3},
+		{"faithif_bytes_total", map[string]string{"interface": "faith0", "direction": "client_to_server"}, 100},
+		{"faithif_bytes_total", map[string]string{"interface": "faith0", "direction": "server_to_client"}, 200},
+		{"faithif_packets_total", map[string]string{"interface": "faith0", "direction": "out"}, 9},
+		{"faithif_packets_discarded_total", map[string]string{"interface": "faith0", "reason": "keepfaith"}, 4},
+		{"faithif_icmp6_received_total", map[string]string{"interface": "faith0", "type": "packet_too_big"}, 1},
+		{"faithif_icmp6_errors_sent_total", map[string]string{"interface": "faith0"}, 3},
+		{"faithif_fd_limit", map[string]string{"interface": "faith0"}, 20000},
+		{"faithif_rules", map[string]string{"interface": "faith0"}, 4},
+	} {
+		f := fams[tc.name]
+		if f == nil {
+			t.Errorf("%s missing", tc.name)
+			continue
+		}
+		if v, ok := f.value(tc.labels); !ok || v != tc.want {
+			t.Errorf("%s%v = %v (found %v); want %v", tc.name, tc.labels, v, ok, tc.want)
+		}
+	}
+	h := fams["faithif_dial_duration_seconds"]
+	if h == nil {
+		t.Fatal("dial histogram missing")
+	}
+	for _, res := range []string{"ok", "failed"} {
+		if n, ok := h.histCount(map[string]string{"interface": "faith0", "result": res}); !ok || n != 1 {
+			t.Errorf("dial histogram %s: count %d (found %v); want 1", res, n, ok)
+		}
+	}
+	if fams["go_goroutines"] == nil || fams["process_open_fds"] == nil {
+		t.Error("Go and process metrics missing")
+	}
+}
+
+func TestHealth(t *testing.T) {
+	src := &fakeSource{}
+	h := New(src).Handler()
+	get := func(path string) (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz: %d", code)
+	}
+	if code, _ := get("/readyz"); code != 200 {
+		t.Errorf("/readyz ready: %d", code)
+	}
+	src.ready = errors.New("faith0: keepfaith is 0, nothing is captured")
+	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "keepfaith is 0") {
+		t.Errorf("/readyz not ready: %d %q", code, body)
+	}
+	if code, _ := get("/nothing"); code != 404 {
+		t.Errorf("/nothing: %d", code)
+	}
+}
+
+func TestListen(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m := New(&fakeSource{})
+	s, err := m.Listen("127.0.0.1:0", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	resp, err := http.Get("http://" + s.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("healthz over HTTP: %d", resp.StatusCode)
+	}
+	// The same address again: an error naming it, at once.
+	if _, err := New(&fakeSource{}).Listen(s.Addr().String(), log); err == nil || !strings.Contains(err.Error(), "metrics") {
+		t.Errorf("second listen on %s: %v", s.Addr(), err)
+	}
+}
