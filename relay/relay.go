@@ -263,12 +263,13 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 
 	dialStart := time.Now()
 	nc, err := dialer.DialContext(ctx, "tcp4", to.String())
+	dialTime := time.Since(dialStart)
 	if r.cfg.ObserveDial != nil {
-		r.cfg.ObserveDial(time.Since(dialStart), err == nil)
+		r.cfg.ObserveDial(dialTime, err == nil)
 	}
 	if err != nil {
 		reason, answer := dialFailure(err)
-		r.refuse(req, log, &r.stats.FlowsRefused, answer, reason, "error", err.Error(), "dial_ms", time.Since(start).Milliseconds())
+		r.refuse(req, log, &r.stats.FlowsRefused, answer, reason, "error", err.Error(), "dial_seconds", dialTime.Seconds())
 		return
 	}
 	server, err := NewKernelConn(nc.(*net.TCPConn))
@@ -290,15 +291,17 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 	r.stats.FlowsAccepted.Add(1)
 	r.stats.Outcomes[OutcomeAccepted].Add(1)
 	r.stats.FlowsOpen.Add(1)
-	log.Info("flow accepted", "outcome", OutcomeAccepted.String(), "src4", nc.LocalAddr().String(), "dial_ms", time.Since(start).Milliseconds())
+	log.Info("flow accepted", "outcome", OutcomeAccepted.String(), "src4", nc.LocalAddr().String(), "dial_seconds", dialTime.Seconds())
 
 	relaying = true
 	StartPipe(ctx, c, server, r.cfg.IdleTimeout, PipeStats{ClientToServer: &r.stats.BytesIn, ServerToClient: &r.stats.BytesOut}, func(res PipeResult) {
 		r.limits.done(who, true)
 		r.stats.FlowsOpen.Add(-1)
 		r.stats.Ended[endIndex(res.End)].Add(1)
-		attrs := []any{"outcome", OutcomeAccepted.String(), "bytes_in", res.ClientToServer, "bytes_out", res.ServerToClient,
-			"duration", time.Since(start).Round(time.Millisecond).String(), "end", string(res.End)}
+		// The fields of the metrics, so that logs and metrics add up.
+		attrs := []any{"outcome", OutcomeAccepted.String(), "end", string(res.End),
+			"bytes_client_to_server", res.ClientToServer, "bytes_server_to_client", res.ServerToClient,
+			"dial_seconds", dialTime.Seconds(), "duration_seconds", time.Since(start).Seconds()}
 		if res.Err != nil {
 			attrs = append(attrs, "error", res.Err.Error())
 		}
