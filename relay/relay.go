@@ -151,6 +151,9 @@ type Relay struct {
 	rules  atomic.Pointer[Rules]
 	limits clientLimiter
 	stats  Stats
+
+	fdLimitVal atomic.Uint64 // FDLimit, as last read
+	fdLimitAt  atomic.Int64  // when, in Unix nanoseconds
 }
 
 // New returns a Relay.
@@ -248,7 +251,7 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 		r.refuse(req, log, &r.stats.FlowsDenied, r.cfg.DenyWith, "denied", "rule", rule)
 		return
 	}
-	if lim := FDLimit(); lim > 0 && uint64(r.stats.FlowsOpen.Load())+fdReserve >= lim {
+	if lim := r.fdLimit(); lim > 0 && uint64(r.stats.FlowsOpen.Load())+fdReserve >= lim {
 		// Keep descriptors for the control socket and netlink: refuse
 		// before the kernel does.
 		r.refuse(req, log, &r.stats.FlowsRefused, RefuseReset, reasonFDLimit, "fd_limit", lim, "flows_open", r.stats.FlowsOpen.Load())
@@ -339,10 +342,26 @@ func (r *Relay) refuse(req Request, log *slog.Logger, counter *atomic.Uint64, ho
 // that is not a flow: the TUN, netlink, the control socket, logs.
 const fdReserve = 32
 
+// fdLimitEvery is how often the relay rereads the open-files limit, so that
+// a limit changed at run time (prlimit) is honoured without a getrlimit
+// call per flow.
+const fdLimitEvery = time.Second
+
+// fdLimit returns FDLimit, reread at most every fdLimitEvery.
+func (r *Relay) fdLimit() uint64 {
+	now := time.Now().UnixNano()
+	if now-r.fdLimitAt.Load() < int64(fdLimitEvery) {
+		return r.fdLimitVal.Load()
+	}
+	v := FDLimit()
+	r.fdLimitVal.Store(v)
+	r.fdLimitAt.Store(now)
+	return v
+}
+
 // FDLimit returns the open-files limit in force (0 if unknown); one relayed
 // flow needs one. Go raises the soft limit to the hard one when the process
-// starts. The relay reads it for every flow, so a limit changed at run time
-// (prlimit) is honoured.
+// starts.
 func FDLimit() uint64 {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
