@@ -45,6 +45,7 @@ type Status struct {
 	PacketsOut         uint64            `json:"packets_out"`
 	PacketsDiscarded   map[string]uint64 `json:"packets_discarded"`
 	ICMPv6In           map[string]uint64 `json:"icmp6_in"`      // by type; errors are delivered to the flow, the rest discarded
+	ICMPv6Out          map[string]uint64 `json:"icmp6_out"`     // errors sent, by type
 	FlowOutcomes       map[string]uint64 `json:"flow_outcomes"` // decided flows by outcome: accepted, refused, denied, unreachable, timed_out, limited, error
 	FlowEnds           map[string]uint64 `json:"flow_ends"`     // finished relayed flows by how they ended
 }

@@ -133,6 +133,18 @@ func (s *Stack) ICMPErrorsSent() uint64 {
 	return s.gs.Stats().ICMP.V6.PacketsSent.DstUnreachable.Value()
 }
 
+// ICMPv6SentByType returns how many ICMPv6 error messages the stack sent,
+// by type, named as LinkStats.ICMPv6ByType names them.
+func (s *Stack) ICMPv6SentByType() map[string]uint64 {
+	sent := s.gs.Stats().ICMP.V6.PacketsSent
+	return map[string]uint64{
+		icmpv6Names[header.ICMPv6DstUnreachable]: sent.DstUnreachable.Value(),
+		icmpv6Names[header.ICMPv6PacketTooBig]:   sent.PacketTooBig.Value(),
+		icmpv6Names[header.ICMPv6TimeExceeded]:   sent.TimeExceeded.Value(),
+		icmpv6Names[header.ICMPv6ParamProblem]:   sent.ParamProblem.Value(),
+	}
+}
+
 // ICMPRateLimited returns how many ICMPv6 errors the rate limit suppressed.
 func (s *Stack) ICMPRateLimited() uint64 {
 	return s.gs.Stats().ICMP.V6.PacketsSent.RateLimited.Value()

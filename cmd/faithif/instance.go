@@ -283,6 +283,7 @@ func (in *instance) Status() faithif.Status {
 		PacketsOut:         ls.PacketsOut.Load(),
 		PacketsDiscarded:   ls.DiscardedByReason(),
 		ICMPv6In:           ls.ICMPv6ByType(),
+		ICMPv6Out:          in.stack.ICMPv6SentByType(),
 	}
 	if r := in.relay.Rules(); r != nil {
 		st.RuleCount = len(r.Rules)

@@ -495,7 +495,7 @@ func printStatus(w io.Writer, st *faithif.Status) {
 	fmt.Fprintf(tw, "  packets\tin %d, out %d\n", st.PacketsIn, st.PacketsOut)
 	fmt.Fprintf(tw, "  discarded\t%s\n", strings.Join(d, ", "))
 	fmt.Fprintf(tw, "  icmp6 in\t%s\n", joinCounts(st.ICMPv6In))
-	fmt.Fprintf(tw, "  icmp6 sent\t%d errors refusing flows, %d suppressed by the rate limit\n", st.ICMPErrorsSent, st.ICMPRateLimited)
+	fmt.Fprintf(tw, "  icmp6 sent\t%d errors refusing flows, %d suppressed by the rate limit (%s)\n", st.ICMPErrorsSent, st.ICMPRateLimited, joinCounts(st.ICMPv6Out))
 	tw.Flush()
 }
 

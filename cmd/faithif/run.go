@@ -250,7 +250,7 @@ func (a *appliance) run(sigs <-chan os.Signal) (err error) {
 			src.add(in)
 		case r := <-results:
 			a.stopAll("startup failed", true)
-			return firstErr(r.err, fmt.Errorf("%s stopped while starting", in.cfg.name))
+			return firstErr(r.err, fmt.Errorf("%s stopped while %s was starting", r.in.cfg.name, in.cfg.name))
 		}
 	}
 	log.Info("appliance ready", "config", cfg.File, "interfaces", len(a.instances), "metrics", cfg.Metrics, "pid", os.Getpid())

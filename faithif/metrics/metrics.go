@@ -145,7 +145,7 @@ var (
 	descPackets        = desc("packets_total", "Packets crossing the TUN device, by direction.", "direction")
 	descDiscarded      = desc("packets_discarded_total", "Inbound packets discarded before the stack, by reason.", "reason")
 	descICMPIn         = desc("icmp6_received_total", "Inbound ICMPv6 messages by type (errors are delivered to their flow).", "type")
-	descICMPSent       = desc("icmp6_errors_sent_total", "ICMPv6 Destination Unreachable messages sent refusing flows.")
+	descICMPSent       = desc("icmp6_sent_total", "ICMPv6 error messages sent, by type (Destination Unreachable refuses flows).", "type")
 	descICMPRateLimit  = desc("icmp6_errors_rate_limited_total", "ICMPv6 errors suppressed by the rate limit.")
 	descFDLimit        = desc("fd_limit", "The process's open-files limit; each relayed flow holds one descriptor.")
 	descFlowsFDLimited = desc("flows_fd_limit_total", "Flows refused because the process was short of file descriptors.")
@@ -195,7 +195,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		for t, v := range st.ICMPv6In {
 			counter(descICMPIn, v, n, t)
 		}
-		counter(descICMPSent, st.ICMPErrorsSent, n)
+		for t, v := range st.ICMPv6Out {
+			counter(descICMPSent, v, n, t)
+		}
 		counter(descICMPRateLimit, st.ICMPRateLimited, n)
 		gauge(descFDLimit, float64(st.FDLimit), n)
 		counter(descFlowsFDLimited, st.FlowsFDLimit, n)

@@ -50,7 +50,8 @@ func TestCollect(t *testing.T) {
 		FlowEnds:         map[string]uint64{"closed": 3},
 		PacketsDiscarded: map[string]uint64{"keepfaith": 4},
 		ICMPv6In:         map[string]uint64{"packet_too_big": 1},
-		ICMPErrorsSent:   3, FDLimit: 20000, RuleCount: 4,
+		ICMPv6Out:        map[string]uint64{"dst_unreachable": 3, "packet_too_big": 0},
+		FDLimit:          20000, RuleCount: 4,
 	}, {Name: "faith1"}}}
 	m := New(src)
 	obs := m.ObserveDial("faith0")
@@ -73,7 +74,8 @@ func TestCollect(t *testing.T) {
 		{"faithif_packets_total", map[string]string{"interface": "faith0", "direction": "out"}, 9},
 		{"faithif_packets_discarded_total", map[string]string{"interface": "faith0", "reason": "keepfaith"}, 4},
 		{"faithif_icmp6_received_total", map[string]string{"interface": "faith0", "type": "packet_too_big"}, 1},
-		{"faithif_icmp6_errors_sent_total", map[string]string{"interface": "faith0"}, 3},
+		{"faithif_icmp6_sent_total", map[string]string{"interface": "faith0", "type": "dst_unreachable"}, 3},
+		{"faithif_icmp6_sent_total", map[string]string{"interface": "faith0", "type": "packet_too_big"}, 0},
 		{"faithif_fd_limit", map[string]string{"interface": "faith0"}, 20000},
 		{"faithif_rules", map[string]string{"interface": "faith0"}, 4},
 	} {
