@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // SysctlPath returns the /proc/sys file of a dotted kernel parameter name,
@@ -27,6 +28,11 @@ func ReadSysctl(key string) (string, error) {
 // WriteSysctl sets a kernel parameter.
 func WriteSysctl(key, value string) error {
 	if err := os.WriteFile(SysctlPath(key), []byte(value+"\n"), 0); err != nil {
+		if errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+			// A container: /proc/sys is read-only, and runtimes refuse
+			// net.* sysctls with the host's network.
+			return fmt.Errorf("sysctl %s=%s: %w: /proc/sys cannot be written here (a container?); set it on the host or through the container runtime, and the check at start will find it set", key, value, err)
+		}
 		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
 	}
 	return nil
