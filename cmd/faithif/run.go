@@ -130,8 +130,9 @@ type appliance struct {
 
 // running is the set of instances a metrics server describes.
 type running struct {
-	mu   sync.Mutex
-	list []*instance
+	mu    sync.Mutex
+	list  []*instance
+	names []string // every interface configured, started or not
 }
 
 func (r *running) add(in *instance) {
@@ -164,6 +165,15 @@ func (r *running) Ready() error {
 	if len(ins) == 0 {
 		return errors.New("no interface is running")
 	}
+	started := map[string]bool{}
+	for _, in := range ins {
+		started[in.cfg.name] = true
+	}
+	for _, name := range r.names {
+		if !started[name] {
+			errs = append(errs, fmt.Errorf("%s is not running yet", name))
+		}
+	}
 	for _, in := range ins {
 		if err := in.Ready(); err != nil {
 			errs = append(errs, err)
@@ -178,6 +188,9 @@ func (a *appliance) run(sigs <-chan os.Signal) (err error) {
 	cfg, log := a.cfg, a.log
 	// Everything that can be checked without changing the system.
 	src := &running{}
+	for _, ic := range cfg.Interfaces {
+		src.names = append(src.names, ic.Name)
+	}
 	var m *metrics.Metrics
 	if cfg.Metrics != "" {
 		m = metrics.New(src)
@@ -297,6 +310,9 @@ type instanceResult struct {
 // stopAll asks every started instance to drain with its grace, or at once.
 func (a *appliance) stopAll(why string, now bool) {
 	for _, in := range a.instances {
+		if !in.running.Load() {
+			continue // ended already
+		}
 		g := in.cfg.grace
 		if now {
 			g = 0
