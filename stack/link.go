@@ -339,9 +339,34 @@ func (e *LinkEndpoint) inject(b []byte) {
 	if d == nil {
 		return
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	var payload buffer.Buffer
+	if n := tcpHeadersLen(b); n > 0 && n < len(b) {
+		// Headers and data in chunks of their own: gVisor's IPv6 layer
+		// parses headers from a clone of the packet, and pulling a header
+		// out of a shared chunk copies the whole chunk (64 KiB for a
+		// super-packet); a small header chunk keeps that copy small.
+		payload = buffer.MakeWithView(buffer.NewViewWithData(b[:n]))
+		payload.Append(buffer.NewViewWithData(b[n:]))
+	} else {
+		payload = buffer.MakeWithData(b)
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
 	(*d).DeliverNetworkPacket(header.IPv6ProtocolNumber, pkt)
 	pkt.DecRef()
+}
+
+// tcpHeadersLen returns the length of the IPv6 and TCP headers of b, or 0 if
+// b is not an IPv6 TCP segment with a sane header.
+func tcpHeadersLen(b []byte) int {
+	const min = header.IPv6MinimumSize + header.TCPMinimumSize
+	if len(b) < min || b[6] != uint8(header.TCPProtocolNumber) {
+		return 0
+	}
+	n := header.IPv6MinimumSize + int(header.TCP(b[header.IPv6MinimumSize:]).DataOffset())
+	if n < min || n > len(b) {
+		return 0
+	}
+	return n
 }
 
 // classify decides whether b is something faith(4) captures: an IPv6 TCP
