@@ -11,10 +11,12 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -121,10 +123,12 @@ type LinkEndpoint struct {
 	writeBuf [][]byte // one buffer with room for a 64 KiB packet and headroom
 }
 
-// virtio-net header (linux/virtio_net.h) values for outbound GSO packets.
+// virtio-net header (linux/virtio_net.h) values.
 const (
 	virtioNetHdrLen       = 10
 	virtioNetHdrNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
+	virtioNetHdrDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID
+	virtioNetHdrGSONone   = 0 // VIRTIO_NET_HDR_GSO_NONE
 	virtioNetHdrGSOTCPv6  = 4 // VIRTIO_NET_HDR_GSO_TCPV6
 	gsoMaxSize            = 1<<16 - 1
 )
@@ -157,6 +161,9 @@ func (e *LinkEndpoint) Stats() *LinkStats { return &e.stats }
 // fails or is closed. ready, if not nil, is called once before the first
 // read. A closed device ends the loop with a nil error.
 func (e *LinkEndpoint) ReadLoop(ready func()) error {
+	if e.gso {
+		return e.readVirtio(ready)
+	}
 	batch := e.dev.BatchSize()
 	bufs := make([][]byte, batch)
 	sizes := make([]int, batch)
@@ -176,30 +183,150 @@ func (e *LinkEndpoint) ReadLoop(ready func()) error {
 				e.stats.Discarded[DiscardMalformed].Add(1)
 				continue
 			}
-			if errors.Is(err, os.ErrClosed) {
-				return nil
+			if err := e.readError(err); err != nil {
+				return err
 			}
-			select {
-			case <-e.done:
-				return nil
-			default:
-			}
-			return fmt.Errorf("read from TUN: %w", err)
+			return nil
 		}
 	}
 }
 
-// deliver filters one inbound packet and hands it to gVisor.
-func (e *LinkEndpoint) deliver(b []byte) {
-	e.stats.PacketsIn.Add(1)
-	if !e.capture.Load() {
-		e.stats.Discarded[DiscardKeepFaith].Add(1)
+// readError turns a read error into ReadLoop's result: nil for a closed
+// device (or a closed endpoint), else the error.
+func (e *LinkEndpoint) readError(err error) error {
+	if errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EBADFD) {
+		return nil
+	}
+	select {
+	case <-e.done:
+		return nil
+	default:
+	}
+	return fmt.Errorf("read from TUN: %w", err)
+}
+
+// readVirtio is ReadLoop for a TUN with the virtio-net header: it reads the
+// device's file itself, one packet (a TSO/GRO super-packet of up to 64 KiB,
+// or a plain one) behind its virtio-net header per read, and hands a TCP
+// super-packet to gVisor whole, as one segment, instead of splitting it into
+// MTU-sized packets as wireguard's Read does. The file is the device's own
+// non-blocking one, registered with the Go runtime's poller: Read parks the
+// goroutine while the device is empty. (wireguard's Read also returns the
+// errors of its netlink listener; those are not seen here.)
+func (e *LinkEndpoint) readVirtio(ready func()) error {
+	f := e.dev.File()
+	buf := make([]byte, virtioNetHdrLen+gsoMaxSize+1)
+	if ready != nil {
+		ready()
+	}
+	for {
+		n, err := f.Read(buf)
+		if err != nil {
+			return e.readError(err)
+		}
+		e.deliverVirtio(buf[:n])
+	}
+}
+
+// deliverVirtio filters and delivers one packet read with its virtio-net
+// header (linux/virtio_net.h: flags, gso_type, hdr_len, gso_size,
+// csum_start, csum_offset, little-endian).
+//
+// A TCPv6 GSO packet goes to gVisor whole, with its IPv6 payload length set
+// to the whole payload; its checksum is partial (the kernel would fill it in
+// per segment), so it is delivered as validated, and so is a packet the
+// kernel marks DATA_VALID. A plain packet with a partial checksum has it
+// completed here first. The counters count the packets the super-packet
+// stands for, as if it had been split.
+func (e *LinkEndpoint) deliverVirtio(b []byte) {
+	if len(b) < virtioNetHdrLen {
+		e.stats.PacketsIn.Add(1)
+		e.stats.Discarded[DiscardMalformed].Add(1)
 		return
 	}
-	reason, ok := e.classify(b)
+	flags, gsoType := b[0], b[1]
+	gsoSize := int(binary.LittleEndian.Uint16(b[4:]))
+	csumStart := int(binary.LittleEndian.Uint16(b[6:]))
+	csumOffset := int(binary.LittleEndian.Uint16(b[8:]))
+	pkt := b[virtioNetHdrLen:]
+	switch gsoType {
+	case virtioNetHdrGSONone:
+		validated := flags&virtioNetHdrDataValid != 0
+		if flags&virtioNetHdrNeedsCsum != 0 {
+			at := csumStart + csumOffset
+			if at+2 > len(pkt) || csumStart > at {
+				e.stats.PacketsIn.Add(1)
+				e.stats.Discarded[DiscardMalformed].Add(1)
+				return
+			}
+			// The field holds the pseudo-header sum; fold the rest in.
+			initial := binary.BigEndian.Uint16(pkt[at:])
+			pkt[at], pkt[at+1] = 0, 0
+			binary.BigEndian.PutUint16(pkt[at:], ^checksum.Checksum(pkt[csumStart:], initial))
+			validated = true
+		}
+		e.deliverSegs(pkt, 1, validated)
+	case virtioNetHdrGSOTCPv6:
+		segs, ok := gsoSegments(pkt, gsoSize, csumStart)
+		if !ok {
+			e.stats.PacketsIn.Add(segs)
+			e.stats.Discarded[DiscardMalformed].Add(segs)
+			return
+		}
+		// The kernel's payload length may be that of the first segment
+		// or of the whole; gVisor needs the whole.
+		binary.BigEndian.PutUint16(pkt[4:], uint16(len(pkt)-header.IPv6MinimumSize))
+		e.deliverSegs(pkt, segs, true)
+	default:
+		// IPv4 or UDP segmentation: nothing faith(4) captures, but the
+		// packet's version and protocol say why.
+		segs, _ := gsoSegments(pkt, gsoSize, csumStart)
+		e.stats.PacketsIn.Add(segs)
+		if !e.capture.Load() {
+			e.stats.Discarded[DiscardKeepFaith].Add(segs)
+			return
+		}
+		reason := DiscardNotTCP
+		if len(pkt) < 1 || pkt[0]>>4 != 6 {
+			reason = DiscardNotIPv6
+		}
+		e.stats.Discarded[reason].Add(segs)
+	}
+}
+
+// gsoSegments returns how many packets the GSO packet pkt stands for, and
+// whether it is a well-formed IPv6 TCP super-packet: an IPv6 header without
+// extension headers, a TCP header, at most 64 KiB of payload.
+func gsoSegments(pkt []byte, gsoSize, csumStart int) (uint64, bool) {
+	hdrLen := header.IPv6MinimumSize + header.TCPMinimumSize
+	ok := csumStart == header.IPv6MinimumSize && len(pkt) >= hdrLen && gsoSize > 0 &&
+		len(pkt)-header.IPv6MinimumSize <= gsoMaxSize && pkt[0]>>4 == 6 &&
+		pkt[6] == uint8(header.TCPProtocolNumber)
+	if ok {
+		hdrLen = header.IPv6MinimumSize + int(header.TCP(pkt[header.IPv6MinimumSize:]).DataOffset())
+		ok = hdrLen >= header.IPv6MinimumSize+header.TCPMinimumSize && hdrLen <= len(pkt)
+	}
+	if !ok || len(pkt) <= hdrLen {
+		return 1, ok
+	}
+	return uint64((len(pkt) - hdrLen + gsoSize - 1) / gsoSize), true
+}
+
+// deliver filters one inbound packet and hands it to gVisor.
+func (e *LinkEndpoint) deliver(b []byte) { e.deliverSegs(b, 1, false) }
+
+// deliverSegs filters one inbound packet that stands for segs packets on the
+// wire and hands it to gVisor. validated says its checksum is known good.
+func (e *LinkEndpoint) deliverSegs(b []byte, segs uint64, validated bool) {
+	e.stats.PacketsIn.Add(segs)
+	if !e.capture.Load() {
+		e.stats.Discarded[DiscardKeepFaith].Add(segs)
+		return
+	}
+	reason, ok := e.classify(b, validated)
 	if !ok {
 		if reason != taken {
-			e.stats.Discarded[reason].Add(1)
+			e.stats.Discarded[reason].Add(segs)
 		}
 		return
 	}
@@ -212,15 +339,42 @@ func (e *LinkEndpoint) inject(b []byte) {
 	if d == nil {
 		return
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	var payload buffer.Buffer
+	if n := tcpHeadersLen(b); n > 0 && n < len(b) {
+		// Headers and data in chunks of their own: gVisor's IPv6 layer
+		// parses headers from a clone of the packet, and pulling a header
+		// out of a shared chunk copies the whole chunk (64 KiB for a
+		// super-packet); a small header chunk keeps that copy small.
+		payload = buffer.MakeWithView(buffer.NewViewWithData(b[:n]))
+		payload.Append(buffer.NewViewWithData(b[n:]))
+	} else {
+		payload = buffer.MakeWithData(b)
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
 	(*d).DeliverNetworkPacket(header.IPv6ProtocolNumber, pkt)
 	pkt.DecRef()
 }
 
+// tcpHeadersLen returns the length of the IPv6 and TCP headers of b, or 0 if
+// b is not an IPv6 TCP segment with a sane header.
+func tcpHeadersLen(b []byte) int {
+	const min = header.IPv6MinimumSize + header.TCPMinimumSize
+	if len(b) < min || b[6] != uint8(header.TCPProtocolNumber) {
+		return 0
+	}
+	n := header.IPv6MinimumSize + int(header.TCP(b[header.IPv6MinimumSize:]).DataOffset())
+	if n < min || n > len(b) {
+		return 0
+	}
+	return n
+}
+
 // classify decides whether b is something faith(4) captures: an IPv6 TCP
 // segment, or an ICMPv6 Destination Unreachable, Packet Too Big or Time
-// Exceeded error. It also shows SYNs to the synHook.
-func (e *LinkEndpoint) classify(b []byte) (DiscardReason, bool) {
+// Exceeded error. It also shows SYNs to the synHook. validated says the
+// packet's checksum is known good; if it is not and gVisor is told to trust
+// every checksum (see Capabilities), a TCP checksum is checked here.
+func (e *LinkEndpoint) classify(b []byte, validated bool) (DiscardReason, bool) {
 	if len(b) < 1 {
 		return DiscardMalformed, false
 	}
@@ -246,6 +400,12 @@ func (e *LinkEndpoint) classify(b []byte) (DiscardReason, bool) {
 			return DiscardMalformed, false
 		}
 		tcp := header.TCP(l4)
+		if e.gso && !validated {
+			xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, ip.DestinationAddress(), uint16(len(l4)))
+			if checksum.Checksum(l4, xsum) != 0xffff {
+				return DiscardMalformed, false
+			}
+		}
 		if e.synHook != nil && tcp.Flags()&(header.TCPFlagSyn|header.TCPFlagAck) == header.TCPFlagSyn {
 			id := stack.TransportEndpointID{
 				LocalPort:     tcp.DestinationPort(),
@@ -384,9 +544,15 @@ func (*LinkEndpoint) LinkAddress() tcpip.LinkAddress { return "" }
 // SetLinkAddress implements stack.LinkEndpoint; it does nothing.
 func (*LinkEndpoint) SetLinkAddress(tcpip.LinkAddress) {}
 
-// Capabilities implements stack.LinkEndpoint: gVisor computes and checks
-// every checksum itself.
-func (*LinkEndpoint) Capabilities() stack.LinkEndpointCapabilities {
+// Capabilities implements stack.LinkEndpoint. gVisor computes every checksum
+// itself. With the virtio-net header it checks none: the read path delivers
+// only packets whose checksum the kernel vouched for, that it completed, or
+// (TCP) that it checked (gVisor's flag is per NIC, not per packet). ICMPv6
+// checksums gVisor checks in any case.
+func (e *LinkEndpoint) Capabilities() stack.LinkEndpointCapabilities {
+	if e.gso {
+		return stack.CapabilityRXChecksumOffload
+	}
 	return stack.CapabilityNone
 }
 
