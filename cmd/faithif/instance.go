@@ -16,9 +16,6 @@ import (
 	"github.com/faithif/faithif/stack"
 )
 
-// DefaultGrace is how long a draining instance lets open flows finish.
-const DefaultGrace = 10 * time.Second
-
 // instanceConfig is everything `create` decides before anything is created.
 type instanceConfig struct {
 	name        string

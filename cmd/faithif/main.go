@@ -240,7 +240,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	denyWith := fs.String("deny-with", "icmp6", "answer to a denied flow: icmp6 (administratively prohibited, the client sees EACCES) or rst (ECONNREFUSED)")
 	maxFlows := fs.Int("max-flows-per-client", relay.DefaultMaxFlowsPerClient, "flows one client /64 may have open or being set up")
 	maxHandshakes := fs.Int("max-handshakes-per-client", relay.DefaultMaxHandshakesPerClient, "flows one client /64 may have waiting for their IPv4 connection")
-	grace := fs.Duration("grace", DefaultGrace, "on SIGTERM, let open flows finish this long before resetting them")
+	grace := fs.Duration("grace", config.DefaultGrace, "on SIGTERM, let open flows finish this long before resetting them")
 	idle := fs.Duration("idle-timeout", relay.DefaultIdleTimeout, "close flows idle in both directions this long (0: never)")
 	dial := fs.Duration("dial-timeout", relay.DefaultDialTimeout, "give up on an IPv4 connection after this long")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz on HOST:PORT, e.g. 127.0.0.1:9464; off by default")
@@ -370,7 +370,7 @@ Flags:
 
 func cmdDestroy(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("destroy", destroyUsage, stderr)
-	grace := fs.Duration("grace", DefaultGrace, "let open flows finish this long before resetting them")
+	grace := fs.Duration("grace", config.DefaultGrace, "let open flows finish this long before resetting them")
 	name, err := parseWithName(fs, args, true)
 	if err != nil {
 		return err
