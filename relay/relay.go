@@ -116,15 +116,37 @@ type Stats struct {
 	Outcomes [NumOutcomes]atomic.Uint64
 	Ended    [len(Ends)]atomic.Uint64
 
-	FlowsOpen     atomic.Int64
-	FlowsTotal    atomic.Uint64 // every captured SYN that reached a decision
-	FlowsAccepted atomic.Uint64
-	FlowsRefused  atomic.Uint64 // the IPv4 dial failed
-	FlowsDenied   atomic.Uint64 // the destination may not be relayed
-	FlowsLimited  atomic.Uint64 // the client had too many flows or handshakes
-	FlowsFDLimit  atomic.Uint64 // refused because faithif ran out of file descriptors
-	BytesIn       atomic.Uint64 // client to server
-	BytesOut      atomic.Uint64 // server to client
+	FlowsOpen    atomic.Int64
+	FlowsFDLimit atomic.Uint64 // refused because faithif ran out of file descriptors (within OutcomeLimited)
+	BytesIn      atomic.Uint64 // client to server
+	BytesOut     atomic.Uint64 // server to client
+}
+
+// Total returns how many captured flows reached a decision.
+func (s *Stats) Total() uint64 {
+	var n uint64
+	for o := range NumOutcomes {
+		n += s.Outcomes[o].Load()
+	}
+	return n
+}
+
+// Accepted returns how many flows were relayed.
+func (s *Stats) Accepted() uint64 { return s.Outcomes[OutcomeAccepted].Load() }
+
+// Denied returns how many flows the rules or the mapping did not allow.
+func (s *Stats) Denied() uint64 { return s.Outcomes[OutcomeDenied].Load() }
+
+// Limited returns how many flows a per-client limit refused.
+func (s *Stats) Limited() uint64 {
+	return s.Outcomes[OutcomeLimited].Load() - s.FlowsFDLimit.Load()
+}
+
+// Refused returns how many flows were refused for want of an IPv4
+// connection: the dial failed, or faithif was out of descriptors.
+func (s *Stats) Refused() uint64 {
+	return s.Outcomes[OutcomeRefused].Load() + s.Outcomes[OutcomeUnreachable].Load() +
+		s.Outcomes[OutcomeTimedOut].Load() + s.Outcomes[OutcomeError].Load() + s.FlowsFDLimit.Load()
 }
 
 // Config configures a Relay.
@@ -210,7 +232,6 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 	start := time.Now()
 	client, dst6 := req.Client(), req.Dest()
 	log := r.cfg.Logger.With("client", client.String(), "dst6", dst6.String())
-	r.stats.FlowsTotal.Add(1)
 
 	who := clientOf(client.Addr())
 	if ok, limit := r.limits.admit(who); !ok {
@@ -220,7 +241,7 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 		if limit == limitHandshakes {
 			answer = RefuseDrop
 		}
-		r.refuse(req, log, &r.stats.FlowsLimited, answer, "limit", "limit", limit, "client_net", who.String())
+		r.refuse(req, log, answer, "limit", "limit", limit, "client_net", who.String())
 		return
 	}
 	established := false
@@ -232,13 +253,13 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 
 	dst4, err := r.cfg.Mapper.Map(dst6.Addr())
 	if err != nil {
-		r.refuse(req, log, &r.stats.FlowsDenied, r.cfg.DenyWith, "denied", "error", err.Error())
+		r.refuse(req, log, r.cfg.DenyWith, "denied", "error", err.Error())
 		return
 	}
 	to := netip.AddrPortFrom(dst4, dst6.Port())
 	log = log.With("dst4", to.String())
 	if r.cfg.IsLocal != nil && r.cfg.IsLocal(dst4) {
-		r.refuse(req, log, &r.stats.FlowsDenied, r.cfg.DenyWith, "denied", "error", "destination is an address of this router")
+		r.refuse(req, log, r.cfg.DenyWith, "denied", "error", "destination is an address of this router")
 		return
 	}
 	rules := r.rules.Load()
@@ -248,13 +269,13 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 		if d.Rule != nil {
 			rule = fmt.Sprintf("%s:%d", rules.File, d.Rule.Line)
 		}
-		r.refuse(req, log, &r.stats.FlowsDenied, r.cfg.DenyWith, "denied", "rule", rule)
+		r.refuse(req, log, r.cfg.DenyWith, "denied", "rule", rule)
 		return
 	}
 	if lim := r.fdLimit(); lim > 0 && uint64(r.stats.FlowsOpen.Load())+fdReserve >= lim {
 		// Keep descriptors for the control socket and netlink: refuse
 		// before the kernel does.
-		r.refuse(req, log, &r.stats.FlowsRefused, RefuseReset, reasonFDLimit, "fd_limit", lim, "flows_open", r.stats.FlowsOpen.Load())
+		r.refuse(req, log, RefuseReset, reasonFDLimit, "fd_limit", lim, "flows_open", r.stats.FlowsOpen.Load())
 		return
 	}
 	dialer := &r.dialer
@@ -272,26 +293,24 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 	}
 	if err != nil {
 		reason, answer := dialFailure(err)
-		r.refuse(req, log, &r.stats.FlowsRefused, answer, reason, "error", err.Error(), "dial_seconds", dialTime.Seconds())
+		r.refuse(req, log, answer, reason, "error", err.Error(), "dial_seconds", dialTime.Seconds())
 		return
 	}
 	server, err := NewKernelConn(nc.(*net.TCPConn))
 	if err != nil {
 		nc.Close()
-		r.refuse(req, log, &r.stats.FlowsRefused, RefuseReset, "error", "error", err.Error())
+		r.refuse(req, log, RefuseReset, "error", "error", err.Error())
 		return
 	}
 	c, err := req.Accept()
 	if err != nil {
 		server.Abort()
-		r.stats.FlowsRefused.Add(1)
 		r.stats.Outcomes[OutcomeError].Add(1)
 		log.Info("flow refused", "reason", "client-gone", "outcome", OutcomeError.String(), "error", err.Error())
 		return
 	}
 	r.limits.established(who)
 	established = true
-	r.stats.FlowsAccepted.Add(1)
 	r.stats.Outcomes[OutcomeAccepted].Add(1)
 	r.stats.FlowsOpen.Add(1)
 	log.Info("flow accepted", "outcome", OutcomeAccepted.String(), "src4", nc.LocalAddr().String(), "dial_seconds", dialTime.Seconds())
@@ -318,11 +337,11 @@ func (r *Relay) Handle(ctx context.Context, req Request, done func()) {
 // reasonFDLimit is the refusal reason when faithif is out of descriptors.
 const reasonFDLimit = "fd-limit"
 
-// refuse answers req with how, counts the flow in counter and logs one line
-// with the reason and attrs. Running out of descriptors is logged as an
-// error that says what to do, and counted in FlowsFDLimit as well.
-func (r *Relay) refuse(req Request, log *slog.Logger, counter *atomic.Uint64, how Refusal, reason string, attrs ...any) {
-	counter.Add(1)
+// refuse answers req with how, counts the flow under the reason's outcome
+// and logs one line with the reason and attrs. Running out of descriptors is
+// logged as an error that says what to do, and counted in FlowsFDLimit as
+// well.
+func (r *Relay) refuse(req Request, log *slog.Logger, how Refusal, reason string, attrs ...any) {
 	outcome := outcomeOf(reason)
 	r.stats.Outcomes[outcome].Add(1)
 	req.Refuse(how)

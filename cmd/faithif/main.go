@@ -274,14 +274,9 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	if *maxFlows < 1 || *maxHandshakes < 1 {
 		return usagef("--max-flows-per-client and --max-handshakes-per-client must be at least 1")
 	}
-	var deny relay.Refusal
-	switch *denyWith {
-	case "icmp6":
-		deny = relay.RefuseProhibited
-	case "rst":
-		deny = relay.RefuseReset
-	default:
-		return usagef("--deny-with %q: want icmp6 or rst", *denyWith)
+	deny, err := config.ParseDenyWith(*denyWith)
+	if err != nil {
+		return usagef("--deny-with %v", err)
 	}
 	log, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -385,12 +386,12 @@ func (c *checker) checkInterface(at string, f *ifaceFile) Interface {
 			c.errorf(at+".rules", "%v", err)
 		}
 	}
-	switch f.DenyWith {
-	case "", "icmp6":
-	case "rst":
-		in.DenyWith = relay.RefuseReset
-	default:
-		c.errorf(at+".deny_with", "%q: want icmp6 or rst", f.DenyWith)
+	if f.DenyWith != "" {
+		d, err := ParseDenyWith(f.DenyWith)
+		if err != nil {
+			c.errorf(at+".deny_with", "%v", err)
+		}
+		in.DenyWith = d
 	}
 	if d, ok := c.duration(at+".idle_timeout", f.IdleTimeout); ok {
 		switch {
@@ -486,13 +487,26 @@ func (c *checker) checkRoute(at string, rf routeFile, prefixes []netip.Prefix) (
 	return r, true
 }
 
-// CheckLogLevel checks a log level name: debug, info, warn or error.
-func CheckLogLevel(s string) error {
-	switch strings.ToLower(s) {
-	case "debug", "info", "warn", "error":
-		return nil
+// ParseDenyWith parses how denied flows are answered: icmp6 (ICMPv6
+// administratively prohibited, the client sees EACCES) or rst.
+func ParseDenyWith(s string) (relay.Refusal, error) {
+	switch s {
+	case "icmp6":
+		return relay.RefuseProhibited, nil
+	case "rst":
+		return relay.RefuseReset, nil
 	}
-	return fmt.Errorf("%q: want debug, info, warn or error", s)
+	return relay.RefuseProhibited, fmt.Errorf("%q: want icmp6 or rst", s)
+}
+
+// CheckLogLevel checks a log level name as log/slog parses it: debug,
+// info, warn or error.
+func CheckLogLevel(s string) error {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(s)); err != nil {
+		return fmt.Errorf("%q: want debug, info, warn or error", s)
+	}
+	return nil
 }
 
 // CheckListenAddr checks a HOST:PORT to listen on.
