@@ -123,9 +123,9 @@ type appliance struct {
 	log    *slog.Logger
 	runDir faithif.RunDir
 
-	instances []*instance // started, in file order
-	sysctls   faithif.SysctlSet
-	keepOld   *bool // keepfaith before run set it, to put back
+	started running // the instances started, in file order
+	sysctls faithif.SysctlSet
+	keepOld *bool // keepfaith before run set it, to put back
 }
 
 // running is the set of instances a metrics server describes.
@@ -187,7 +187,7 @@ func (r *running) Ready() error {
 func (a *appliance) run(sigs <-chan os.Signal) (err error) {
 	cfg, log := a.cfg, a.log
 	// Everything that can be checked without changing the system.
-	src := &running{}
+	src := &a.started
 	for _, ic := range cfg.Interfaces {
 		src.names = append(src.names, ic.Name)
 	}
@@ -259,24 +259,23 @@ func (a *appliance) run(sigs <-chan os.Signal) (err error) {
 		}()
 		select {
 		case <-ready:
-			a.instances = append(a.instances, in)
 			src.add(in)
 		case r := <-results:
 			a.stopAll("startup failed", true)
 			return firstErr(r.err, fmt.Errorf("%s stopped while %s was starting", r.in.cfg.name, in.cfg.name))
 		}
 	}
-	log.Info("appliance ready", "config", cfg.File, "interfaces", len(a.instances), "metrics", cfg.Metrics, "pid", os.Getpid())
+	log.Info("appliance ready", "config", cfg.File, "interfaces", len(src.all()), "metrics", cfg.Metrics, "pid", os.Getpid())
 
 	// Serve until told to stop or until an instance ends on its own.
 	var errs []error
-	left := len(a.instances)
+	left := len(src.all())
 	stopping := false
 	for left > 0 {
 		select {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				for _, in := range a.instances {
+				for _, in := range a.started.all() {
 					if in.cfg.rulesPath != "" {
 						in.Reload() // logs its own outcome
 					}
@@ -309,7 +308,7 @@ type instanceResult struct {
 
 // stopAll asks every started instance to drain with its grace, or at once.
 func (a *appliance) stopAll(why string, now bool) {
-	for _, in := range a.instances {
+	for _, in := range a.started.all() {
 		if !in.running.Load() {
 			continue // ended already
 		}
