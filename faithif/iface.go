@@ -1,8 +1,3 @@
-// Package faithif is the emulated faith(4) interface itself: it creates and
-// removes the TUN device, sets its MTU and link state through netlink, holds
-// the global net.inet6.ip6.keepfaith switch, and owns the control socket
-// through which the faithif command talks to a running instance. It knows
-// nothing of TCP.
 package faithif
 
 import (

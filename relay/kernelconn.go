@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// KernelConn adapts a host-kernel TCP connection to Conn and ReadWaiter.
+// KernelConn adapts a host-kernel TCP connection to flow.Conn and ReadWaiter.
 type KernelConn struct {
 	*net.TCPConn
 	raw syscall.RawConn

@@ -1,11 +1,3 @@
-// Package relay is the policy and the copying half of faithif: it maps a
-// captured IPv6 destination to the IPv4 address embedded in it (RFC 6052),
-// refuses destinations that must never be reached, dials the IPv4 server with
-// an ordinary kernel socket and copies bytes both ways, propagating half-close,
-// reset and idle timeout.
-//
-// It knows nothing of TUN devices or gVisor: flows arrive through the Request
-// interface and are carried over Conn values.
 package relay
 
 import (

@@ -6,25 +6,10 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-)
 
-// Conn is one side of a relayed flow: the captured IPv6 connection or the
-// IPv4 connection dialled for it.
-//
-// Read reports the peer's FIN as io.EOF and the peer's RST as an error that
-// matches syscall.ECONNRESET with errors.Is. CloseWrite sends a FIN and keeps
-// the read direction open. Abort sends a RST and releases the connection;
-// Close releases it after an orderly shutdown. Abort and Close may be called
-// while a Read or Write is blocked, and either may be called more than once.
-type Conn interface {
-	Read(p []byte) (int, error)
-	Write(p []byte) (int, error)
-	CloseWrite() error
-	Close() error
-	Abort() error
-}
+	"github.com/faithif/faithif/relay/flow"
+)
 
 // ReadWaiter is implemented by a Conn that can wait until a Read would not
 // block without holding a buffer. Pipe then lends a copy buffer to a flow
@@ -70,7 +55,7 @@ type PipeResult struct {
 
 // pipe is the state of one flow being copied.
 type pipe struct {
-	client, server Conn
+	client, server flow.Conn
 	stats          PipeStats
 	c2s, s2c       atomic.Uint64
 	lastActive     atomic.Int64 // monotonic nanoseconds since start
@@ -85,23 +70,18 @@ type pipe struct {
 	err  error
 }
 
-// Pipe copies between client and server until both directions are finished,
-// either side resets, the flow is idle in both directions for idle (zero or
-// negative: never), or ctx is cancelled. A FIN from one side becomes
-// CloseWrite on the other while the other direction keeps flowing; a RST or
-// error on one side becomes Abort (RST) on the other. Pipe closes both
-// connections before it returns.
-func Pipe(ctx context.Context, client, server Conn, idle time.Duration, stats PipeStats) PipeResult {
-	ch := make(chan PipeResult, 1)
-	StartPipe(ctx, client, server, idle, stats, func(r PipeResult) { ch <- r })
-	return <-ch
-}
-
-// StartPipe is Pipe without the wait: it copies on two goroutines of its own
-// and calls done, from one of them, when the flow is over. The caller's
+// StartPipe copies between client and server until both directions are
+// finished, either side resets, the flow is idle in both directions for idle
+// (zero or negative: never), or ctx is cancelled. A FIN from one side
+// becomes CloseWrite on the other while the other direction keeps flowing; a
+// RST or error on one side becomes Abort (RST) on the other. Both
+// connections are closed when the flow is over.
+//
+// It copies on two goroutines of its own and calls done, from one of them,
+// when the flow is over. The caller's
 // goroutine, whose stack may have grown deep while setting the flow up, is
 // free to end: an idle flow then holds only two shallow goroutines.
-func StartPipe(ctx context.Context, client, server Conn, idle time.Duration, stats PipeStats, done func(PipeResult)) {
+func StartPipe(ctx context.Context, client, server flow.Conn, idle time.Duration, stats PipeStats, done func(PipeResult)) {
 	p := &pipe{client: client, server: server, stats: stats, start: time.Now(), done: done}
 	p.stopWatch = context.AfterFunc(ctx, func() { p.fail(EndShutdown, ctx.Err()) })
 	if idle > 0 {
@@ -113,7 +93,7 @@ func StartPipe(ctx context.Context, client, server Conn, idle time.Duration, sta
 }
 
 // run copies one direction; the last direction to finish ends the flow.
-func (p *pipe) run(dst, src Conn, n *atomic.Uint64, live *atomic.Uint64, srcEnd, dstEnd End) {
+func (p *pipe) run(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, srcEnd, dstEnd End) {
 	p.copy(dst, src, n, live, srcEnd, dstEnd)
 	if p.running.Add(-1) > 0 {
 		return
@@ -132,7 +112,7 @@ func (p *pipe) run(dst, src Conn, n *atomic.Uint64, live *atomic.Uint64, srcEnd,
 
 // copy moves bytes from src to dst. srcEnd and dstEnd name the end of the
 // flow when src or dst fails.
-func (p *pipe) copy(dst, src Conn, n *atomic.Uint64, live *atomic.Uint64, srcEnd, dstEnd End) {
+func (p *pipe) copy(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, srcEnd, dstEnd End) {
 	waiter, _ := src.(ReadWaiter)
 	drained := true // the last read did not fill the buffer: wait before the next
 	for {
@@ -202,8 +182,3 @@ func (p *pipe) startIdleTimer(idle time.Duration) *time.Timer {
 }
 
 var errIdle = errors.New("idle timeout")
-
-// IsReset reports whether err is a connection reset.
-func IsReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET)
-}

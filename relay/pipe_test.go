@@ -3,8 +3,10 @@ package relay
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -44,9 +46,7 @@ func relayed(t *testing.T, ctx context.Context, idle time.Duration) (client, ser
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		ch <- Pipe(ctx, kc, ks, idle, PipeStats{})
-	}()
+	StartPipe(ctx, kc, ks, idle, PipeStats{}, func(r PipeResult) { ch <- r })
 	return client, server, ch
 }
 
@@ -56,7 +56,7 @@ func result(t *testing.T, done <-chan PipeResult) PipeResult {
 	case r := <-done:
 		return r
 	case <-time.After(10 * time.Second):
-		t.Fatal("Pipe did not return")
+		t.Fatal("the pipe did not end")
 		return PipeResult{}
 	}
 }
@@ -97,7 +97,7 @@ func TestPipeServerResetReachesClient(t *testing.T) {
 
 	client.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err := client.Read(buf)
-	if !IsReset(err) {
+	if !isReset(err) {
 		t.Fatalf("client read error = %v; want ECONNRESET", err)
 	}
 	if r := result(t, done); r.End != EndServerReset {
@@ -117,7 +117,7 @@ func TestPipeClientResetReachesServer(t *testing.T) {
 
 	server.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err := server.Read(buf)
-	if !IsReset(err) {
+	if !isReset(err) {
 		t.Fatalf("server read error = %v; want ECONNRESET", err)
 	}
 	if r := result(t, done); r.End != EndClientReset {
@@ -143,7 +143,7 @@ func TestPipeIdleTimeoutResetsBoth(t *testing.T) {
 		t.Fatalf("end = %s; want %s", r.End, EndIdleTimeout)
 	}
 	client.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := client.Read(make([]byte, 1)); !IsReset(err) {
+	if _, err := client.Read(make([]byte, 1)); !isReset(err) {
 		t.Fatalf("client read after idle timeout = %v; want ECONNRESET", err)
 	}
 }
@@ -156,7 +156,12 @@ func TestPipeShutdownOnCancel(t *testing.T) {
 		t.Fatalf("end = %s; want %s", r.End, EndShutdown)
 	}
 	client.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := client.Read(make([]byte, 1)); !IsReset(err) {
+	if _, err := client.Read(make([]byte, 1)); !isReset(err) {
 		t.Fatalf("client read after shutdown = %v; want ECONNRESET", err)
 	}
+}
+
+// isReset reports whether err is a connection reset.
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET)
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"syscall"
 	"testing"
+
+	"github.com/faithif/faithif/relay/flow"
 )
 
 func TestDialFailureAnswers(t *testing.T) {
@@ -18,21 +20,21 @@ func TestDialFailureAnswers(t *testing.T) {
 	tests := []struct {
 		err     error
 		reason  string
-		answer  Refusal
+		answer  flow.Refusal
 		outcome Outcome
 	}{
-		{opErr(syscall.ECONNREFUSED), "connection-refused", RefuseReset, OutcomeRefused},
-		{opErr(syscall.EHOSTUNREACH), "host-unreachable", RefuseAddrUnreachable, OutcomeUnreachable},
-		{opErr(syscall.ENETUNREACH), "network-unreachable", RefuseNoRoute, OutcomeUnreachable},
-		{opErr(syscall.EACCES), "prohibited", RefuseProhibited, OutcomeUnreachable},
-		{opErr(syscall.EPERM), "prohibited", RefuseProhibited, OutcomeUnreachable},
-		{opErr(syscall.EINVAL), "blackhole", RefuseAddrUnreachable, OutcomeUnreachable},
-		{timeout, "timeout", RefuseAddrUnreachable, OutcomeTimedOut},
-		{fmt.Errorf("dial: %w", context.Canceled), "shutdown", RefuseReset, OutcomeError},
-		{opErr(syscall.EMFILE), "fd-limit", RefuseReset, OutcomeLimited},
-		{opErr(syscall.ENFILE), "fd-limit", RefuseReset, OutcomeLimited},
-		{opErr(syscall.EADDRNOTAVAIL), "error", RefuseReset, OutcomeError},
-		{errors.New("something else"), "error", RefuseReset, OutcomeError},
+		{opErr(syscall.ECONNREFUSED), "connection-refused", flow.RefuseReset, OutcomeRefused},
+		{opErr(syscall.EHOSTUNREACH), "host-unreachable", flow.RefuseAddrUnreachable, OutcomeUnreachable},
+		{opErr(syscall.ENETUNREACH), "network-unreachable", flow.RefuseNoRoute, OutcomeUnreachable},
+		{opErr(syscall.EACCES), "prohibited", flow.RefuseProhibited, OutcomeUnreachable},
+		{opErr(syscall.EPERM), "prohibited", flow.RefuseProhibited, OutcomeUnreachable},
+		{opErr(syscall.EINVAL), "blackhole", flow.RefuseAddrUnreachable, OutcomeUnreachable},
+		{timeout, "timeout", flow.RefuseAddrUnreachable, OutcomeTimedOut},
+		{fmt.Errorf("dial: %w", context.Canceled), "shutdown", flow.RefuseReset, OutcomeError},
+		{opErr(syscall.EMFILE), "fd-limit", flow.RefuseReset, OutcomeLimited},
+		{opErr(syscall.ENFILE), "fd-limit", flow.RefuseReset, OutcomeLimited},
+		{opErr(syscall.EADDRNOTAVAIL), "error", flow.RefuseReset, OutcomeError},
+		{errors.New("something else"), "error", flow.RefuseReset, OutcomeError},
 	}
 	for _, tt := range tests {
 		reason, answer := dialFailure(tt.err)
@@ -53,7 +55,7 @@ func (timeoutError) Temporary() bool { return true }
 
 func TestOutcomeNames(t *testing.T) {
 	seen := map[string]bool{}
-	for o := range NumOutcomes {
+	for o := range numOutcomes {
 		if o.String() == "" || seen[o.String()] {
 			t.Errorf("outcome %d: name %q empty or repeated", o, o.String())
 		}
@@ -64,7 +66,7 @@ func TestOutcomeNames(t *testing.T) {
 			t.Errorf("outcomeOf(%s) = error", r)
 		}
 	}
-	if endIndex(EndServerReset) != 2 || Ends[endIndex(EndIdleTimeout)] != EndIdleTimeout {
+	if endIndex(EndServerReset) != 2 || ends[endIndex(EndIdleTimeout)] != EndIdleTimeout {
 		t.Error("endIndex does not index Ends")
 	}
 }

@@ -7,18 +7,24 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/faithif/faithif/relay/flow"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // Conn is an accepted flow's gVisor TCP endpoint, read and written directly
 // (not through gonet) so that a FIN reads as io.EOF and a RST as
-// syscall.ECONNRESET, and so that blocking needs no allocation.
+// syscall.ECONNRESET, and so that blocking needs no allocation. It is the
+// flow.Conn that Accept returns.
 type Conn struct {
 	id stack.TransportEndpointID
 	ep tcpip.Endpoint
 
+	// wq is the endpoint's waiter queue. It stays valid for the Conn's
+	// life, after Close too: the flow table waits on it to reopen the
+	// 4-tuple.
 	wq         waiter.Queue
 	readEntry  waiter.Entry
 	readCh     chan struct{}
@@ -29,6 +35,9 @@ type Conn struct {
 	closeOnce sync.Once
 }
 
+var _ flow.Conn = (*Conn)(nil)
+
+// newConn returns a Conn for the flow id, waiting for its endpoint.
 func newConn(id stack.TransportEndpointID) *Conn {
 	c := &Conn{id: id}
 	c.readEntry, c.readCh = waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
@@ -38,16 +47,21 @@ func newConn(id stack.TransportEndpointID) *Conn {
 	return c
 }
 
+// setEndpoint gives c its endpoint, created on c.wq.
 func (c *Conn) setEndpoint(ep tcpip.Endpoint) {
 	c.ep = ep
 	// The relay writes what it has just read: never hold it back.
 	ep.SocketOptions().SetDelayOption(false)
 }
 
+// unregister removes c's own entries from its waiter queue.
 func (c *Conn) unregister() {
 	c.wq.EventUnregister(&c.readEntry)
 	c.wq.EventUnregister(&c.writeEntry)
 }
+
+// state returns the TCP state of c's endpoint.
+func (c *Conn) state() tcp.EndpointState { return tcp.EndpointState(c.ep.State()) }
 
 // Read reads data sent by the IPv6 client. It returns io.EOF after the
 // client's FIN and an error matching syscall.ECONNRESET after its RST.
@@ -107,7 +121,7 @@ func (c *Conn) CloseWrite() error {
 
 // Close releases the endpoint after an orderly shutdown. If the relay closed
 // first, the endpoint stays in TIME_WAIT, where a new SYN from the same client
-// port reopens it (see reopenTable).
+// port reopens it (see flowTable).
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.ep.Close()

@@ -34,7 +34,7 @@ func (d fileDevice) Write(b [][]byte, off int) (int, error) { return d.f.Write(b
 // BenchmarkDeliver measures the inbound packet path of the link endpoint:
 // filter, SYN check, packet buffer, hand-off. It must not allocate.
 func BenchmarkDeliver(b *testing.B) {
-	e := NewLinkEndpoint(nil, 1500)
+	e := newLinkEndpoint(nil, 1500)
 	e.SetCapture(true)
 	var d nullDispatcher
 	e.Attach(&d)
@@ -63,7 +63,7 @@ func BenchmarkWritePackets(b *testing.B) {
 		size  int
 	}{{"gso-64KiB", 128, 65000}, {"plain-1500", 1, 1440}} {
 		b.Run(tc.name, func(b *testing.B) {
-			e := NewLinkEndpoint(fileDevice{f: null, batch: tc.batch}, 1500)
+			e := newLinkEndpoint(fileDevice{f: null, batch: tc.batch}, 1500)
 			hdr := ipv6Packet(faith, client, 6, tcpSegment(80, 40000, header.TCPFlagAck))
 			pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
 				ReserveHeaderBytes: len(hdr),

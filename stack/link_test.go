@@ -74,7 +74,7 @@ func TestDeliverFiltersAndCounts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := NewLinkEndpoint(nil, 1500)
+			e := newLinkEndpoint(nil, 1500)
 			e.SetCapture(true)
 			e.deliver(tt.pkt) // no dispatcher attached: accepted packets stop here
 			for r := DiscardReason(0); r < numDiscardReasons; r++ {
@@ -82,16 +82,16 @@ func TestDeliverFiltersAndCounts(t *testing.T) {
 				if !tt.ok && r == tt.reason {
 					want = 1
 				}
-				if got := e.Stats().Discarded[r].Load(); got != want {
+				if got := e.stats.Discarded[r].Load(); got != want {
 					t.Errorf("discarded[%s] = %d; want %d", r, got, want)
 				}
 			}
 			if tt.pkt != nil && len(tt.pkt) > 40 && tt.pkt[6] == 58 && len(tt.pkt) >= 44 {
-				if got := e.Stats().ICMPv6In[tt.pkt[40]].Load(); got != 1 {
+				if got := e.stats.ICMPv6In[tt.pkt[40]].Load(); got != 1 {
 					t.Errorf("icmp6 in[%d] = %d; want 1", tt.pkt[40], got)
 				}
 			}
-			if got := e.Stats().PacketsIn.Load(); got != 1 {
+			if got := e.stats.PacketsIn.Load(); got != 1 {
 				t.Errorf("packets in = %d; want 1", got)
 			}
 		})
@@ -99,13 +99,13 @@ func TestDeliverFiltersAndCounts(t *testing.T) {
 }
 
 func TestDeliverWithoutKeepFaithDiscardsEverything(t *testing.T) {
-	e := NewLinkEndpoint(nil, 1500)
+	e := newLinkEndpoint(nil, 1500)
 	var syns int
 	e.synHook = func(stack.TransportEndpointID, []byte) bool { syns++; return false }
 	for i := 0; i < 3; i++ {
 		e.deliver(ipv6Packet(client, faith, 6, tcpSegment(40000, 80, header.TCPFlagSyn)))
 	}
-	if got := e.Stats().Discarded[DiscardKeepFaith].Load(); got != 3 {
+	if got := e.stats.Discarded[DiscardKeepFaith].Load(); got != 3 {
 		t.Fatalf("discarded[keepfaith] = %d; want 3", got)
 	}
 	if syns != 0 {
@@ -114,7 +114,7 @@ func TestDeliverWithoutKeepFaithDiscardsEverything(t *testing.T) {
 }
 
 func TestSynHookSeesOnlySyns(t *testing.T) {
-	e := NewLinkEndpoint(nil, 1500)
+	e := newLinkEndpoint(nil, 1500)
 	e.SetCapture(true)
 	var got []stack.TransportEndpointID
 	e.synHook = func(id stack.TransportEndpointID, _ []byte) bool { got = append(got, id); return false }

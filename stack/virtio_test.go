@@ -53,7 +53,7 @@ func tcpChecksumOK(b []byte) bool {
 }
 
 func newVirtioEndpoint(t testing.TB) (*LinkEndpoint, *recordDispatcher) {
-	e := NewLinkEndpoint(fileDevice{batch: 128}, 1500)
+	e := newLinkEndpoint(fileDevice{batch: 128}, 1500)
 	if !e.gso {
 		t.Fatal("endpoint without GSO")
 	}
@@ -76,7 +76,7 @@ func TestDeliverVirtioSuperPacketWhole(t *testing.T) {
 	if len(got) != len(pkt) || int(header.IPv6(got).PayloadLength()) != len(pkt)-header.IPv6MinimumSize {
 		t.Fatalf("delivered %d bytes, payload length %d; want %d, %d", len(got), header.IPv6(got).PayloadLength(), len(pkt), len(pkt)-40)
 	}
-	if got := e.Stats().PacketsIn.Load(); got != n {
+	if got := e.stats.PacketsIn.Load(); got != n {
 		t.Errorf("packets in = %d; want %d (one per segment)", got, n)
 	}
 	if e.Capabilities()&stack.CapabilityRXChecksumOffload == 0 {
@@ -86,7 +86,7 @@ func TestDeliverVirtioSuperPacketWhole(t *testing.T) {
 	// With keepfaith=0 each segment counts as a discarded packet.
 	e.SetCapture(false)
 	e.deliverVirtio(virtioPacket(virtioNetHdrNeedsCsum, virtioNetHdrGSOTCPv6, mss, 40, 16, pkt))
-	if got := e.Stats().Discarded[DiscardKeepFaith].Load(); got != n {
+	if got := e.stats.Discarded[DiscardKeepFaith].Load(); got != n {
 		t.Errorf("discarded[keepfaith] = %d; want %d", got, n)
 	}
 }
@@ -115,7 +115,7 @@ func TestDeliverVirtioChecksums(t *testing.T) {
 				t.Fatalf("delivered = %v; want %v", got, tt.delivered)
 			}
 			if !tt.delivered {
-				if got := e.Stats().Discarded[DiscardMalformed].Load(); got != 1 {
+				if got := e.stats.Discarded[DiscardMalformed].Load(); got != 1 {
 					t.Errorf("discarded[malformed] = %d; want 1", got)
 				}
 				return
@@ -164,7 +164,7 @@ func TestDeliverVirtioMalformed(t *testing.T) {
 			if len(d.pkts) != 0 {
 				t.Fatal("delivered")
 			}
-			if got := e.Stats().Discarded[tt.reason].Load(); got == 0 {
+			if got := e.stats.Discarded[tt.reason].Load(); got == 0 {
 				t.Errorf("discarded[%s] = 0", tt.reason)
 			}
 		})
@@ -174,7 +174,7 @@ func TestDeliverVirtioMalformed(t *testing.T) {
 // BenchmarkDeliverVirtio measures the inbound path for one 64 KiB TSO
 // super-packet read with its virtio-net header. It must not allocate.
 func BenchmarkDeliverVirtio(b *testing.B) {
-	e := NewLinkEndpoint(fileDevice{batch: 128}, 1500)
+	e := newLinkEndpoint(fileDevice{batch: 128}, 1500)
 	e.SetCapture(true)
 	var d nullDispatcher
 	e.Attach(&d)

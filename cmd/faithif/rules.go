@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/control"
 	"github.com/faithif/faithif/relay"
 )
 
@@ -33,29 +34,21 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 		return usagef("want 'faithif rules test ...'")
 	}
 	fs := newFlagSet("rules test", rulesUsage, stderr)
-	var prefixes prefixList
+	var prefixes stringList
 	fs.Var(&prefixes, "prefix", "FAITH prefix (repeatable; default 64:ff9b::/96)")
 	rulesPath := fs.String("config", "", "access file")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
 	}
 	rest := fs.Args()
 	if len(rest) == 3 && faithif.ValidateName(rest[0]) == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		st, err := faithif.Client{Path: faithif.RunDirFromEnv().SocketPath(rest[0])}.Status(ctx)
+		st, err := control.Client{Path: faithif.RunDirFromEnv().SocketPath(rest[0])}.Status(ctx)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("rules test: %s: %w", rest[0], err)
 		}
-		prefixes = nil
-		for _, p := range st.Prefixes {
-			if err := prefixes.Set(p); err != nil {
-				return err
-			}
-		}
+		prefixes = st.Prefixes
 		*rulesPath = st.Rules
 		rest = rest[1:]
 	}
@@ -71,7 +64,15 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 		return usagef("destination %q: want [IPv6]:PORT", rest[1])
 	}
 
-	mapper, err := relay.NewMapper(prefixes...)
+	var pfx []netip.Prefix
+	for _, s := range prefixes {
+		p, err := relay.ParsePrefix(s)
+		if err != nil {
+			return usagef("--prefix: %v", err)
+		}
+		pfx = append(pfx, p)
+	}
+	mapper, err := relay.NewMapper(pfx...)
 	if err != nil {
 		return err
 	}
@@ -82,25 +83,23 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	fmt.Fprintf(stdout, "flow:     [%s] -> %s\n", src, dst)
-	v4, err := mapper.Map(dst.Addr())
-	if err != nil {
-		fmt.Fprintf(stdout, "maps to:  %s\ndecision: deny (always refused: %s)\n", orNone(v4), err)
-		return nil
-	}
-	to := netip.AddrPortFrom(v4, dst.Port())
-	fmt.Fprintf(stdout, "maps to:  %s\n", to)
-	if faithif.IsLocalIPv4(v4) {
-		fmt.Fprintf(stdout, "decision: deny (always refused: %s is an address of this router)\n", v4)
-		return nil
-	}
-	d := rules.Check(src, to)
+	v := relay.Policy{Mapper: mapper, Rules: rules, IsLocal: faithif.IsLocalIPv4}.Check(src, dst)
 	switch {
-	case d.Rule != nil:
-		fmt.Fprintf(stdout, "decision: %s (%s:%d: %s)\n", permitDeny(d.Permit), rules.File, d.Rule.Line, d.Rule)
+	case v.Refused != nil && !errors.Is(v.Refused, relay.ErrRouterAddress):
+		to := "(none)"
+		if v.To.IsValid() {
+			to = v.To.Addr().String()
+		}
+		fmt.Fprintf(stdout, "maps to:  %s\ndecision: deny (always refused: %s)\n", to, v.Refused)
+		return nil
+	case v.Refused != nil:
+		fmt.Fprintf(stdout, "maps to:  %s\ndecision: deny (always refused: %s is an address of this router)\n", v.To, v.To.Addr())
+	case v.Rule != nil:
+		fmt.Fprintf(stdout, "maps to:  %s\ndecision: %s (%s:%d: %s)\n", v.To, permitDeny(v.Permit), rules.File, v.Rule.Line, v.Rule)
 	case rules == nil || len(rules.Rules) == 0:
-		fmt.Fprintf(stdout, "decision: permit (no access rules)\n")
+		fmt.Fprintf(stdout, "maps to:  %s\ndecision: permit (no access rules)\n", v.To)
 	default:
-		fmt.Fprintf(stdout, "decision: deny (no line of %s matches)\n", rules.File)
+		fmt.Fprintf(stdout, "maps to:  %s\ndecision: deny (no line of %s matches)\n", v.To, rules.File)
 	}
 	return nil
 }
@@ -110,11 +109,4 @@ func permitDeny(p bool) string {
 		return "permit"
 	}
 	return "deny"
-}
-
-func orNone(a netip.Addr) string {
-	if !a.IsValid() {
-		return "(none)"
-	}
-	return a.String()
 }

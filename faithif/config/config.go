@@ -1,12 +1,3 @@
-// Package config reads faithif.conf, the declarative configuration of
-// `faithif run`: the interfaces to create with their prefixes, MTU, routes,
-// access rules, timeouts and limits, plus keepfaith, the sysctls the router
-// needs, logging and the metrics address.
-//
-// The file is TOML (see faithif.conf.example in this folder). Load checks
-// everything it can without changing the system: every error names the
-// file, the line and the key, and every error in the file is reported, not
-// only the first.
 package config
 
 import (
@@ -27,6 +18,7 @@ import (
 
 	"github.com/faithif/faithif/faithif"
 	"github.com/faithif/faithif/relay"
+	"github.com/faithif/faithif/relay/flow"
 )
 
 // Defaults for keys left out.
@@ -72,8 +64,11 @@ type Interface struct {
 	Routes []faithif.Route
 	// Rules is the faithd.conf access file; empty: permit every mappable
 	// destination.
-	Rules       string
-	DenyWith    relay.Refusal
+	Rules string
+	// RuleSet is the access file as it was read when checked; nil
+	// without one.
+	RuleSet     *relay.Rules
+	DenyWith    flow.Refusal
 	IdleTimeout time.Duration // negative: never
 	DialTimeout time.Duration
 	Grace       time.Duration
@@ -81,16 +76,29 @@ type Interface struct {
 	Line        int // of its [[interface]] header
 }
 
-// Error is one problem in a configuration file.
+// Error is one problem in a configuration file, or in create's flags.
 type Error struct {
 	File string
 	Line int    // 0: the file as a whole
 	Key  string // dotted TOML key, e.g. interface.mtu
-	Msg  string
+	// Flag is the command-line flag the setting came from (FromFlags),
+	// e.g. --mtu; File, Line and Key are then empty.
+	Flag string
+	// Content is true when the problem is inside a file the setting
+	// names (an access file), not in the setting itself.
+	Content bool
+	Msg     string
 }
 
-// Error implements error: "FILE:LINE: KEY: MSG".
+// Error implements error: "FILE:LINE: KEY: MSG", or "FLAG: MSG" for a
+// flag.
 func (e *Error) Error() string {
+	if e.File == "" {
+		if e.Flag == "" {
+			return e.Msg
+		}
+		return e.Flag + ": " + e.Msg
+	}
 	var b strings.Builder
 	b.WriteString(e.File)
 	if e.Line > 0 {
@@ -105,31 +113,34 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// file is faithif.conf as TOML decodes it, before checking.
-type file struct {
-	KeepFaith *bool          `toml:"keepfaith"`
-	Metrics   string         `toml:"metrics"`
-	LogFormat string         `toml:"log_format"`
-	LogLevel  string         `toml:"log_level"`
-	Sysctl    map[string]any `toml:"sysctl"`
-	Interface []ifaceFile    `toml:"interface"`
+// Settings is faithif.conf as TOML decodes it, or create's flags as they
+// are given, before checking.
+type Settings struct {
+	KeepFaith *bool               `toml:"keepfaith"`
+	Metrics   string              `toml:"metrics"`
+	LogFormat string              `toml:"log_format"`
+	LogLevel  string              `toml:"log_level"`
+	Sysctl    map[string]any      `toml:"sysctl"`
+	Interface []InterfaceSettings `toml:"interface"`
 }
 
-type ifaceFile struct {
-	Name                   string      `toml:"name"`
-	Prefixes               []string    `toml:"prefixes"`
-	MTU                    *int        `toml:"mtu"`
-	Route                  []routeFile `toml:"route"`
-	Rules                  string      `toml:"rules"`
-	DenyWith               string      `toml:"deny_with"`
-	IdleTimeout            *string     `toml:"idle_timeout"`
-	DialTimeout            *string     `toml:"dial_timeout"`
-	Grace                  *string     `toml:"grace"`
-	MaxFlowsPerClient      *int        `toml:"max_flows_per_client"`
-	MaxHandshakesPerClient *int        `toml:"max_handshakes_per_client"`
+// InterfaceSettings is one [[interface]] table before checking.
+type InterfaceSettings struct {
+	Name                   string          `toml:"name"`
+	Prefixes               []string        `toml:"prefixes"`
+	MTU                    *int            `toml:"mtu"`
+	Route                  []RouteSettings `toml:"route"`
+	Rules                  string          `toml:"rules"`
+	DenyWith               string          `toml:"deny_with"`
+	IdleTimeout            *string         `toml:"idle_timeout"`
+	DialTimeout            *string         `toml:"dial_timeout"`
+	Grace                  *string         `toml:"grace"`
+	MaxFlowsPerClient      *int            `toml:"max_flows_per_client"`
+	MaxHandshakesPerClient *int            `toml:"max_handshakes_per_client"`
 }
 
-type routeFile struct {
+// RouteSettings is one [[interface.route]] table before checking.
+type RouteSettings struct {
 	Prefix string `toml:"prefix"`
 	Metric *int   `toml:"metric"`
 	Table  *int   `toml:"table"`
@@ -148,7 +159,7 @@ func Load(path string, isLocal func(netip.Addr) bool) (*Config, error) {
 
 // Parse checks the configuration in data, read from the file name.
 func Parse(name string, data []byte, isLocal func(netip.Addr) bool) (*Config, error) {
-	var f file
+	var f Settings
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
@@ -196,21 +207,63 @@ var typeErrorRE = regexp.MustCompile(`^cannot decode TOML (\w+) into (?:struct f
 var goTypeNames = map[string]string{
 	"int": "an integer", "*int": "an integer", "string": "a string", "*string": "a string",
 	"bool": "true or false", "*bool": "true or false", "[]string": "a list of strings",
-	"[]config.ifaceFile": "[[interface]] tables", "[]config.routeFile": "[[interface.route]] tables",
+	"[]config.InterfaceSettings": "[[interface]] tables", "[]config.RouteSettings": "[[interface.route]] tables",
 	"map[string]interface {}": "a table",
 }
 
-// checker checks a decoded file and collects every error.
+// FromFlags checks the settings of `faithif create`'s flags (one
+// interface) with the same rules as a file's. Each error names the flag
+// instead of a line and key: "--mtu: mtu 100: must be ...".
+func FromFlags(s *Settings, isLocal func(netip.Addr) bool) (*Config, error) {
+	c := checker{flags: true, isLocal: isLocal}
+	cfg := c.check(s)
+	if len(c.errs) > 0 {
+		return nil, errors.Join(c.errs...)
+	}
+	return cfg, nil
+}
+
+// checker checks decoded settings and collects every error.
 type checker struct {
 	file    string
+	flags   bool // the settings are create's flags: errors name flags
 	lines   map[string]int
 	isLocal func(netip.Addr) bool
 	errs    []error
 }
 
+// flagNames are the create flags whose name is not their key's.
+var flagNames = map[string]string{
+	"interface.name":     "", // the interface argument itself
+	"interface.prefixes": "--prefix",
+	"interface.rules":    "--config",
+}
+
+// flagName returns the create flag of a key: interface.dial_timeout is
+// --dial-timeout, log_level --log-level, a route's key --route.
+func flagName(key string) string {
+	if strings.HasPrefix(key, "interface.route") {
+		return "--route"
+	}
+	if f, ok := flagNames[key]; ok {
+		return f
+	}
+	return "--" + strings.ReplaceAll(strings.TrimPrefix(key, "interface."), "_", "-")
+}
+
 // errorf records an error at the line of path (as indexLines names keys,
 // e.g. "interface[1].mtu"); key is path without the array indexes.
 func (c *checker) errorf(path, format string, args ...any) {
+	c.add(path, &Error{Msg: fmt.Sprintf(format, args...)})
+}
+
+// add records e, located at path: a line and key in a file, or a flag.
+func (c *checker) add(path string, e *Error) {
+	if c.flags {
+		e.Flag = flagName(stripIndexes(path))
+		c.errs = append(c.errs, e)
+		return
+	}
 	line := c.lines[path]
 	for p := path; line == 0 && p != ""; {
 		// A key left out: point at the table it belongs in.
@@ -221,10 +274,11 @@ func (c *checker) errorf(path, format string, args ...any) {
 		p = p[:i]
 		line = c.lines[p]
 	}
-	c.errs = append(c.errs, &Error{File: c.file, Line: line, Key: stripIndexes(path), Msg: fmt.Sprintf(format, args...)})
+	e.File, e.Line, e.Key = c.file, line, stripIndexes(path)
+	c.errs = append(c.errs, e)
 }
 
-func (c *checker) check(f *file) *Config {
+func (c *checker) check(f *Settings) *Config {
 	cfg := &Config{File: c.file, KeepFaith: f.KeepFaith, Metrics: f.Metrics, LogFormat: f.LogFormat, LogLevel: f.LogLevel}
 	if cfg.LogFormat == "" {
 		cfg.LogFormat = DefaultLogFormat
@@ -243,7 +297,7 @@ func (c *checker) check(f *file) *Config {
 	}
 	cfg.Sysctls = c.checkSysctls(f.Sysctl)
 
-	if len(f.Interface) == 0 {
+	if len(f.Interface) == 0 && !c.flags {
 		c.errs = append(c.errs, &Error{File: c.file, Key: "interface", Msg: "no [[interface]] table: there is nothing to run"})
 	}
 	names := map[string]string{}
@@ -334,12 +388,12 @@ func checkSysctl(s Sysctl) error {
 	return nil
 }
 
-func (c *checker) checkInterface(at string, f *ifaceFile) Interface {
+func (c *checker) checkInterface(at string, f *InterfaceSettings) Interface {
 	in := Interface{
 		Name: f.Name, MTU: faithif.DefaultMTU, Rules: f.Rules, Line: c.lines[at],
 		IdleTimeout: relay.DefaultIdleTimeout, DialTimeout: relay.DefaultDialTimeout, Grace: DefaultGrace,
 		Limits:   relay.Limits{MaxFlows: relay.DefaultMaxFlowsPerClient, MaxHandshakes: relay.DefaultMaxHandshakesPerClient},
-		DenyWith: relay.RefuseProhibited,
+		DenyWith: flow.RefuseProhibited,
 	}
 	if f.Name == "" {
 		c.errorf(at+".name", "missing: every [[interface]] needs a name, e.g. name = \"faith0\"")
@@ -382,12 +436,14 @@ func (c *checker) checkInterface(at string, f *ifaceFile) Interface {
 		in.Routes = append(in.Routes, r)
 	}
 	if f.Rules != "" {
-		if _, err := relay.LoadRules(f.Rules, c.isLocal); err != nil {
-			c.errorf(at+".rules", "%v", err)
+		rs, err := relay.LoadRules(f.Rules, c.isLocal)
+		if err != nil {
+			c.add(at+".rules", &Error{Msg: err.Error(), Content: true})
 		}
+		in.RuleSet = rs
 	}
 	if f.DenyWith != "" {
-		d, err := ParseDenyWith(f.DenyWith)
+		d, err := parseDenyWith(f.DenyWith)
 		if err != nil {
 			c.errorf(at+".deny_with", "%v", err)
 		}
@@ -444,7 +500,7 @@ func (c *checker) duration(path string, s *string) (time.Duration, bool) {
 	return d, true
 }
 
-func (c *checker) checkRoute(at string, rf routeFile, prefixes []netip.Prefix) (faithif.Route, bool) {
+func (c *checker) checkRoute(at string, rf RouteSettings, prefixes []netip.Prefix) (faithif.Route, bool) {
 	var r faithif.Route
 	if rf.Prefix == "" {
 		c.errorf(at+".prefix", "missing: a route needs a prefix, e.g. prefix = \"64:ff9b::/96\"")
@@ -487,16 +543,16 @@ func (c *checker) checkRoute(at string, rf routeFile, prefixes []netip.Prefix) (
 	return r, true
 }
 
-// ParseDenyWith parses how denied flows are answered: icmp6 (ICMPv6
+// parseDenyWith parses how denied flows are answered: icmp6 (ICMPv6
 // administratively prohibited, the client sees EACCES) or rst.
-func ParseDenyWith(s string) (relay.Refusal, error) {
+func parseDenyWith(s string) (flow.Refusal, error) {
 	switch s {
 	case "icmp6":
-		return relay.RefuseProhibited, nil
+		return flow.RefuseProhibited, nil
 	case "rst":
-		return relay.RefuseReset, nil
+		return flow.RefuseReset, nil
 	}
-	return relay.RefuseProhibited, fmt.Errorf("%q: want icmp6 or rst", s)
+	return flow.RefuseProhibited, fmt.Errorf("%q: want icmp6 or rst", s)
 }
 
 // CheckLogLevel checks a log level name as log/slog parses it: debug,

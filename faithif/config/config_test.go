@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/faithif/faithif/faithif"
 	"github.com/faithif/faithif/relay"
+	"github.com/faithif/faithif/relay/flow"
 )
 
 func parse(t *testing.T, text string) (*Config, error) {
@@ -65,7 +67,7 @@ prefixes = ["2001:db8:47::/96"]
 		t.Fatalf("interfaces: %+v", cfg.Interfaces)
 	}
 	f0, f1 := cfg.Interfaces[0], cfg.Interfaces[1]
-	if f0.Name != "faith0" || f0.MTU != 1400 || f0.DenyWith != relay.RefuseReset || f0.IdleTimeout >= 0 ||
+	if f0.Name != "faith0" || f0.MTU != 1400 || f0.DenyWith != flow.RefuseReset || f0.IdleTimeout >= 0 ||
 		f0.DialTimeout != 3*time.Second || f0.Grace != time.Second || f0.Limits.MaxFlows != 10 || f0.Limits.MaxHandshakes != 5 || f0.Rules != rules || f0.Line != 9 {
 		t.Errorf("faith0: %+v", f0)
 	}
@@ -74,7 +76,7 @@ prefixes = ["2001:db8:47::/96"]
 		t.Errorf("faith0 routes: %+v", f0.Routes)
 	}
 	// Defaults.
-	if f1.MTU != 1500 || f1.DenyWith != relay.RefuseProhibited || f1.IdleTimeout != relay.DefaultIdleTimeout ||
+	if f1.MTU != 1500 || f1.DenyWith != flow.RefuseProhibited || f1.IdleTimeout != relay.DefaultIdleTimeout ||
 		f1.DialTimeout != relay.DefaultDialTimeout || f1.Grace != DefaultGrace || f1.Limits.MaxFlows != relay.DefaultMaxFlowsPerClient || len(f1.Routes) != 0 {
 		t.Errorf("faith1 defaults: %+v", f1)
 	}
@@ -202,4 +204,54 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("accepted a file without interfaces")
 		}
 	})
+}
+
+// TestFromFlags: create's flags go through the file's checks, and each
+// error names the flag instead of a line and key.
+func TestFromFlags(t *testing.T) {
+	str := func(s string) *string { return &s }
+	num := func(n int) *int { return &n }
+	good := InterfaceSettings{Name: "faith0", Prefixes: []string{"64:ff9b::/96"}}
+	cfg, err := FromFlags(&Settings{Interface: []InterfaceSettings{good}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := cfg.Interfaces[0]
+	if in.MTU != 1500 || in.Grace != DefaultGrace || in.DenyWith != flow.RefuseProhibited || cfg.LogLevel != "info" {
+		t.Errorf("defaults: %+v", cfg)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Settings)
+		want string
+	}{
+		{"mtu", func(s *Settings) { s.Interface[0].MTU = num(100) }, "--mtu: mtu 100: must be between"},
+		{"prefix", func(s *Settings) { s.Interface[0].Prefixes = []string{"nonsense"} }, `--prefix: prefix "nonsense": not an IPv6 prefix`},
+		{"overlap", func(s *Settings) { s.Interface[0].Prefixes = []string{"2001:db8::/32", "2001:db8:46::/96"} }, "--prefix: prefix 2001:db8:46::/96 overlaps 2001:db8::/32"},
+		{"grace", func(s *Settings) { s.Interface[0].Grace = str("soon") }, `--grace: "soon" is not a duration`},
+		{"dial", func(s *Settings) { s.Interface[0].DialTimeout = str("0s") }, "--dial-timeout: 0s: must be positive"},
+		{"idle", func(s *Settings) { s.Interface[0].IdleTimeout = str("-1s") }, "--idle-timeout: -1s: must not be negative"},
+		{"deny", func(s *Settings) { s.Interface[0].DenyWith = "drop" }, `--deny-with: "drop": want icmp6 or rst`},
+		{"flows", func(s *Settings) { s.Interface[0].MaxFlowsPerClient = num(0) }, "--max-flows-per-client: 0: must be at least 1"},
+		{"handshakes", func(s *Settings) { s.Interface[0].MaxHandshakesPerClient = num(0) }, "--max-handshakes-per-client: 0: must be at least 1"},
+		{"log level", func(s *Settings) { s.LogLevel = "loud" }, `--log-level: "loud": want debug`},
+		{"log format", func(s *Settings) { s.LogFormat = "xml" }, `--log-format: "xml": want text or json`},
+		{"metrics", func(s *Settings) { s.Metrics = "9464" }, `--metrics: "9464": want HOST:PORT`},
+		{"name", func(s *Settings) { s.Interface[0].Name = "eth0" }, `interface name "eth0": must be faith<N>`},
+		{"rules", func(s *Settings) { s.Interface[0].Rules = "/nonexistent/faithd.conf" }, "--config: rules: open /nonexistent/faithd.conf"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Settings{Interface: []InterfaceSettings{good}}
+			s.Interface[0].Prefixes = append([]string(nil), good.Prefixes...)
+			tc.edit(s)
+			_, err := FromFlags(s, nil)
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("error %v; want it to start %q", err, tc.want)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) || ce.Content != (tc.name == "rules") || ce.File != "" {
+				t.Errorf("error %#v: Content should be set only for the access file's problems, File never", ce)
+			}
+		})
+	}
 }

@@ -1,10 +1,3 @@
-// Package metrics serves what a network team watches of a faithif process
-// over HTTP: Prometheus metrics on /metrics, /healthz (the process is alive)
-// and /readyz (every interface up, keepfaith=1, every stack running).
-//
-// Counters are read from the running instances when Prometheus scrapes, so
-// the packet and flow paths never touch a metric; only the IPv4 dial
-// latency is observed as it happens, into a histogram.
 package metrics
 
 import (
@@ -20,13 +13,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/status"
 )
 
 // Source is the process the metrics describe.
 type Source interface {
 	// Statuses returns the state and counters of every interface.
-	Statuses() []faithif.Status
+	Statuses() []status.Status
 	// Ready returns nil when the process relays flows: every interface is
 	// up, keepfaith is 1 and every stack is running; else it says why not.
 	Ready() error
@@ -51,7 +44,7 @@ func New(src Source) *Metrics {
 		Help:    "Time to connect to the IPv4 server, by result (ok or failed).",
 		Buckets: DialBuckets,
 	}, []string{"interface", "result"})
-	m.reg.MustRegister(m.dial, collector{src: src},
+	m.reg.MustRegister(m.dial, collector{src: src, families: families()},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -128,86 +121,103 @@ func (s *Server) Close() {
 	<-s.done
 }
 
-// desc describes one metric family of the collector.
-func desc(name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc("faithif_"+name, help, append([]string{"interface"}, labels...), nil)
+// family is one metric family of the collector: its description and the
+// Status fields that are its series.
+type family struct {
+	desc   *prometheus.Desc
+	kind   prometheus.ValueType
+	fields []status.Field
 }
 
-var (
-	descKeepFaith      = desc("keepfaith", "net.inet6.ip6.keepfaith as the interface applies it: 1 captures, 0 discards.")
-	descUp             = desc("interface_up", "1 while the interface's stack runs and it is not draining.")
-	descFlowsOpen      = desc("flows_open", "Relayed flows open now.")
-	descFlows          = desc("flows_total", "Captured flows by the relay's decision: accepted, refused (the IPv4 server reset), denied, unreachable, timed_out, limited, error.", "outcome")
-	descFlowsEnded     = desc("flows_ended_total", "Relayed flows finished, by how they ended.", "end")
-	descBytes          = desc("bytes_total", "Payload bytes relayed, by direction.", "direction")
-	descHandshakes     = desc("handshakes_in_flight", "Captured SYNs waiting for their IPv4 connection.")
-	descClients        = desc("clients", "Client /64s with flows open or being set up.")
-	descPackets        = desc("packets_total", "Packets crossing the TUN device, by direction.", "direction")
-	descDiscarded      = desc("packets_discarded_total", "Inbound packets discarded before the stack, by reason.", "reason")
-	descICMPIn         = desc("icmp6_received_total", "Inbound ICMPv6 messages by type (errors are delivered to their flow).", "type")
-	descICMPSent       = desc("icmp6_sent_total", "ICMPv6 error messages sent, by type (Destination Unreachable refuses flows).", "type")
-	descICMPRateLimit  = desc("icmp6_errors_rate_limited_total", "ICMPv6 errors suppressed by the rate limit.")
-	descFDLimit        = desc("fd_limit", "The process's open-files limit; each relayed flow holds one descriptor.")
-	descFlowsFDLimited = desc("flows_fd_limit_total", "Flows refused because the process was short of file descriptors.")
-	descRules          = desc("rules", "Access rules in force.")
-)
+// families builds the collector's families from the status fields' own
+// description (package status): the metric names, help texts and labels are
+// written once, beside the counters.
+func families() []family {
+	var out []family
+	at := map[string]int{}
+	for _, f := range status.Fields() {
+		m := f.Metric
+		if m == nil {
+			continue
+		}
+		k, ok := at[m.Name]
+		if !ok {
+			labels := []string{"interface"}
+			if m.Label != "" {
+				labels = append(labels, m.Label)
+			}
+			kind := prometheus.GaugeValue
+			if m.Counter {
+				kind = prometheus.CounterValue
+			}
+			k = len(out)
+			at[m.Name] = k
+			out = append(out, family{desc: prometheus.NewDesc("faithif_"+m.Name, m.Help, labels, nil), kind: kind})
+		}
+		out[k].fields = append(out[k].fields, f)
+	}
+	return out
+}
 
 // collector reads the instances' counters at scrape time.
-type collector struct{ src Source }
+type collector struct {
+	src      Source
+	families []family
+}
 
 // Describe implements prometheus.Collector.
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descKeepFaith, descUp, descFlowsOpen, descFlows, descFlowsEnded, descBytes,
-		descHandshakes, descClients, descPackets, descDiscarded, descICMPIn, descICMPSent, descICMPRateLimit,
-		descFDLimit, descFlowsFDLimited, descRules} {
-		ch <- d
+	for _, f := range c.families {
+		ch <- f.desc
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
 	for _, st := range c.src.Statuses() {
-		n := st.Name
-		gauge(descKeepFaith, b2f(st.KeepFaith), n)
-		gauge(descUp, b2f(!st.Draining), n)
-		gauge(descFlowsOpen, float64(st.FlowsOpen), n)
-		for o, v := range st.FlowOutcomes {
-			counter(descFlows, v, n, o)
+		for _, fam := range c.families {
+			for _, f := range fam.fields {
+				c.series(ch, fam, f, &st)
+			}
 		}
-		for e, v := range st.FlowEnds {
-			counter(descFlowsEnded, v, n, e)
-		}
-		counter(descBytes, st.BytesIn, n, "client_to_server")
-		counter(descBytes, st.BytesOut, n, "server_to_client")
-		gauge(descHandshakes, float64(st.HandshakesInFlight), n)
-		gauge(descClients, float64(st.Clients), n)
-		counter(descPackets, st.PacketsIn, n, "in")
-		counter(descPackets, st.PacketsOut, n, "out")
-		for r, v := range st.PacketsDiscarded {
-			counter(descDiscarded, v, n, r)
-		}
-		for t, v := range st.ICMPv6In {
-			counter(descICMPIn, v, n, t)
-		}
-		for t, v := range st.ICMPv6Out {
-			counter(descICMPSent, v, n, t)
-		}
-		counter(descICMPRateLimit, st.ICMPRateLimited, n)
-		gauge(descFDLimit, float64(st.FDLimit), n)
-		counter(descFlowsFDLimited, st.FlowsFDLimit, n)
-		gauge(descRules, float64(st.RuleCount), n)
 	}
 }
 
-func b2f(b bool) float64 {
-	if b {
-		return 1
+// series sends the series of field f of st: one, or one per key of a map.
+func (c collector) series(ch chan<- prometheus.Metric, fam family, f status.Field, st *status.Status) {
+	send := func(v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(fam.desc, fam.kind, v, append([]string{st.Name}, labels...)...)
 	}
-	return 0
+	switch v := f.Value(st).(type) {
+	case map[string]uint64:
+		for k, n := range v {
+			send(float64(n), k)
+		}
+	default:
+		var labels []string
+		if f.Metric.LabelValue != "" {
+			labels = []string{f.Metric.LabelValue}
+		}
+		send(number(v), labels...)
+	}
+}
+
+// number converts a scalar field to a sample value; a bool is 1 or 0.
+func number(v any) float64 {
+	switch x := v.(type) {
+	case bool:
+		if x {
+			return 1
+		}
+		return 0
+	case int:
+		return float64(x)
+	case int64:
+		return float64(x)
+	case uint64:
+		return float64(x)
+	case float64:
+		return x
+	}
+	panic(fmt.Sprintf("metrics: a %T field cannot be a metric", v))
 }

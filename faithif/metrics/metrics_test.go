@@ -13,16 +13,16 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/status"
 )
 
 type fakeSource struct {
-	st    []faithif.Status
+	st    []status.Status
 	ready error
 }
 
-func (f *fakeSource) Statuses() []faithif.Status { return f.st }
-func (f *fakeSource) Ready() error               { return f.ready }
+func (f *fakeSource) Statuses() []status.Status { return f.st }
+func (f *fakeSource) Ready() error              { return f.ready }
 
 func scrape(t *testing.T, h http.Handler) map[string]*dto {
 	t.Helper()
@@ -44,15 +44,15 @@ func scrape(t *testing.T, h http.Handler) map[string]*dto {
 }
 
 func TestCollect(t *testing.T) {
-	src := &fakeSource{st: []faithif.Status{{
-		Name: "faith0", KeepFaith: true, FlowsOpen: 2, BytesIn: 100, BytesOut: 200, PacketsIn: 7, PacketsOut: 9,
-		FlowOutcomes:     map[string]uint64{"accepted": 5, "denied": 3},
-		FlowEnds:         map[string]uint64{"closed": 3},
-		PacketsDiscarded: map[string]uint64{"keepfaith": 4},
-		ICMPv6In:         map[string]uint64{"packet_too_big": 1},
-		ICMPv6Out:        map[string]uint64{"dst_unreachable": 3, "packet_too_big": 0},
-		FDLimit:          20000, RuleCount: 4,
-	}, {Name: "faith1"}}}
+	st := status.Status{Name: "faith0", KeepFaith: true, RuleCount: 4}
+	st.FlowsOpen, st.BytesIn, st.BytesOut, st.PacketsIn, st.PacketsOut = 2, 100, 200, 7, 9
+	st.FlowOutcomes = map[string]uint64{"accepted": 5, "denied": 3}
+	st.FlowEnds = map[string]uint64{"closed": 3}
+	st.PacketsDiscarded = map[string]uint64{"keepfaith": 4}
+	st.ICMPv6In = map[string]uint64{"packet_too_big": 1}
+	st.ICMPv6Out = map[string]uint64{"dst_unreachable": 3, "packet_too_big": 0}
+	st.FDLimit = 20000
+	src := &fakeSource{st: []status.Status{st, {Name: "faith1"}}}
 	m := New(src)
 	obs := m.ObserveDial("faith0")
 	obs(2*time.Millisecond, true)

@@ -23,6 +23,8 @@
 # ratios and targets and writes BENCHMARKS.md. Run through 'make bench' (installs tayga, iperf3 and wrk,
 # builds bin/faithif). Needs root. Everything is removed on exit, even on
 # failure. Exits non-zero if the lab cannot be built or a measurement fails.
+# The lab's pieces (namespaces, veths, nginx, faithif) are in
+# test/scripts/lab.sh.
 #
 # Knobs (environment): BENCH_SECONDS (5, length of each measurement),
 # BENCH_REPEAT (3 runs of each, the median is reported), BENCH_IDLE_CONNS
@@ -31,7 +33,7 @@
 # (900 s for the whole run), BENCH_KEEP (1: keep the raw outputs and logs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export PATH=$PATH:/usr/sbin:/sbin
+. test/scripts/lab.sh
 export LC_ALL=C
 
 BIN=${FAITHIF_BIN:-$PWD/bin/faithif}
@@ -54,15 +56,12 @@ SERVER=192.0.2.2
 
 t_start=$(date +%s)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-step() { printf '\n==> [%3ds] %s\n' "$(($(date +%s) - t_start))" "$*"; }
-info() { printf '    %s\n' "$*"; }
-die() { printf '\nbench: FAILED: %s\n' "$*" >&2; exit 1; }
+LAB_T0=$t_start
+LAB_DIE_FORMAT='\nbench: FAILED: %s'
 
-[ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces)"
+lab_check_root
 [ -x "$BIN" ] || die "$BIN not found: run 'make build' (or 'make bench')"
-for tool in ip ss curl nginx tayga iperf3 wrk timeout; do
-	command -v "$tool" >/dev/null || die "$tool not found: run 'test/scripts/install-deps.sh --bench' (make bench does)"
-done
+lab_check_tools "run 'test/scripts/install-deps.sh --bench' (make bench does)" ip ss curl nginx tayga iperf3 wrk timeout
 [ -x "$GO" ] || command -v "$GO" >/dev/null || die "go not found (set GO=/path/to/go)"
 if [ "$PROFILE" = auto ]; then
 	# Debian's perf is a wrapper that fails without a perf for this kernel.
@@ -71,25 +70,12 @@ fi
 
 id=fib$$
 C6=${id}c6 C4=${id}c4 R=${id}r S=${id}s
-TMP=$(mktemp -d /tmp/faithif-bench.XXXXXX)
-chmod 755 "$TMP"
-NAMESPACES=()
-faithif_pid='' tayga_pid='' nginx_pid='' watchdog_pid=''
+lab_tmpdir bench
+TMP=$LAB_TMP
+tayga_pid='' watchdog_pid=''
 SERVER_PIDS=() # iperf3 servers and the connection holders
 DIALER_PIDS=()
 nat64_made=0
-
-stop_pid() { # pid signal seconds: signal, wait, then SIGKILL
-	local pid=$1 sig=$2 secs=$3 i
-	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-	kill "-$sig" "$pid" 2>/dev/null || true
-	for ((i = 0; i < secs * 10; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
 
 stop_faithif() {
 	local pid=$faithif_pid i
@@ -121,7 +107,8 @@ stop_dialers() {
 cleanup() {
 	local status=$? ns p
 	set +e
-	trap - INT TERM ERR
+	trap - ERR
+	trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
 	step "Cleaning up"
 	[ -n "$watchdog_pid" ] && kill "$watchdog_pid" 2>/dev/null
 	stop_dialers
@@ -131,16 +118,16 @@ cleanup() {
 	stop_pid "$nginx_pid" QUIT 5
 	# Anything still running in the lab's namespaces was started here (a
 	# client tool left by a killed timeout, an nginx worker): end it by pid.
-	for ns in "${NAMESPACES[@]}"; do
+	for ns in "${LAB_NAMESPACES[@]}"; do
 		for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
 	done
-	for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
+	lab_del_namespaces
 	rm -f "$TMP"/perf-*.data
 	if [ -n "${BENCH_KEEP:-}" ]; then
-		info "removed namespaces ${NAMESPACES[*]:-(none)} and the nat64 tun; raw outputs kept in $TMP"
+		info "removed namespaces ${LAB_NAMESPACES[*]:-(none)} and the nat64 tun; raw outputs kept in $TMP"
 	else
 		rm -rf "$TMP"
-		info "removed namespaces ${NAMESPACES[*]:-(none)}, the nat64 tun and $TMP"
+		info "removed namespaces ${LAB_NAMESPACES[*]:-(none)}, the nat64 tun and $TMP"
 	fi
 	if [ "$status" -ne 0 ]; then
 		printf 'bench: exit status %d\n' "$status" >&2
@@ -174,88 +161,35 @@ FAITHIF=$TMP/faithif
 # The lab.
 #
 step "Creating namespaces: client6 $C6, client4 $C4, router $R, server $S"
-for ns in "$C6" "$C4" "$R" "$S"; do
-	ip netns add "$ns" || die "ip netns add $ns"
-	NAMESPACES+=("$ns")
-	ip -n "$ns" link set lo up
+lab_netns "$C6" ipv6
+lab_netns "$C4" ipv4
+lab_netns "$R" router
+lab_netns "$S" ipv4
+lab_sysctl "$R" net.ipv4.ip_forward=1
+for ns in "${LAB_NAMESPACES[@]}"; do
 	# Many short connections from one address: wide port range, reuse
 	# TIME_WAIT ports for new outgoing connections.
-	ip netns exec "$ns" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 \
+	lab_sysctl "$ns" net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 \
 		net.core.somaxconn=8192 net.ipv4.tcp_max_syn_backlog=8192
 done
-ip netns exec "$C6" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
-ip netns exec "$R" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
-	net.ipv6.conf.all.forwarding=1 net.ipv4.ip_forward=1
-for ns in "$C4" "$S"; do
-	ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-done
 
-ip -n "$R" link add r6 type veth peer name c0 netns "$C6"
-ip -n "$R" link add r4 type veth peer name c0 netns "$C4"
-ip -n "$R" link add rs type veth peer name s0 netns "$S"
-ip -n "$C6" addr add 2001:db8:1::2/64 dev c0 nodad
-ip -n "$R" addr add 2001:db8:1::1/64 dev r6 nodad
-ip -n "$C4" addr add 198.51.100.2/24 dev c0
-ip -n "$R" addr add 198.51.100.1/24 dev r4
-ip -n "$R" addr add 192.0.2.1/24 dev rs
-ip -n "$S" addr add $SERVER/24 dev s0
-for l in "$C6 c0" "$C4 c0" "$R r6" "$R r4" "$R rs" "$S s0"; do
-	set -- $l
-	ip -n "$1" link set "$2" up
-done
+lab_veth "$R" r6 2001:db8:1::1/64 "$C6" c0 2001:db8:1::2/64
+lab_veth "$R" r4 198.51.100.1/24 "$C4" c0 198.51.100.2/24
+lab_veth "$R" rs 192.0.2.1/24 "$S" s0 $SERVER/24
 ip -n "$C6" -6 route add default via 2001:db8:1::1 dev c0
 ip -n "$C4" -4 route add default via 198.51.100.1 dev c0
 ip -n "$S" -4 route add default via 192.0.2.1 dev s0
-link_ready() { # ns dev v6
-	ip -n "$1" -o link show dev "$2" | grep -q 'state UP' || return 1
-	[ "$3" = 0 ] && return 0
-	ip -n "$1" -o -6 addr show dev "$2" scope link | grep -v tentative | grep -q fe80:
-}
-for i in $(seq 100); do
-	if link_ready "$C6" c0 1 && link_ready "$R" r6 1 && link_ready "$R" r4 0 &&
-		link_ready "$C4" c0 0 && link_ready "$R" rs 0 && link_ready "$S" s0 0; then break; fi
-	[ "$i" -lt 100 ] || die "veth links not up after 5 s"
-	sleep 0.05
-done
+lab_wait_links
 info "client6 2001:db8:1::2 | client4 198.51.100.2 -> router -> server $SERVER"
 
 #
 # The server: nginx, iperf3, the idle-connection holders.
 #
 step "Starting the server's nginx, iperf3 and connection holders in $S"
-mkdir -p "$TMP/www" "$TMP/nginx"
+mkdir -p "$TMP/www"
 head -c 1024 /dev/zero | tr '\0' 'x' >"$TMP/www/index.html" # 1 KiB
-chmod -R a+rX "$TMP/www"
-group=nogroup
-getent group nogroup >/dev/null || group=nobody
-cat >"$TMP/nginx/nginx.conf" <<EOF
-user nobody $group;
-worker_processes 1;
-worker_rlimit_nofile 16384;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    types { text/html html; }
-    default_type text/plain;
-    keepalive_timeout 300s;
-    keepalive_requests 10000000;
-    server {
-        listen $SERVER:80 backlog=8192;
-        root $TMP/www;
-        index index.html;
-    }
-}
-EOF
-ip netns exec "$S" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" &
-nginx_pid=$!
+lab_start_nginx "$S" "$SERVER:80 backlog=8192" 8192 off "worker_rlimit_nofile 16384;" \
+	"keepalive_timeout 300s; keepalive_requests 10000000;"
 IPERF_PORTS=(5201 5202 5203)
 for port in "${IPERF_PORTS[@]}"; do
 	ip netns exec "$S" iperf3 -s -B $SERVER -p "$port" >"$TMP/iperf3-server-$port.log" 2>&1 &
@@ -267,15 +201,14 @@ for port in "${HOLD_PORTS[@]}"; do
 		>"$TMP/holder-$port.log" 2>&1 &
 	SERVER_PIDS+=($!)
 done
-listening() { ip netns exec "$S" ss -Htln "sport = :$1" | grep -q .; }
-for i in $(seq 100); do
-	ok=1
-	for port in 80 "${IPERF_PORTS[@]}" "${HOLD_PORTS[@]}"; do listening "$port" || ok=0; done
-	[ $ok = 1 ] && break
-	kill -0 "$nginx_pid" 2>/dev/null || die "nginx exited: $(cat "$TMP/nginx/error.log" 2>/dev/null)"
-	[ "$i" -lt 100 ] || die "server not listening on 80, ${IPERF_PORTS[*]} and ${HOLD_PORTS[*]} after 10 s: $(ip netns exec "$S" ss -Htln)"
-	sleep 0.1
-done
+server_listening() {
+	local port
+	for port in 80 "${IPERF_PORTS[@]}" "${HOLD_PORTS[@]}"; do
+		ip netns exec "$S" ss -Htln "sport = :$port" | grep -q . || return 1
+	done
+}
+lab_wait 100 0.1 nginx "$nginx_pid" "$TMP/nginx/error.log" server_listening ||
+	die "server not listening on 80, ${IPERF_PORTS[*]} and ${HOLD_PORTS[*]} after 10 s: $(ip netns exec "$S" ss -Htln)"
 info "nginx :80 (1 KiB index.html, 1 worker, keepalive), iperf3 :${IPERF_PORTS[*]}, holders :${HOLD_PORTS[*]}"
 
 #
@@ -493,17 +426,8 @@ profile() {
 faithif_status() { timeout 10 ip netns exec "$R" env FAITHIF_RUN_DIR="$TMP/run" "$FAITHIF" show faith0 --json; }
 
 start_faithif() {
-	local log=$TMP/faithif-$1.log i
-	mkdir -p "$TMP/run"
-	ip netns exec "$R" env FAITHIF_RUN_DIR="$TMP/run" "$FAITHIF" create faith0 --prefix "$FAITH_PREFIX" \
-		--keepfaith --route -f --max-flows-per-client 20000 --max-handshakes-per-client 1024 2>"$log" &
-	faithif_pid=$!
-	for i in $(seq 100); do
-		grep -q 'msg=ready' "$log" 2>/dev/null && break
-		kill -0 "$faithif_pid" 2>/dev/null || die "faithif exited: $(cat "$log")"
-		[ "$i" -lt 100 ] || die "faithif not ready after 10 s: $(cat "$log")"
-		sleep 0.1
-	done
+	lab_start_faithif "$R" "$TMP/run" "$FAITHIF" "$TMP/faithif-$1.log" create faith0 --prefix "$FAITH_PREFIX" \
+		--keepfaith --route -f --max-flows-per-client 20000 --max-handshakes-per-client 1024
 	ip -n "$R" -6 route show "$FAITH_PREFIX" | grep -q faith0 || die "faithif --route did not install $FAITH_PREFIX dev faith0"
 }
 

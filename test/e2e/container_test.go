@@ -383,7 +383,7 @@ grace = "1s"
 			t.Errorf("docker exec faithif show: %s", r)
 		} else if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil {
 			t.Errorf("show --json: %v: %s", err, r.Stdout)
-		} else if st.PID != pid || st.FlowsAccepted != 3 || st.Rules != "/etc/faithif/faithd.conf" || !st.Keepfaith {
+		} else if st.PID != pid || st.FlowsAccepted != 3 || st.Rules != "/etc/faithif/faithd.conf" || !st.KeepFaith {
 			t.Errorf("show inside the container: %s; want pid %d, 3 flows accepted, rules /etc/faithif/faithd.conf, keepfaith", r.Stdout, pid)
 		}
 		if code, body, err := lab.Router.HTTPGet(ctx, "http://"+metricsAddr+"/readyz"); err != nil || code != 200 {

@@ -29,7 +29,7 @@ func TestCounters(t *testing.T) {
 	if st0.FlowsTotal != 0 || st0.FlowsAccepted != 0 || st0.BytesIn != 0 || st0.BytesOut != 0 || st0.FlowsOpen != 0 {
 		t.Errorf("fresh instance has non-zero flow counters: %s", st0.Raw)
 	}
-	if !st0.Keepfaith {
+	if !st0.KeepFaith {
 		t.Errorf("created with --keepfaith but show says keepfaith false: %s", st0.Raw)
 	}
 

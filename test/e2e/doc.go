@@ -8,6 +8,11 @@
 // tool they need is missing. The binary under test is $FAITHIF_BIN, or one
 // built from ./cmd/faithif for the test run.
 //
+// Each file holds the tests of one feature (rules_test.go: the access
+// rules; refuse_test.go: refused flows; limits_test.go: per-client and
+// descriptor limits; ...) and the helpers only it uses; helpers_test.go
+// holds the helpers that several files use.
+//
 // Run them with:
 //
 //	sudo go test -count=1 -timeout 12m ./test/e2e/

@@ -462,3 +462,15 @@ func toErrno(err error) syscall.Errno {
 	e, _ := err.(syscall.Errno)
 	return e
 }
+
+// refusedLines returns faithif's "flow refused" log lines for the client's
+// flows from lport.
+func refusedLines(f *netlab.Faithif, lport int) []string {
+	var out []string
+	for _, l := range strings.Split(f.Stderr(), "\n") {
+		if hasAll(l, `msg="flow refused"`, clientTag(lport)) {
+			out = append(out, l)
+		}
+	}
+	return out
+}

@@ -30,7 +30,7 @@ func TestKeepfaith(t *testing.T) {
 	}
 	if st, err := lab.Show(); err != nil {
 		t.Fatal(err)
-	} else if st.Keepfaith {
+	} else if st.KeepFaith {
 		t.Errorf("show says keepfaith true before it was set: %s", st.Raw)
 	} else if st.Name != netlab.FaithIf || st.MTU != 1500 || !slices.Contains(st.Prefixes, netlab.FaithPrefix) {
 		t.Errorf("show: name %q mtu %d prefixes %v; want %s, 1500, [%s]", st.Name, st.MTU, st.Prefixes, netlab.FaithIf, netlab.FaithPrefix)
@@ -48,14 +48,14 @@ func TestKeepfaith(t *testing.T) {
 	if !isTimeout(err) {
 		t.Fatalf("connect with keepfaith=0 after %v: %v; want a timeout (packets silently discarded)", time.Since(start), err)
 	}
-	st := waitStatus(t, lab, 3*time.Second, func(s *netlab.Status) bool { return s.PacketsDiscarded.Keepfaith > 0 })
-	if st.PacketsDiscarded.Keepfaith == 0 {
+	st := waitStatus(t, lab, 3*time.Second, func(s *netlab.Status) bool { return s.PacketsDiscarded["keepfaith"] > 0 })
+	if st.PacketsDiscarded["keepfaith"] == 0 {
 		t.Errorf("packets_discarded.keepfaith = 0 after a connect with keepfaith=0: %s", st.Raw)
 	}
 	if st.FlowsAccepted != 0 {
 		t.Errorf("flows_accepted = %d with keepfaith=0, want 0: %s", st.FlowsAccepted, st.Raw)
 	}
-	t.Logf("keepfaith=0: connect timed out, %d packets discarded", st.PacketsDiscarded.Keepfaith)
+	t.Logf("keepfaith=0: connect timed out, %d packets discarded", st.PacketsDiscarded["keepfaith"])
 
 	// Switch it on at run time.
 	r := lab.Faithif("sysctl", keepfaithKey+"=1")
@@ -69,7 +69,7 @@ func TestKeepfaith(t *testing.T) {
 		t.Errorf("faithif sysctl %s after setting: %s; want stdout %q", keepfaithKey, r, keepfaithKey+": 1")
 	}
 	start = time.Now()
-	if err := echoRoundTrip(ctx, lab, port, "hello after keepfaith=1"); err != nil {
+	if err := echoRoundTrip(ctx, lab, serverAddr(port), "hello after keepfaith=1"); err != nil {
 		t.Fatalf("after keepfaith=1: %v", err)
 	}
 	t.Logf("first connection after keepfaith=1 took %v", time.Since(start).Round(time.Microsecond))
@@ -80,8 +80,8 @@ func TestKeepfaith(t *testing.T) {
 	}
 	if st, err := lab.Show(); err != nil {
 		t.Fatal(err)
-	} else if !st.Keepfaith || st.FlowsAccepted < 1 {
-		t.Errorf("show after keepfaith=1 and one flow: keepfaith %v flows_accepted %d: %s", st.Keepfaith, st.FlowsAccepted, st.Raw)
+	} else if !st.KeepFaith || st.FlowsAccepted < 1 {
+		t.Errorf("show after keepfaith=1 and one flow: keepfaith %v flows_accepted %d: %s", st.KeepFaith, st.FlowsAccepted, st.Raw)
 	}
 
 	// destroy stops the instance and removes the link and its socket.
@@ -101,10 +101,10 @@ func TestKeepfaith(t *testing.T) {
 	f2 := lab.StartFaithif(t) // still no --keepfaith
 	if st, err := lab.Show(); err != nil {
 		t.Fatal(err)
-	} else if !st.Keepfaith {
+	} else if !st.KeepFaith {
 		t.Errorf("new instance in the same run dir: keepfaith false, want true (persisted): %s", st.Raw)
 	}
-	if err := echoRoundTrip(ctx, lab, port, "hello from the second instance"); err != nil {
+	if err := echoRoundTrip(ctx, lab, serverAddr(port), "hello from the second instance"); err != nil {
 		t.Errorf("second instance: %v", err)
 	}
 

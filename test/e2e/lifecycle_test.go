@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -54,106 +52,9 @@ func readLog(lab *netlab.Lab, name string) string {
 	return string(b)
 }
 
-// waitFileLog waits up to timeout for a line of the background instance's
-// log that contains every one of subs, and returns it.
-func waitFileLog(lab *netlab.Lab, name string, timeout time.Duration, subs ...string) (string, bool) {
-	deadline := time.Now().Add(timeout)
-	for {
-		if line, ok := findLine(readLog(lab, name), subs...); ok {
-			return line, true
-		}
-		if time.Now().After(deadline) {
-			return "", false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// findLine returns the first line of log holding every one of subs.
-func findLine(log string, subs ...string) (string, bool) {
-	for _, line := range strings.Split(log, "\n") {
-		if hasAll(line, subs...) {
-			return line, true
-		}
-	}
-	return "", false
-}
-
-// countLines counts the lines of log holding every one of subs.
-func countLines(log string, subs ...string) int {
-	n := 0
-	for _, line := range strings.Split(log, "\n") {
-		if hasAll(line, subs...) {
-			n++
-		}
-	}
-	return n
-}
-
-func hasAll(line string, subs ...string) bool {
-	if line == "" {
-		return false
-	}
-	for _, s := range subs {
-		if !strings.Contains(line, s) {
-			return false
-		}
-	}
-	return true
-}
-
-// routeFaith routes prefix to dev in the router by hand (what --route does).
-func routeFaith(t *testing.T, lab *netlab.Lab, prefix, dev string) {
-	t.Helper()
-	if _, err := lab.Router.IP("-6", "route", "replace", prefix, "dev", dev); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// hasLink reports whether the router has a link called name.
-func hasLink(t *testing.T, lab *netlab.Lab, name string) bool {
-	t.Helper()
-	links, err := lab.Router.LinkNames()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return slices.Contains(links, name)
-}
-
-// faithLinks returns the router's links whose name starts with "faith".
-func faithLinks(t *testing.T, lab *netlab.Lab) []string {
-	t.Helper()
-	links, err := lab.Router.LinkNames()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, l := range links {
-		if strings.HasPrefix(l, "faith") {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
 // socketPath returns the control socket of name in the lab's run dir.
 func socketPath(lab *netlab.Lab, name string) string {
 	return filepath.Join(lab.RunDir, name+".sock")
-}
-
-// checkNothingLeft fails the test if the router has a faith link, the run
-// dir a control socket, or a faithif process of the lab is still running.
-func checkNothingLeft(t *testing.T, lab *netlab.Lab, what string) {
-	t.Helper()
-	if l := faithLinks(t, lab); len(l) > 0 {
-		t.Errorf("%s: faith links left in the router: %v", what, l)
-	}
-	if socks, _ := filepath.Glob(filepath.Join(lab.RunDir, "*.sock")); len(socks) > 0 {
-		t.Errorf("%s: control sockets left in the run dir: %v", what, socks)
-	}
-	if pids := netlab.RunDirPids(lab.RunDir); len(pids) > 0 {
-		t.Errorf("%s: faithif processes left running: %v", what, pids)
-	}
 }
 
 // checkDestroyed checks that instance name with process pid is gone: no
@@ -172,58 +73,6 @@ func checkDestroyed(t *testing.T, lab *netlab.Lab, name string, pid int) {
 	} else if d := time.Since(start); d > 100*time.Millisecond {
 		t.Logf("process %d exited %v after destroy returned", pid, d.Round(time.Millisecond))
 	}
-}
-
-// embed returns ip4 embedded in the RFC 6052 prefix pfx (/32, /40, /48, /56,
-// /64 or /96): bits 64..71 (the "u" octet) are skipped.
-func embed(pfx, ip4 string) string {
-	p := netip.MustParsePrefix(pfx)
-	a := p.Addr().As16()
-	v4 := netip.MustParseAddr(ip4).As4()
-	i := p.Bits() / 8
-	for _, b := range v4 {
-		if i == 8 {
-			i++
-		}
-		a[i] = b
-		i++
-	}
-	return netip.AddrFrom16(a).String()
-}
-
-// roundTripTo checks an echo through a new connection from the client to
-// addr (host:port).
-func roundTripTo(ctx context.Context, lab *netlab.Lab, addr, msg string) error {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	nc, err := lab.Client.Dial(dctx, "tcp6", addr)
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", addr, err)
-	}
-	c := nc.(*net.TCPConn)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, msg); err != nil {
-		return fmt.Errorf("write to %s: %w", addr, err)
-	}
-	c.CloseWrite()
-	got, err := io.ReadAll(c)
-	if err != nil {
-		return fmt.Errorf("read echo from %s: %w", addr, err)
-	}
-	if string(got) != msg {
-		return fmt.Errorf("echo from %s = %q, want %q", addr, got, msg)
-	}
-	return nil
-}
-
-// echoServer starts an echo server on the server namespace and returns its
-// port.
-func echoServer(t *testing.T, lab *netlab.Lab) int {
-	t.Helper()
-	l, port := listenServer(t, lab)
-	serve(t, l, echoHandler)
-	return port
 }
 
 // TestBackgroundCreateDestroy checks "faithif create" without -f: it returns
@@ -249,7 +98,7 @@ func TestBackgroundCreateDestroy(t *testing.T) {
 	if err != nil {
 		t.Fatalf("show right after create returned: %v", err)
 	}
-	if st.PID != pid || st.Name != "faith0" || !st.Keepfaith || !slices.Equal(st.Prefixes, []string{netlab.FaithPrefix}) {
+	if st.PID != pid || st.Name != "faith0" || !st.KeepFaith || !slices.Equal(st.Prefixes, []string{netlab.FaithPrefix}) {
 		t.Errorf("show: %s; want pid %d, faith0, keepfaith, prefixes [%s]", st.Raw, pid, netlab.FaithPrefix)
 	}
 	if !netlab.ProcessAlive(pid) {
@@ -263,7 +112,7 @@ func TestBackgroundCreateDestroy(t *testing.T) {
 	}
 
 	routeFaith(t, lab, netlab.FaithPrefix, "faith0")
-	if err := echoRoundTrip(ctx, lab, port, "hello through a background faith0"); err != nil {
+	if err := echoRoundTrip(ctx, lab, serverAddr(port), "hello through a background faith0"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -366,7 +215,7 @@ func TestLifecycleErrors(t *testing.T) {
 	t.Run("CreateTwice", func(t *testing.T) {
 		pid := bgCreate(t, lab, "faith0", "--prefix", pfx, "--keepfaith")
 		routeFaith(t, lab, pfx, "faith0")
-		if err := echoRoundTrip(ctx, lab, port, "first"); err != nil {
+		if err := echoRoundTrip(ctx, lab, serverAddr(port), "first"); err != nil {
 			t.Fatal(err)
 		}
 		expect(t, lab.Faithif("create", "faith0", "--prefix", pfx, "--keepfaith"), 1, "already exists")
@@ -382,7 +231,7 @@ func TestLifecycleErrors(t *testing.T) {
 		if st.PID != pid {
 			t.Errorf("show pid %d after the second create, want %d", st.PID, pid)
 		}
-		if err := echoRoundTrip(ctx, lab, port, "still works after the second create"); err != nil {
+		if err := echoRoundTrip(ctx, lab, serverAddr(port), "still works after the second create"); err != nil {
 			t.Fatal(err)
 		}
 		if pids := netlab.RunDirPids(lab.RunDir); !slices.Equal(pids, []int{pid}) {
@@ -444,8 +293,8 @@ func TestRouteFlag(t *testing.T) {
 				t.Errorf("show routes %v, want %v", st.Routes, tc.prefixes)
 			}
 			for i, p := range tc.prefixes {
-				addr := net.JoinHostPort(embed(p, netlab.ServerAddr), strconv.Itoa(port))
-				if err := roundTripTo(ctx, lab, addr, fmt.Sprintf("via %s", p)); err != nil {
+				addr := faithTo(p, netlab.ServerAddr, port)
+				if err := echoRoundTrip(ctx, lab, addr, fmt.Sprintf("via %s", p)); err != nil {
 					t.Errorf("through %s: %v", p, err)
 				}
 				if st, err := lab.Show(); err != nil {
@@ -518,9 +367,9 @@ func TestTwoInterfaces(t *testing.T) {
 		t.Fatalf("both interfaces report pid %d", pids["faith0"])
 	}
 	for _, fi := range ifs {
-		addr := net.JoinHostPort(embed(fi.prefix, netlab.ServerAddr), strconv.Itoa(port))
+		addr := faithTo(fi.prefix, netlab.ServerAddr, port)
 		for i := range fi.flows {
-			if err := roundTripTo(ctx, lab, addr, fmt.Sprintf("%s flow %d", fi.name, i)); err != nil {
+			if err := echoRoundTrip(ctx, lab, addr, fmt.Sprintf("%s flow %d", fi.name, i)); err != nil {
 				t.Fatalf("%s: %v", fi.name, err)
 			}
 		}
@@ -558,8 +407,8 @@ func TestTwoInterfaces(t *testing.T) {
 		t.Fatalf("destroy faith0: %s", r)
 	}
 	checkDestroyed(t, lab, "faith0", pids["faith0"])
-	addr1 := net.JoinHostPort(embed(ifs[1].prefix, netlab.ServerAddr), strconv.Itoa(port))
-	if err := roundTripTo(ctx, lab, addr1, "faith1 after faith0 is gone"); err != nil {
+	addr1 := faithTo(ifs[1].prefix, netlab.ServerAddr, port)
+	if err := echoRoundTrip(ctx, lab, addr1, "faith1 after faith0 is gone"); err != nil {
 		t.Fatal(err)
 	}
 	if r := lab.Faithif("destroy", "faith1"); r.ExitCode != 0 {
@@ -588,7 +437,7 @@ func TestLinkDelete(t *testing.T) {
 			lab, f := startLab(t, "--keepfaith")
 			ctx := testCtx(t, time.Minute)
 			port := echoServer(t, lab)
-			if err := echoRoundTrip(ctx, lab, port, "before ip link del"); err != nil {
+			if err := echoRoundTrip(ctx, lab, serverAddr(port), "before ip link del"); err != nil {
 				t.Fatal(err)
 			}
 			if open {
@@ -687,7 +536,7 @@ func TestStaleSocket(t *testing.T) {
 			t.Errorf("show pid %d, want %d", st.PID, wantPid)
 		}
 		routeFaith(t, lab, netlab.FaithPrefix, "faith0")
-		if err := echoRoundTrip(ctx, lab, port, "after a stale socket"); err != nil {
+		if err := echoRoundTrip(ctx, lab, serverAddr(port), "after a stale socket"); err != nil {
 			t.Fatal(err)
 		}
 	}

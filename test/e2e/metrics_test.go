@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -17,119 +16,9 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/faithif/faithif/test/netlab"
 )
-
-// scrape fetches http://addr/metrics from inside ns and parses the
-// Prometheus text format.
-func scrape(t *testing.T, ctx context.Context, ns *netlab.Namespace, addr string) map[string]*dto.MetricFamily {
-	t.Helper()
-	mfs, err := tryScrape(ctx, ns, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mfs
-}
-
-func tryScrape(ctx context.Context, ns *netlab.Namespace, addr string) (map[string]*dto.MetricFamily, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := ns.HTTPClient().Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("scrape %s in %s: %w", addr, ns.Name, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", addr, err)
-	}
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("scrape %s: status %d: %s", addr, resp.StatusCode, body)
-	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
-		return nil, fmt.Errorf("scrape %s: Content-Type %q, want the text format", addr, ct)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("scrape %s: parse: %w\n%s", addr, err, body)
-	}
-	return mfs, nil
-}
-
-// labelsMatch reports whether m has every label in want (name, value,
-// name, value...).
-func labelsMatch(m *dto.Metric, want []string) bool {
-	for i := 0; i+1 < len(want); i += 2 {
-		found := false
-		for _, lp := range m.GetLabel() {
-			if lp.GetName() == want[i] && lp.GetValue() == want[i+1] {
-				found = true
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
-}
-
-// metricValue returns the counter or gauge value of the one sample of
-// family name with the given labels (name, value, ...); it fails the test
-// if there is not exactly one.
-func metricValue(t *testing.T, mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	t.Helper()
-	m := oneMetric(t, mfs, name, labels...)
-	if m == nil {
-		return -1
-	}
-	switch {
-	case m.Counter != nil:
-		return m.GetCounter().GetValue()
-	case m.Gauge != nil:
-		return m.GetGauge().GetValue()
-	case m.Untyped != nil:
-		return m.GetUntyped().GetValue()
-	}
-	t.Errorf("%s%v is neither a counter nor a gauge", name, labels)
-	return -1
-}
-
-func oneMetric(t *testing.T, mfs map[string]*dto.MetricFamily, name string, labels ...string) *dto.Metric {
-	t.Helper()
-	mf, ok := mfs[name]
-	if !ok {
-		t.Errorf("no metric family %s", name)
-		return nil
-	}
-	var found []*dto.Metric
-	for _, m := range mf.GetMetric() {
-		if labelsMatch(m, labels) {
-			found = append(found, m)
-		}
-	}
-	if len(found) != 1 {
-		t.Errorf("%d samples of %s with labels %v, want 1", len(found), name, labels)
-		return nil
-	}
-	return found[0]
-}
-
-// metricSum adds up the samples of family name with the given labels.
-func metricSum(mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	var s float64
-	for _, m := range mfs[name].GetMetric() {
-		if labelsMatch(m, labels) {
-			s += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return s
-}
 
 // sizedHandler reads what the client sends until it half-closes, then
 // answers replySize(n) bytes of randBytes(n, ...) and closes: both
@@ -211,10 +100,9 @@ func TestMetrics(t *testing.T) {
 			dir := netlab.TempDir(t, "conf")
 			rules := filepath.Join(dir, "faithd.conf")
 			const deniedIP = "192.0.2.99"
-			writeConf(t, rules,
-				"# metrics e2e test",
-				"2001:db8:1::/64 deny "+deniedIP,
-				"2001:db8:1::/64 permit 192.0.2.0/24")
+			writeFile(t, rules, "# metrics e2e test\n"+
+				"2001:db8:1::/64 deny "+deniedIP+"\n"+
+				"2001:db8:1::/64 permit 192.0.2.0/24\n")
 
 			var f *netlab.Faithif
 			if mode == "Run" {

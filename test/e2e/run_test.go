@@ -4,14 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,125 +26,7 @@ const (
 	runPrefix0 = netlab.FaithPrefix // faith0, routed in main with metric 50
 	runPrefix1 = "2001:db8:47::/96" // faith1, routed in table 100
 	runTable1  = "100"
-	// metricsAddr is where the run tests serve metrics, on the loopback of
-	// the lab's router namespace (not the host's).
-	metricsAddr = "127.0.0.1:9464"
 )
-
-// writeFile writes text to path.
-func writeFile(t *testing.T, path, text string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// nsState is what "faithif run" may change in a namespace, as text to
-// compare: links, addresses, IPv4 and IPv6 routes of every table, policy
-// rules, some sysctls, the keepfaith value as "faithif sysctl" reads it,
-// and what is in the run directory (control sockets).
-type nsState struct {
-	Links, Addrs, Routes6, Routes4, Rules6 string
-	Sysctls                                map[string]string
-	KeepFaith                              string
-	RunDir                                 []string
-}
-
-// runSysctls are the kernel parameters the run tests' configurations set,
-// and the per-link copies that setting "all" changes.
-var runSysctls = []string{
-	"net.ipv6.conf.all.forwarding",
-	"net.ipv6.conf.default.forwarding",
-	"net.ipv6.conf." + netlab.RouterClientLink + ".forwarding",
-	"net.ipv6.conf.default.hop_limit",
-	"net.ipv6.conf.all.hop_limit",
-	"net.ipv6.conf.default.accept_dad",
-}
-
-// snapshot records the state of ns, whose faithif run directory is runDir.
-func snapshot(t *testing.T, ns *netlab.Namespace, runDir string) nsState {
-	t.Helper()
-	// Lines sorted: the kernel lists some routes (the anycast ones IPv6
-	// forwarding adds, for instance) in an order that can change when they
-	// are removed and added again; the set is the state.
-	ip := func(args ...string) string {
-		out, err := ns.IP(args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
-		slices.Sort(lines)
-		return strings.Join(lines, "\n")
-	}
-	st := nsState{
-		Links:   ip("-o", "link", "show"),
-		Addrs:   ip("-o", "addr", "show"),
-		Routes6: ip("-6", "route", "show", "table", "all"),
-		Routes4: ip("-4", "route", "show", "table", "all"),
-		Rules6:  ip("-6", "rule", "show"),
-		Sysctls: map[string]string{},
-	}
-	for _, k := range runSysctls {
-		v, err := ns.ReadSysctl(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st.Sysctls[k] = v
-	}
-	st.KeepFaith = keepfaith(t, ns, runDir)
-	ents, err := os.ReadDir(runDir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		// The stored keepfaith value is compared through faithif sysctl;
-		// logs of background instances are not state.
-		if e.Name() != "keepfaith" && !strings.HasSuffix(e.Name(), ".log") {
-			st.RunDir = append(st.RunDir, e.Name())
-		}
-	}
-	return st
-}
-
-// keepfaith returns what "faithif sysctl net.inet6.ip6.keepfaith" prints
-// in ns with FAITHIF_RUN_DIR=runDir.
-func keepfaith(t *testing.T, ns *netlab.Namespace, runDir string) string {
-	t.Helper()
-	r := faithifIn(t, ns, runDir, "sysctl", "net.inet6.ip6.keepfaith")
-	if r.ExitCode != 0 {
-		t.Fatalf("faithif sysctl net.inet6.ip6.keepfaith: %s", r)
-	}
-	return strings.TrimSpace(r.Stdout)
-}
-
-// faithifIn runs "faithif ARGS..." in ns with FAITHIF_RUN_DIR=runDir.
-func faithifIn(t *testing.T, ns *netlab.Namespace, runDir string, args ...string) netlab.Result {
-	t.Helper()
-	bin := netlab.Binary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), netlab.CommandTimeout)
-	defer cancel()
-	return netlab.RunCommand(ns.Command(ctx, []string{"FAITHIF_RUN_DIR=" + runDir}, bin, args...))
-}
-
-// sameState fails the test with what differs between want and got.
-func sameState(t *testing.T, what string, want, got nsState) {
-	t.Helper()
-	diff := func(name, a, b string) {
-		if a != b {
-			t.Errorf("%s: %s changed:\nbefore:\n%s\nafter:\n%s", what, name, a, b)
-		}
-	}
-	diff("links (ip -o link)", want.Links, got.Links)
-	diff("addresses (ip -o addr)", want.Addrs, got.Addrs)
-	diff("IPv6 routes (ip -6 route show table all)", want.Routes6, got.Routes6)
-	diff("IPv4 routes (ip -4 route show table all)", want.Routes4, got.Routes4)
-	diff("IPv6 rules (ip -6 rule)", want.Rules6, got.Rules6)
-	for _, k := range runSysctls {
-		diff("sysctl "+k, want.Sysctls[k], got.Sysctls[k])
-	}
-	diff("keepfaith (faithif sysctl)", want.KeepFaith, got.KeepFaith)
-	diff("run directory", strings.Join(want.RunDir, " "), strings.Join(got.RunDir, " "))
-}
 
 // runConf is the run tests' configuration: faith0 and faith1 with their
 // routes (metric 50 in main; table 100), two sysctls, keepfaith and
@@ -195,54 +73,6 @@ func prepareRunRouter(t *testing.T, lab *netlab.Lab) {
 	if _, err := lab.Router.IP("-6", "rule", "add", "to", runPrefix1, "lookup", runTable1, "pref", "100"); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// faithTo returns [ip4 embedded in prefix]:port.
-func faithTo(prefix, ip4 string, port int) string {
-	return net.JoinHostPort(embed(prefix, ip4), strconv.Itoa(port))
-}
-
-// echoFlows opens n flows to addr from the client, each sending size
-// random bytes (seeded by seed+i) while reading the echo, and checks the
-// echo byte for byte and the close.
-func echoFlows(t *testing.T, ctx context.Context, lab *netlab.Lab, addr string, n, size int, seed uint64) {
-	t.Helper()
-	for i := range n {
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		nc, err := lab.Client.Dial(dctx, "tcp6", addr)
-		cancel()
-		if err != nil {
-			t.Fatalf("flow %d to %s: connect: %v", i, addr, err)
-		}
-		c := nc.(*net.TCPConn)
-		echoExchange(t, c, seed+uint64(i), size)
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		c.CloseWrite()
-		if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
-			t.Errorf("flow %d to %s: after the echo: %d more bytes, %v; want a clean EOF", i, addr, len(b), err)
-		}
-		c.Close()
-	}
-}
-
-// stopRun sends SIGTERM to a "faithif run" process and checks that it
-// exits with status 0 within bound.
-func stopRun(t *testing.T, f *netlab.Faithif, bound time.Duration) time.Duration {
-	t.Helper()
-	f.ExpectExit()
-	start := time.Now()
-	if err := f.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
-	}
-	if !f.Wait(bound) {
-		t.Fatalf("faithif run still running %v after SIGTERM\nstderr:\n%s", bound, f.Stderr())
-	}
-	d := time.Since(start)
-	if err := f.ExitErr(); err != nil {
-		t.Errorf("faithif run exit after SIGTERM: %v, want status 0\nstderr:\n%s", err, f.Stderr())
-	}
-	t.Logf("faithif run exited %v after SIGTERM", d.Round(time.Millisecond))
-	return d
 }
 
 // TestRunLifecycle runs the appliance through its whole life: the router's
@@ -340,7 +170,7 @@ func TestRunLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		if st.Name != want.name || st.PID != f.Pid() || !slices.Equal(st.Prefixes, []string{want.prefix}) ||
-			!slices.Equal(st.Routes, []string{want.route}) || st.MTU != want.mtu || !st.Keepfaith || st.Draining {
+			!slices.Equal(st.Routes, []string{want.route}) || st.MTU != want.mtu || !st.KeepFaith || st.Draining {
 			t.Errorf("show %s: %s\nwant name %s, pid %d, prefixes [%s], routes [%s], mtu %d, keepfaith, not draining",
 				want.name, st.Raw, want.name, f.Pid(), want.prefix, want.route, want.mtu)
 		}
@@ -391,17 +221,6 @@ func firstLine(s string) string {
 		return fmt.Sprintf("%s [+%d lines]", s[:i], strings.Count(s, "\n"))
 	}
 	return s
-}
-
-// lineOf returns the 1-based number of the line on which sub (which may
-// span lines) first starts in text.
-func lineOf(t *testing.T, text, sub string) int {
-	t.Helper()
-	i := strings.Index(text, sub)
-	if i < 0 {
-		t.Fatalf("no %q in:\n%s", sub, text)
-	}
-	return strings.Count(text[:i], "\n") + 1
 }
 
 // errTemplate is a valid configuration with places for a case to break:
@@ -903,7 +722,7 @@ func TestRunSighup(t *testing.T) {
 	prepareRunRouter(t, lab)
 	dir := netlab.TempDir(t, "conf")
 	rules := filepath.Join(dir, "faithd.conf")
-	writeConf(t, rules, "2001:db8:1::/64 permit 192.0.2.0/24")
+	writeFile(t, rules, "2001:db8:1::/64 permit 192.0.2.0/24\n")
 	conf := filepath.Join(dir, "faithif.conf")
 	writeFile(t, conf, runConf(`rules = "`+rules+`"`))
 	f := lab.StartRun(t, "--config", conf)
@@ -921,7 +740,7 @@ func TestRunSighup(t *testing.T) {
 			t.Fatalf("no reload logged after SIGHUP %d:\n%s", n, f.Stderr())
 		}
 	}
-	writeConf(t, rules, "2001:db8:1::/64 deny 192.0.2.0/24")
+	writeFile(t, rules, "2001:db8:1::/64 deny 192.0.2.0/24\n")
 	hup(1)
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	c, err := lab.Client.Dial(dctx, "tcp6", addr)
@@ -932,7 +751,7 @@ func TestRunSighup(t *testing.T) {
 	} else if !errors.Is(err, syscall.EACCES) {
 		t.Errorf("connect after SIGHUP with a file that denies: %v, want EACCES", err)
 	}
-	writeConf(t, rules, "2001:db8:1::/64 allow 192.0.2.0/24")
+	writeFile(t, rules, "2001:db8:1::/64 allow 192.0.2.0/24\n")
 	hup(2)
 	if line, ok := findLine(f.Stderr(), "reload failed", rules+":1:"); !ok {
 		t.Errorf("the broken file's error is not logged:\n%s", f.Stderr())

@@ -3,11 +3,9 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"sort"
 	"strings"
@@ -20,50 +18,6 @@ import (
 )
 
 const bulkSize = 100 << 20 // 100 MiB each way
-
-// randReader returns size bytes of reproducible pseudo-random data.
-func randReader(seed uint64, size int64) io.Reader {
-	var s [32]byte
-	for i := range 8 {
-		s[i] = byte(seed >> (8 * i))
-	}
-	return io.LimitReader(rand.NewChaCha8(s), size)
-}
-
-func randBytes(seed uint64, size int) []byte {
-	b := make([]byte, size)
-	io.ReadFull(randReader(seed, int64(size)), b)
-	return b
-}
-
-type hashResult struct {
-	n   int64
-	sum [32]byte
-	err error
-	at  time.Time
-}
-
-// sendHashed writes size random bytes to w and returns their SHA-256.
-func sendHashed(w io.Writer, seed uint64, size int64) hashResult {
-	h := sha256.New()
-	n, err := io.CopyBuffer(w, io.TeeReader(randReader(seed, size), h), make([]byte, 256<<10))
-	r := hashResult{n: n, err: err, at: time.Now()}
-	copy(r.sum[:], h.Sum(nil))
-	return r
-}
-
-// recvHashed reads r to EOF and returns the SHA-256 of what it read.
-func recvHashed(r io.Reader) hashResult {
-	h := sha256.New()
-	n, err := io.CopyBuffer(h, r, make([]byte, 256<<10))
-	res := hashResult{n: n, err: err, at: time.Now()}
-	copy(res.sum[:], h.Sum(nil))
-	return res
-}
-
-func mibps(n int64, d time.Duration) float64 {
-	return float64(n) / (1 << 20) / d.Seconds()
-}
 
 // TestBulkTransfer sends 100 MiB of random data each way through faithif and
 // compares SHA-256 sums on both ends.

@@ -3,7 +3,6 @@ package netlab
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/faithif/faithif/faithif/status"
 )
 
 // ReadyTimeout is how long StartFaithif waits for faithif to become ready.
@@ -388,93 +389,13 @@ func RunCommand(cmd *exec.Cmd) Result {
 	return r
 }
 
-// Discarded holds the packets_discarded counters of "faithif show --json".
-type Discarded struct {
-	// Keepfaith counts packets dropped because keepfaith was 0.
-	Keepfaith uint64 `json:"keepfaith"`
-	// NotTCP counts packets dropped because they were not TCP.
-	NotTCP uint64 `json:"not_tcp"`
-	// Malformed counts packets dropped because they could not be parsed.
-	Malformed uint64 `json:"malformed"`
-	// NotIPv6 counts packets dropped because they were not IPv6.
-	NotIPv6 uint64 `json:"not_ipv6"`
-	// ICMPv6Other counts ICMPv6 messages dropped because they are not
-	// errors for a FAITH flow (echo requests, neighbor discovery...).
-	ICMPv6Other uint64 `json:"icmpv6_other"`
-	// BadSource counts packets dropped for their source address
-	// (unspecified, loopback, multicast, IPv4-mapped, IPv4-compatible).
-	BadSource uint64 `json:"bad_source"`
-}
-
-// Status is the JSON object printed by "faithif show faith0 --json". Fields
-// the product adds beyond these are kept in Raw only.
+// Status is what "faithif show NAME --json" prints: the product's own
+// status.Status, decoded strictly (a key missing or unknown is an error, so a
+// renamed counter cannot read as 0), with the output it was read from.
 type Status struct {
-	// Name is the interface name, e.g. faith0.
-	Name string `json:"name"`
-	// PID is the process id of the instance.
-	PID int `json:"pid"`
-	// Routes are the prefixes routed to the interface by --route.
-	Routes []string `json:"routes"`
-	// Rules is the access file given with --config.
-	Rules string `json:"rules"`
-	// RuleCount is the number of access rules in force.
-	RuleCount int `json:"rule_count"`
-	// Draining is true while the instance drains before stopping.
-	Draining bool `json:"draining"`
-	// Prefixes are the FAITH prefixes of the interface.
-	Prefixes []string `json:"prefixes"`
-	// MTU is the interface MTU.
-	MTU int `json:"mtu"`
-	// Keepfaith is the capture switch net.inet6.ip6.keepfaith.
-	Keepfaith bool `json:"keepfaith"`
-	// UptimeSeconds is how long the instance has been running.
-	UptimeSeconds float64 `json:"uptime_seconds"`
-	// FlowsOpen is the number of flows being relayed now.
-	FlowsOpen uint64 `json:"flows_open"`
-	// FlowsTotal counts every captured flow (accepted, refused or denied).
-	FlowsTotal uint64 `json:"flows_total"`
-	// FlowsAccepted counts flows whose IPv4 connection succeeded.
-	FlowsAccepted uint64 `json:"flows_accepted"`
-	// FlowsRefused counts flows refused (IPv4 connect refused or failed,
-	// forbidden destination).
-	FlowsRefused uint64 `json:"flows_refused"`
-	// FlowsDenied counts flows denied by the access rules.
-	FlowsDenied uint64 `json:"flows_denied"`
-	// BytesIn counts relayed payload bytes from client to server.
-	BytesIn uint64 `json:"bytes_in"`
-	// BytesOut counts relayed payload bytes from server to client.
-	BytesOut uint64 `json:"bytes_out"`
-	// PacketsIn counts packets read from the interface.
-	PacketsIn uint64 `json:"packets_in"`
-	// PacketsDiscarded counts dropped packets by reason.
-	PacketsDiscarded Discarded `json:"packets_discarded"`
-	// PacketsOut counts packets written to the interface.
-	PacketsOut uint64 `json:"packets_out"`
-	// FlowsLimited counts flows refused by a per-client limit.
-	FlowsLimited uint64 `json:"flows_limited"`
-	// FlowsFDLimit counts flows refused because faithif ran out of file
-	// descriptors, and FDLimit is its open-files limit.
-	FlowsFDLimit uint64 `json:"flows_fd_limit"`
-	FDLimit      uint64 `json:"fd_limit"`
-	// Clients is the number of client /64s with flows open or being set up.
-	Clients int `json:"clients"`
-	// MaxFlowsPerClient and MaxHandshakesPerClient are the per-client
-	// limits in force.
-	MaxFlowsPerClient      int `json:"max_flows_per_client"`
-	MaxHandshakesPerClient int `json:"max_handshakes_per_client"`
-	// HandshakesInFlight is the number of flows waiting for their IPv4
-	// connection.
-	HandshakesInFlight int64 `json:"handshakes_in_flight"`
-	// ICMPErrorsSent counts flows refused with an ICMPv6 error.
-	ICMPErrorsSent uint64 `json:"icmp6_errors_sent"`
-	// ICMPRateLimited counts ICMPv6 errors suppressed by the rate limit.
-	ICMPRateLimited uint64 `json:"icmp6_errors_rate_limited"`
-	// ICMPv6In counts inbound ICMPv6 messages by type name
-	// ("packet_too_big", "echo_request"...).
-	ICMPv6In map[string]uint64 `json:"icmp6_in"`
-
+	status.Status
 	// Raw is the unparsed output.
-	Raw string `json:"-"`
+	Raw string
 }
 
 // Show runs "faithif show faith0 --json" in the router and parses it.
@@ -488,11 +409,11 @@ func (l *Lab) ShowIf(name string) (*Status, error) {
 	if r.Err != nil || r.ExitCode != 0 {
 		return nil, fmt.Errorf("faithif show %s --json: %s", name, r)
 	}
-	st := &Status{Raw: strings.TrimSpace(r.Stdout)}
-	if err := json.Unmarshal([]byte(r.Stdout), st); err != nil {
-		return nil, fmt.Errorf("faithif show %s --json: bad JSON %q: %w", name, r.Stdout, err)
+	st, err := status.Decode([]byte(r.Stdout))
+	if err != nil {
+		return nil, fmt.Errorf("faithif show %s --json: %w in %q", name, err, r.Stdout)
 	}
-	return st, nil
+	return &Status{Status: *st, Raw: strings.TrimSpace(r.Stdout)}, nil
 }
 
 // List runs "faithif list --json" in the router and parses it. Raw of each
@@ -502,9 +423,13 @@ func (l *Lab) List() ([]Status, string, error) {
 	if r.Err != nil || r.ExitCode != 0 {
 		return nil, "", fmt.Errorf("faithif list --json: %s", r)
 	}
-	var all []Status
-	if err := json.Unmarshal([]byte(r.Stdout), &all); err != nil {
-		return nil, r.Stdout, fmt.Errorf("faithif list --json: bad JSON %q: %w", r.Stdout, err)
+	list, err := status.DecodeList([]byte(r.Stdout))
+	if err != nil {
+		return nil, r.Stdout, fmt.Errorf("faithif list --json: %w in %q", err, r.Stdout)
+	}
+	all := make([]Status, len(list))
+	for i := range list {
+		all[i].Status = list[i]
 	}
 	return all, r.Stdout, nil
 }

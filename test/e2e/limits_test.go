@@ -9,7 +9,58 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/faithif/faithif/test/netlab"
 )
+
+// Tests of the limits on flows: per client /64, and the open-files limit.
+
+// TestPerClientFlowLimit allows 3 flows per client /64: three connections
+// stay open and work, the fourth is refused with a RST (ECONNREFUSED) and
+// counted; once one of the three is closed a new connection succeeds.
+func TestPerClientFlowLimit(t *testing.T) {
+	lab, f := startLab(t, "--keepfaith", "--max-flows-per-client", "3")
+	ctx := testCtx(t, 30*time.Second)
+	port := echoServer(t, lab)
+	var conns []*net.TCPConn
+	for i := range 3 {
+		c := mustDialServer(t, ctx, lab, port)
+		echoExchange(t, c, uint64(100+i), 16<<10)
+		conns = append(conns, c)
+	}
+	lport := clientPort()
+	expectConnectErr(t, ctx, lab, lport, serverAddr(port), syscall.ECONNREFUSED, time.Second)
+	expectRefusedLog(t, f, lport, "reason=limit", "limit=flows-per-client", "answer=rst")
+	st := mustShow(t, lab)
+	if st.FlowsLimited < 1 || st.Clients != 1 || st.FlowsOpen != 3 || st.MaxFlowsPerClient != 3 {
+		t.Errorf("flows_limited %d, clients %d, flows_open %d, max_flows_per_client %d; want >= 1, 1, 3, 3: %s",
+			st.FlowsLimited, st.Clients, st.FlowsOpen, st.MaxFlowsPerClient, st.Raw)
+	}
+	// The three open flows still work.
+	for i, c := range conns {
+		echoExchange(t, c, uint64(200+i), 16<<10)
+	}
+
+	// Close one and wait until the relay has finished it.
+	finished := countLines(f.Stderr(), `msg="flow finished"`)
+	conns[0].Close()
+	if _, ok := f.WaitLog(5*time.Second, func(string) bool { return countLines(f.Stderr(), `msg="flow finished"`) > finished }); !ok {
+		t.Fatalf("no flow finished log line within 5 s of closing a flow:\n%s", f.Stderr())
+	}
+	if st := waitStatus(t, lab, 2*time.Second, func(s *netlab.Status) bool { return s.FlowsOpen == 2 }); st.FlowsOpen != 2 {
+		t.Fatalf("flows_open %d after closing one of 3: %s", st.FlowsOpen, st.Raw)
+	}
+	time.Sleep(50 * time.Millisecond) // the limiter is released just after the log line
+	c, err, d := connectFrom(ctx, lab, clientPort(), serverAddr(port), 5*time.Second)
+	if err != nil {
+		t.Fatalf("connect after closing one of 3 flows: %v after %v", err, d)
+	}
+	defer c.Close()
+	echoExchange(t, c, 300, 16<<10)
+	for i, c := range conns[1:] {
+		echoExchange(t, c, uint64(400+i), 16<<10)
+	}
+}
 
 // TestFDLimitRefusesClearly lowers faithif's open-files limit while it runs
 // and opens more flows than it allows: the extra ones are refused at once

@@ -1,4 +1,4 @@
-package main
+package instance
 
 import (
 	"io"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/config"
 	"github.com/vishvananda/netlink"
 )
 
@@ -36,27 +37,27 @@ func TestCreateDestroyLeavesNothing(t *testing.T) {
 	}
 	exec.Command("ip", "link", "set", "lo", "up").Run()
 
-	cfg := instanceConfig{
-		name:        "faith0",
-		prefixes:    []netip.Prefix{netip.MustParsePrefix("2001:db8:46::/96"), netip.MustParsePrefix("2001:db8:64::/64")},
-		mtu:         1500,
-		idleTimeout: time.Minute,
-		dialTimeout: time.Second,
-		grace:       time.Second,
-		routes: []faithif.Route{{Prefix: netip.MustParsePrefix("2001:db8:46::/96")},
+	cfg := config.Interface{
+		Name:        "faith0",
+		Prefixes:    []netip.Prefix{netip.MustParsePrefix("2001:db8:46::/96"), netip.MustParsePrefix("2001:db8:64::/64")},
+		MTU:         1500,
+		IdleTimeout: time.Minute,
+		DialTimeout: time.Second,
+		Grace:       time.Second,
+		Routes: []faithif.Route{{Prefix: netip.MustParsePrefix("2001:db8:46::/96")},
 			{Prefix: netip.MustParsePrefix("2001:db8:64::/64"), Metric: 50, Table: 100}},
-		runDir: faithif.RunDir(t.TempDir()),
 	}
+	runDir := faithif.RunDir(t.TempDir())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	cycle := func(i int) {
-		in, err := newInstance(cfg, log)
+		in, err := New(cfg, Options{RunDir: runDir, Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ready := make(chan struct{})
 		done := make(chan error, 1)
-		go func() { done <- in.run(func() { close(ready) }) }()
+		go func() { done <- in.Run(func() { close(ready) }) }()
 		select {
 		case <-ready:
 		case err := <-done:
@@ -79,7 +80,7 @@ func TestCreateDestroyLeavesNothing(t *testing.T) {
 		if _, err := netlink.LinkByName("faith0"); err == nil {
 			t.Fatalf("cycle %d: faith0 still exists after destroy", i)
 		}
-		if _, err := os.Stat(cfg.runDir.SocketPath("faith0")); !os.IsNotExist(err) {
+		if _, err := os.Stat(runDir.SocketPath("faith0")); !os.IsNotExist(err) {
 			t.Fatalf("cycle %d: control socket left behind: %v", i, err)
 		}
 	}

@@ -1,4 +1,4 @@
-package faithif
+package control
 
 import (
 	"context"
@@ -11,48 +11,14 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
-)
 
-// Status is what a running instance reports through its control socket.
-type Status struct {
-	Name               string            `json:"name"`
-	PID                int               `json:"pid"`
-	Prefixes           []string          `json:"prefixes"`
-	Routes             []string          `json:"routes,omitempty"` // installed by --route
-	Rules              string            `json:"rules,omitempty"`  // the access file
-	RuleCount          int               `json:"rule_count"`
-	Draining           bool              `json:"draining"`
-	MTU                int               `json:"mtu"`
-	KeepFaith          bool              `json:"keepfaith"`
-	UptimeSeconds      float64           `json:"uptime_seconds"`
-	FlowsOpen          int64             `json:"flows_open"`
-	FlowsTotal         uint64            `json:"flows_total"`
-	FlowsAccepted      uint64            `json:"flows_accepted"`
-	FlowsRefused       uint64            `json:"flows_refused"`
-	FlowsDenied        uint64            `json:"flows_denied"`
-	FlowsLimited       uint64            `json:"flows_limited"`  // refused by a per-client limit
-	FlowsFDLimit       uint64            `json:"flows_fd_limit"` // refused: out of file descriptors
-	FDLimit            uint64            `json:"fd_limit"`       // RLIMIT_NOFILE (soft, raised to hard at start)
-	Clients            int               `json:"clients"`        // client /64s with flows
-	MaxFlowsPerClient  int               `json:"max_flows_per_client"`
-	MaxHandshakesPer   int               `json:"max_handshakes_per_client"`
-	HandshakesInFlight int64             `json:"handshakes_in_flight"`
-	ICMPErrorsSent     uint64            `json:"icmp6_errors_sent"`         // Destination Unreachable sent refusing flows
-	ICMPRateLimited    uint64            `json:"icmp6_errors_rate_limited"` // suppressed by the token bucket
-	BytesIn            uint64            `json:"bytes_in"`                  // client to server
-	BytesOut           uint64            `json:"bytes_out"`                 // server to client
-	PacketsIn          uint64            `json:"packets_in"`
-	PacketsOut         uint64            `json:"packets_out"`
-	PacketsDiscarded   map[string]uint64 `json:"packets_discarded"`
-	ICMPv6In           map[string]uint64 `json:"icmp6_in"`      // by type; errors are delivered to the flow, the rest discarded
-	ICMPv6Out          map[string]uint64 `json:"icmp6_out"`     // errors sent, by type
-	FlowOutcomes       map[string]uint64 `json:"flow_outcomes"` // decided flows by outcome: accepted, refused, denied, unreachable, timed_out, limited, error
-	FlowEnds           map[string]uint64 `json:"flow_ends"`     // finished relayed flows by how they ended
-}
+	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/status"
+)
 
 // Controller is the running instance as the control socket sees it.
 type Controller interface {
-	Status() Status
+	Status() status.Status
 	SetKeepFaith(on bool)
 	// Destroy drains the instance: no new flows, open ones get grace to
 	// finish; then the interface is removed. A second Destroy is immediate.
@@ -70,12 +36,12 @@ type request struct {
 }
 
 type response struct {
-	Status *Status `json:"status,omitempty"`
-	Error  string  `json:"error,omitempty"`
+	Status *status.Status `json:"status,omitempty"`
+	Error  string         `json:"error,omitempty"`
 }
 
-// ControlServer serves an instance's control socket.
-type ControlServer struct {
+// Server serves an instance's control socket.
+type Server struct {
 	path string
 	ln   *net.UnixListener
 	c    Controller
@@ -93,7 +59,7 @@ var (
 // Listen creates the control socket at path, mode 0600. A socket left by a
 // crashed instance (nobody answers) is removed and replaced; one that
 // answers means the interface is already run by someone else.
-func Listen(path string, c Controller, log *slog.Logger) (*ControlServer, error) {
+func Listen(path string, c Controller, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
@@ -115,12 +81,12 @@ func Listen(path string, c Controller, log *slog.Logger) (*ControlServer, error)
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	ln.SetUnlinkOnClose(true)
-	return &ControlServer{path: path, ln: ln, c: c, log: log}, nil
+	return &Server{path: path, ln: ln, c: c, log: log}, nil
 }
 
 // Serve answers requests until the server is closed. Running out of file
 // descriptors (or any other accept error) only pauses it.
-func (s *ControlServer) Serve() {
+func (s *Server) Serve() {
 	for {
 		conn, err := s.ln.AcceptUnix()
 		if errors.Is(err, net.ErrClosed) {
@@ -136,9 +102,9 @@ func (s *ControlServer) Serve() {
 }
 
 // Close removes the control socket.
-func (s *ControlServer) Close() error { return s.ln.Close() }
+func (s *Server) Close() error { return s.ln.Close() }
 
-func (s *ControlServer) handle(conn *net.UnixConn) {
+func (s *Server) handle(conn *net.UnixConn) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	var req request
@@ -177,7 +143,7 @@ type Client struct {
 	Path string
 }
 
-func (c Client) call(ctx context.Context, req request) (*Status, error) {
+func (c Client) call(ctx context.Context, req request) (*status.Status, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Path)
 	if err != nil {
@@ -207,22 +173,86 @@ func (c Client) call(ctx context.Context, req request) (*Status, error) {
 }
 
 // Status asks the instance for its status.
-func (c Client) Status(ctx context.Context) (*Status, error) {
+func (c Client) Status(ctx context.Context) (*status.Status, error) {
 	return c.call(ctx, request{Op: "status"})
 }
 
 // SetKeepFaith sets the instance's keepfaith value.
-func (c Client) SetKeepFaith(ctx context.Context, on bool) (*Status, error) {
+func (c Client) SetKeepFaith(ctx context.Context, on bool) (*status.Status, error) {
 	return c.call(ctx, request{Op: "keepfaith", KeepFaith: on})
 }
 
 // Destroy asks the instance to drain its flows for up to grace, remove its
 // interface and exit.
-func (c Client) Destroy(ctx context.Context, grace time.Duration) (*Status, error) {
+func (c Client) Destroy(ctx context.Context, grace time.Duration) (*status.Status, error) {
 	return c.call(ctx, request{Op: "destroy", Grace: grace})
 }
 
 // Reload asks the instance to reread its access rules.
-func (c Client) Reload(ctx context.Context) (*Status, error) {
+func (c Client) Reload(ctx context.Context) (*status.Status, error) {
 	return c.call(ctx, request{Op: "reload"})
+}
+
+// SetKeepFaith stores the global keepfaith value in dir, so that interfaces
+// created later start with it, and applies it to every instance running
+// there.
+func SetKeepFaith(ctx context.Context, dir faithif.RunDir, on bool) error {
+	if err := dir.SetKeepFaith(on); err != nil {
+		return err
+	}
+	names, err := dir.Instances()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range names {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := Client{Path: dir.SocketPath(name)}.SetKeepFaith(cctx, on)
+		cancel()
+		if err != nil && !errors.Is(err, ErrNotRunning) {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Statuses asks every instance running in dir for its status, in name
+// order; a socket nobody answers on (left by a crashed instance) is
+// skipped.
+func Statuses(ctx context.Context, dir faithif.RunDir) ([]*status.Status, error) {
+	names, err := dir.Instances()
+	if err != nil {
+		return nil, err
+	}
+	all := []*status.Status{}
+	for _, n := range names {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := Client{Path: dir.SocketPath(n)}.Status(cctx)
+		cancel()
+		if errors.Is(err, ErrNotRunning) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
+		}
+		all = append(all, st)
+	}
+	return all, nil
+}
+
+// WaitGone waits until the instance has exited (its socket, removed last,
+// is gone) or ctx is done.
+func (c Client) WaitGone(ctx context.Context) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(c.Path); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }

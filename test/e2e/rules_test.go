@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -18,38 +16,8 @@ import (
 	"github.com/faithif/faithif/test/netlab"
 )
 
-// writeConf writes an access file.
-func writeConf(t *testing.T, path string, lines ...string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// echoExchange sends size random bytes on c (an echo flow) while reading
-// the echo, and checks that the echo is byte-exact.
-func echoExchange(t *testing.T, c *net.TCPConn, seed uint64, size int) {
-	t.Helper()
-	data := randBytes(seed, size)
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	werr := make(chan error, 1)
-	go func() {
-		_, err := c.Write(data)
-		werr <- err
-	}()
-	got := make([]byte, size)
-	_, rerr := io.ReadFull(c, got)
-	if err := <-werr; err != nil {
-		t.Fatalf("write %d bytes on the open flow: %v", size, err)
-	}
-	if rerr != nil {
-		t.Fatalf("read the echo of %d bytes on the open flow: %v", size, rerr)
-	}
-	if !bytes.Equal(got, data) {
-		t.Fatalf("the echo of %d bytes on the open flow differs", size)
-	}
-}
+// Tests of the access rules (--config): denial by a rule, port ranges,
+// BIND4, reload of the rules while flows are open, "faithif rules test".
 
 // answerErrno is what a Linux client's connect returns for each way faithif
 // answers a refused SYN, by the name its log gives in answer=. Builds that
@@ -132,7 +100,7 @@ func testReloadOpenFlow(t *testing.T, bySignal bool) {
 	ctx := testCtx(t, time.Minute)
 	port := echoServer(t, lab)
 	conf := filepath.Join(netlab.TempDir(t, "conf"), "faithd.conf")
-	writeConf(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24")
+	writeFile(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24\n")
 	args := []string{"--keepfaith", "--config", conf}
 	// A denied flow is answered with a RST (ECONNREFUSED) in the SIGHUP
 	// variant if the build can be told so (--deny-with, whose default is
@@ -183,9 +151,8 @@ func testReloadOpenFlow(t *testing.T, bySignal bool) {
 	echoExchange(t, c, 1, 64<<10)
 
 	// Deny the server.
-	writeConf(t, conf,
-		"2001:db8:1::/64 deny 192.0.2.2",
-		"2001:db8:1::/64 permit 192.0.2.0/24")
+	writeFile(t, conf, "2001:db8:1::/64 deny 192.0.2.2\n"+
+		"2001:db8:1::/64 permit 192.0.2.0/24\n")
 	if r := reload(true); !bySignal {
 		if want := fmt.Sprintf("faith0: 2 rules from %s\n", conf); r.Stdout != want {
 			t.Errorf("reload stdout %q, want %q", r.Stdout, want)
@@ -202,9 +169,8 @@ func testReloadOpenFlow(t *testing.T, bySignal bool) {
 	echoExchange(t, c, 2, 256<<10)
 
 	// A broken file is rejected whole; the old rules stay.
-	writeConf(t, conf,
-		"2001:db8:1::/64 permit 192.0.2.0/24",
-		"2001:db8:1::/64 permit 192.0.2.0/33")
+	writeFile(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24\n"+
+		"2001:db8:1::/64 permit 192.0.2.0/33\n")
 	r := reload(false)
 	if !bySignal && !strings.Contains(r.Stderr, conf+":2:") {
 		t.Errorf("reload stderr %q does not name %s:2:", r.Stderr, conf)
@@ -241,9 +207,9 @@ func testReloadOpenFlow(t *testing.T, bySignal bool) {
 	}
 
 	// A good file again: the server is reachable.
-	writeConf(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24")
+	writeFile(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24\n")
 	reload(true)
-	if err := echoRoundTrip(ctx, lab, port, "permitted again"); err != nil {
+	if err := echoRoundTrip(ctx, lab, serverAddr(port), "permitted again"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -258,7 +224,7 @@ func TestBind4(t *testing.T) {
 
 	t.Run("NotLocal", func(t *testing.T) {
 		conf := filepath.Join(confDir, "notlocal.conf")
-		writeConf(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 198.51.100.7")
+		writeFile(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 198.51.100.7\n")
 		for _, fg := range [][]string{nil, {"-f"}} {
 			args := append([]string{"create", "faith0", "--prefix", netlab.FaithPrefix, "--config", conf}, fg...)
 			r := lab.Faithif(args...)
@@ -300,7 +266,7 @@ func TestBind4(t *testing.T) {
 	}
 
 	conf := filepath.Join(confDir, "faithd.conf")
-	writeConf(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 "+second)
+	writeFile(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 "+second+"\n")
 	f := lab.StartFaithif(t, "--keepfaith", "--config", conf)
 	t.Run("Secondary", func(t *testing.T) {
 		if from := seenFrom(t); from != second {
@@ -311,7 +277,7 @@ func TestBind4(t *testing.T) {
 		}
 	})
 	t.Run("Primary", func(t *testing.T) {
-		writeConf(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 "+netlab.RouterAddr4)
+		writeFile(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 "+netlab.RouterAddr4+"\n")
 		if r := lab.Faithif("reload", "faith0"); r.ExitCode != 0 {
 			t.Fatalf("reload: %s", r)
 		}
@@ -320,7 +286,7 @@ func TestBind4(t *testing.T) {
 		}
 	})
 	t.Run("ReloadNotLocal", func(t *testing.T) {
-		writeConf(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 198.51.100.7")
+		writeFile(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 198.51.100.7\n")
 		r := lab.Faithif("reload", "faith0")
 		if r.ExitCode != 1 || !strings.Contains(r.Stderr, "not an address of this router") || !strings.Contains(r.Stderr, conf+":1:") {
 			t.Errorf("reload with BIND4 198.51.100.7: %s; want exit 1, %s:1: ... not an address of this router", r, conf)
@@ -329,4 +295,166 @@ func TestBind4(t *testing.T) {
 			t.Errorf("after the failed reload the server sees %s, want %s (the old rule)", from, netlab.RouterAddr4)
 		}
 	})
+}
+
+// TestDeniedByRule denies one destination by the first line of the access
+// file while the second line permits everything else: the client gets
+// EACCES (ICMPv6 administratively prohibited) at once, the server never sees
+// the connection, the refusal is counted and logged with its rule; with
+// --deny-with rst the client gets ECONNREFUSED instead. Another server
+// address, permitted by line 2, is relayed, so the denial is line 1's doing.
+func TestDeniedByRule(t *testing.T) {
+	for _, tc := range []struct {
+		name, denyWith, answer string
+		errno                  syscall.Errno
+	}{
+		{"ICMPv6", "", "icmp6-prohibited", syscall.EACCES},
+		{"RST", "rst", "rst", syscall.ECONNREFUSED},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lab := netlab.New(t)
+			ctx := testCtx(t, 30*time.Second)
+			const other = "192.0.2.3" // a second server address, permitted
+			if _, err := lab.Server.IP("addr", "add", other+"/24", "dev", netlab.ServerLink); err != nil {
+				t.Fatal(err)
+			}
+			conf := filepath.Join(netlab.TempDir(t, "conf"), "faithd.conf")
+			writeFile(t, conf, "2001:db8:1::/64 deny 192.0.2.2\n"+
+				"::/0 permit 0.0.0.0/0\n")
+			args := []string{"--keepfaith", "--config", conf}
+			if tc.denyWith != "" {
+				args = append(args, "--deny-with", tc.denyWith)
+			}
+			f := lab.StartFaithif(t, args...)
+			port, accepted := countingListener(t, lab.Server, "tcp4", netlab.ServerAddr+":0")
+			st0 := mustShow(t, lab)
+
+			lport := clientPort()
+			expectConnectErr(t, ctx, lab, lport, serverAddr(port), tc.errno, time.Second)
+			expectNoAccept(t, accepted, "the server's listener")
+			line := expectRefusedLog(t, f, lport, "reason=denied", fmt.Sprintf("rule=%s:1", conf), "answer="+tc.answer, "dst4=192.0.2.2:")
+			t.Logf("log: %s", line)
+
+			st := mustShow(t, lab)
+			if d := st.FlowsDenied - st0.FlowsDenied; d != 1 {
+				t.Errorf("flows_denied went from %d to %d; want +1: %s", st0.FlowsDenied, st.FlowsDenied, st.Raw)
+			}
+			if st.FlowsAccepted != st0.FlowsAccepted {
+				t.Errorf("flows_accepted went from %d to %d; want unchanged", st0.FlowsAccepted, st.FlowsAccepted)
+			}
+			icmp := st.ICMPErrorsSent - st0.ICMPErrorsSent
+			if tc.errno == syscall.EACCES && icmp == 0 {
+				t.Errorf("icmp6_errors_sent did not grow (%d) for a flow denied with ICMPv6: %s", st.ICMPErrorsSent, st.Raw)
+			}
+			if tc.errno == syscall.ECONNREFUSED && icmp != 0 {
+				t.Errorf("icmp6_errors_sent grew by %d for a flow denied with a RST: %s", icmp, st.Raw)
+			}
+
+			// Line 2 permits the other server address.
+			l := lab.Server.ListenTCP(t, "tcp4", other+":0")
+			serve(t, l, echoHandler)
+			if err := echoRoundTrip(ctx, lab, netlab.FaithHostPort(other, l.Addr().(*net.TCPAddr).Port), "permitted by line 2"); err != nil {
+				t.Errorf("%s, permitted by line 2: %v", other, err)
+			}
+		})
+	}
+}
+
+// TestPermittedPortRange permits a port range of the server subnet and
+// denies everything else: a flow inside the range (and at its lower edge)
+// is relayed byte-exact, a port just below the range is denied with EACCES
+// by line 2 and its listener never gets a connection.
+func TestPermittedPortRange(t *testing.T) {
+	lab := netlab.New(t)
+	ctx := testCtx(t, 30*time.Second)
+	conf := filepath.Join(netlab.TempDir(t, "conf"), "faithd.conf")
+	writeFile(t, conf, "# port range extension\n"+
+		"2001:db8:1::/64 permit 192.0.2.0/24:1000-65535\n"+
+		"2001:db8:1::/64 deny 0.0.0.0/0\n")
+	f := lab.StartFaithif(t, "--keepfaith", "--config", conf)
+
+	// Inside the range: an ephemeral port (>= 32768), and 1000 itself.
+	port := echoServer(t, lab)
+	c := mustDialServer(t, ctx, lab, port)
+	echoExchange(t, c, 7, 256<<10)
+	c.Close()
+	edge := lab.Server.ListenTCP(t, "tcp4", netlab.ServerAddr+":1000")
+	serve(t, edge, echoHandler)
+	c = mustDialServer(t, ctx, lab, 1000)
+	echoExchange(t, c, 8, 64<<10)
+	c.Close()
+
+	// Just below the range.
+	low, accepted := countingListener(t, lab.Server, "tcp4", netlab.ServerAddr+":999")
+	lport := clientPort()
+	expectConnectErr(t, ctx, lab, lport, serverAddr(low), syscall.EACCES, time.Second)
+	expectNoAccept(t, accepted, "the listener on port 999")
+	expectRefusedLog(t, f, lport, "reason=denied", fmt.Sprintf("rule=%s:3", conf), "answer=icmp6-prohibited")
+
+	st := mustShow(t, lab)
+	if st.FlowsAccepted != 2 || st.FlowsDenied != 1 {
+		t.Errorf("flows_accepted %d, flows_denied %d; want 2, 1: %s", st.FlowsAccepted, st.FlowsDenied, st.Raw)
+	}
+}
+
+// TestRulesTestCommand runs "faithif rules test faith0 SRC6 [DST6]:PORT"
+// in the router against the running instance: it names the line that
+// decides the flow, or says that none matches, and the real flows are
+// decided the same way.
+func TestRulesTestCommand(t *testing.T) {
+	lab := netlab.New(t)
+	ctx := testCtx(t, 30*time.Second)
+	conf := filepath.Join(netlab.TempDir(t, "conf"), "faithd.conf")
+	writeFile(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24:1000-65535\n"+
+		"2001:db8:1::/64 deny 192.0.2.0/24\n")
+	f := lab.StartFaithif(t, "--keepfaith", "--config", conf)
+
+	for _, tc := range []struct {
+		src, dst string
+		want     []string // lines of stdout, in order
+	}{
+		{netlab.ClientAddr, "[2001:db8:46::c000:202]:8080", []string{
+			"flow:     [2001:db8:1::2] -> [2001:db8:46::c000:202]:8080",
+			"maps to:  192.0.2.2:8080",
+			fmt.Sprintf("decision: permit (%s:1: 2001:db8:1::/64 permit 192.0.2.0/24:1000-65535)", conf),
+		}},
+		{netlab.ClientAddr, "[2001:db8:46::c000:202]:80", []string{
+			"flow:     [2001:db8:1::2] -> [2001:db8:46::c000:202]:80",
+			"maps to:  192.0.2.2:80",
+			fmt.Sprintf("decision: deny (%s:2: 2001:db8:1::/64 deny 192.0.2.0/24)", conf),
+		}},
+		{netlab.ClientAddr, "[2001:db8:46::a00:1]:80", []string{
+			"flow:     [2001:db8:1::2] -> [2001:db8:46::a00:1]:80",
+			"maps to:  10.0.0.1:80",
+			fmt.Sprintf("decision: deny (no line of %s matches)", conf),
+		}},
+		{"2001:db8:99::7", "[2001:db8:46::c000:202]:8080", []string{
+			"flow:     [2001:db8:99::7] -> [2001:db8:46::c000:202]:8080",
+			"maps to:  192.0.2.2:8080",
+			fmt.Sprintf("decision: deny (no line of %s matches)", conf),
+		}},
+	} {
+		r := lab.Faithif("rules", "test", netlab.FaithIf, tc.src, tc.dst)
+		t.Logf("faithif rules test faith0 %s %s:\n%s", tc.src, tc.dst, r.Stdout)
+		if r.ExitCode != 0 {
+			t.Errorf("rules test %s %s: %s", tc.src, tc.dst, r)
+			continue
+		}
+		if got, want := strings.TrimRight(r.Stdout, "\n"), strings.Join(tc.want, "\n"); got != want {
+			t.Errorf("rules test %s %s printed\n%s\nwant\n%s", tc.src, tc.dst, got, want)
+		}
+	}
+
+	// The running instance decides as the command said.
+	l := lab.Server.ListenTCP(t, "tcp4", netlab.ServerAddr+":8080")
+	serve(t, l, echoHandler)
+	if err := echoRoundTrip(ctx, lab, serverAddr(8080), "permitted by line 1"); err != nil {
+		t.Errorf("port 8080 (line 1 permits): %v", err)
+	}
+	lport := clientPort()
+	expectConnectErr(t, ctx, lab, lport, serverAddr(80), syscall.EACCES, time.Second)
+	expectRefusedLog(t, f, lport, fmt.Sprintf("rule=%s:2", conf))
+	lport = clientPort()
+	expectConnectErr(t, ctx, lab, lport, "[2001:db8:46::a00:1]:80", syscall.EACCES, time.Second)
+	expectRefusedLog(t, f, lport, `rule="no rule matched"`)
 }

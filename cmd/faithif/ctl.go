@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/config"
+	"github.com/faithif/faithif/faithif/control"
+	"github.com/faithif/faithif/faithif/status"
+)
+
+const destroyUsage = `usage: faithif destroy faithN [--grace D]
+
+Drains the instance serving faithN (no new flows; open flows get the grace
+period to finish, then are reset), removes its routes and the interface,
+and waits for it to exit. 'ip link del faithN' and SIGTERM do the same.
+
+Flags:
+`
+
+func cmdDestroy(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("destroy", destroyUsage, stderr)
+	grace := fs.Duration("grace", config.DefaultGrace, "let open flows finish this long before resetting them")
+	name, err := parseWithName(fs, args, true)
+	if err != nil {
+		return err
+	}
+	if *grace < 0 {
+		return usagef("--grace: %s: must not be negative", *grace)
+	}
+	runDir := faithif.RunDirFromEnv()
+	ctx, cancel := context.WithTimeout(context.Background(), *grace+10*time.Second)
+	defer cancel()
+	g := *grace
+	if g == 0 {
+		g = time.Nanosecond // zero means "the instance's default" on the wire
+	}
+	c := control.Client{Path: runDir.SocketPath(name)}
+	st, err := c.Destroy(ctx, g)
+	if err != nil {
+		return fmt.Errorf("destroy %s: %w", name, err)
+	}
+	if st.FlowsOpen > 0 {
+		fmt.Fprintf(stdout, "%s: draining %d open flows (up to %s)\n", name, st.FlowsOpen, *grace)
+	}
+	if err := c.WaitGone(ctx); err != nil {
+		return fmt.Errorf("destroy %s: pid %d did not exit within %s", name, st.PID, *grace+10*time.Second)
+	}
+	fmt.Fprintf(stdout, "%s destroyed (pid %d)\n", name, st.PID)
+	return nil
+}
+
+const reloadUsage = `usage: faithif reload faithN
+
+Rereads the access file given to create --config (as SIGHUP does). Open
+flows keep running; new flows see the new rules. A file with errors is
+rejected whole and the old rules stay.
+`
+
+func cmdReload(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("reload", reloadUsage, stderr)
+	name, err := parseWithName(fs, args, true)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := control.Client{Path: faithif.RunDirFromEnv().SocketPath(name)}.Reload(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: %d %s from %s\n", name, st.RuleCount, plural(st.RuleCount, "rule", "rules"), st.Rules)
+	return nil
+}
+
+const showUsage = `usage: faithif show [faithN] [--json]
+
+Prints the state and counters of one running instance, or of all of them.
+`
+
+func cmdShow(cmd string, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet(cmd, showUsage, stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	name, err := parseWithName(fs, args, false)
+	if err != nil {
+		return err
+	}
+	runDir := faithif.RunDirFromEnv()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var all []*status.Status
+	if name == "" {
+		all, err = control.Statuses(ctx, runDir)
+	} else {
+		var st *status.Status
+		if st, err = (control.Client{Path: runDir.SocketPath(name)}).Status(ctx); err != nil {
+			err = fmt.Errorf("%s: %w", name, err)
+		}
+		all = []*status.Status{st}
+	}
+	if err != nil {
+		return fmt.Errorf("show: %w", err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if name != "" {
+			return enc.Encode(all[0])
+		}
+		return enc.Encode(all)
+	}
+	if len(all) == 0 {
+		fmt.Fprintln(stdout, "no faith interfaces are running")
+	}
+	for _, st := range all {
+		if err := st.WriteText(stdout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const sysctlUsage = `usage: faithif sysctl [-w] net.inet6.ip6.keepfaith[=0|1]
+
+Reads or sets the global capture switch, as sysctl(8) does on BSD. While it
+is 0 (the default) nothing is captured: packets routed to a faith interface
+are discarded and counted. Setting it applies to every running instance and
+to interfaces created later.
+`
+
+func cmdSysctl(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("sysctl", sysctlUsage, stderr)
+	fs.Bool("w", false, "set a value (accepted for compatibility; name=value sets)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want exactly one argument: %s or %s=0|1", faithif.KeepFaithName, faithif.KeepFaithName)
+	}
+	key, value, set := strings.Cut(fs.Arg(0), "=")
+	if key != faithif.KeepFaithName {
+		return usagef("unknown oid %q (faithif knows only %s)", key, faithif.KeepFaithName)
+	}
+	runDir := faithif.RunDirFromEnv()
+	old, err := runDir.KeepFaith()
+	if err != nil {
+		return err
+	}
+	if !set {
+		fmt.Fprintf(stdout, "%s: %d\n", key, b2i(old))
+		return nil
+	}
+	var on bool
+	switch value {
+	case "0":
+	case "1":
+		on = true
+	default:
+		return usagef("%s=%s: value must be 0 or 1", key, value)
+	}
+	if err := control.SetKeepFaith(context.Background(), runDir, on); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: %d -> %d\n", key, b2i(old), b2i(on))
+	return nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,39 @@
+package config
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/faithif/faithif/faithif"
+)
+
+// WritePlan says what `faithif run` would apply: keepfaith, the sysctls,
+// each interface with its routes, the metrics address (`run --check`).
+func (c *Config) WritePlan(w io.Writer) error {
+	fmt.Fprintf(w, "%s: ok\n", c.File)
+	if c.KeepFaith != nil {
+		v := 0
+		if *c.KeepFaith {
+			v = 1
+		}
+		fmt.Fprintf(w, "  %s=%d\n", faithif.KeepFaithName, v)
+	}
+	for _, s := range c.Sysctls {
+		fmt.Fprintf(w, "  sysctl %s=%s\n", s.Key, s.Value)
+	}
+	for _, in := range c.Interfaces {
+		fmt.Fprintf(w, "  %s: prefixes %v, mtu %d", in.Name, in.Prefixes, in.MTU)
+		if in.Rules != "" {
+			fmt.Fprintf(w, ", rules %s", in.Rules)
+		}
+		fmt.Fprintln(w)
+		for _, r := range in.Routes {
+			fmt.Fprintf(w, "    route %s dev %s\n", r, in.Name)
+		}
+	}
+	var err error
+	if c.Metrics != "" {
+		_, err = fmt.Fprintf(w, "  metrics on %s\n", c.Metrics)
+	}
+	return err
+}

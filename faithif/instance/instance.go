@@ -1,0 +1,322 @@
+package instance
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/config"
+	"github.com/faithif/faithif/faithif/control"
+	"github.com/faithif/faithif/faithif/status"
+	"github.com/faithif/faithif/relay"
+	"github.com/faithif/faithif/stack"
+)
+
+// Options are what an Instance needs besides its interface's configuration.
+type Options struct {
+	// RunDir holds the control socket and the global keepfaith value.
+	RunDir faithif.RunDir
+	// KeepFaith sets the global switch net.inet6.ip6.keepfaith to 1 once
+	// the instance runs (create --keepfaith).
+	KeepFaith bool
+	// ObserveDial, if set, is given every IPv4 dial's duration and
+	// result (the metrics' histogram).
+	ObserveDial func(time.Duration, bool)
+	// Logger receives the instance's log; nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// Instance is one faithN: TUN → stack → relay, with its control socket. It
+// implements control.Controller.
+type Instance struct {
+	cfg     config.Interface
+	opts    Options
+	log     *slog.Logger
+	mapper  *relay.Mapper
+	relay   *relay.Relay
+	started time.Time
+
+	// Set by Run.
+	iface   *faithif.Interface
+	stack   *stack.Stack
+	control *control.Server
+	local   atomic.Pointer[faithif.LocalAddrs] // the router's IPv4 addresses, while running
+	running atomic.Bool                        // from ready until Run returns
+
+	stopOnce  sync.Once
+	stopCh    chan stopRequest // the first stop request
+	forceOnce sync.Once
+	force     context.Context    // cancelled by a second stop request
+	forceStop context.CancelFunc // cancels force
+}
+
+// stopRequest asks an instance to drain and stop.
+type stopRequest struct {
+	why   string
+	grace time.Duration
+}
+
+// New prepares the instance cfg describes (checked by package config, its
+// access file already read); nothing is created until Run.
+func New(cfg config.Interface, opts Options) (*Instance, error) {
+	mapper, err := relay.NewMapper(cfg.Prefixes...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.Name, err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	in := &Instance{cfg: cfg, opts: opts, log: log, mapper: mapper, stopCh: make(chan stopRequest, 1)}
+	in.force, in.forceStop = context.WithCancel(context.Background())
+	in.relay = relay.New(relay.Config{
+		Mapper: mapper, Rules: cfg.RuleSet, IsLocal: in.isLocal, DenyWith: cfg.DenyWith, Limits: cfg.Limits,
+		DialTimeout: cfg.DialTimeout, IdleTimeout: cfg.IdleTimeout, ObserveDial: opts.ObserveDial,
+		Logger: log.With("interface", cfg.Name),
+	})
+	return in, nil
+}
+
+// Name returns the interface's name.
+func (in *Instance) Name() string { return in.cfg.Name }
+
+// Grace returns how long a stop lets open flows finish by default.
+func (in *Instance) Grace() time.Duration { return in.cfg.Grace }
+
+// RulesFile returns the access file, empty if there is none.
+func (in *Instance) RulesFile() string { return in.cfg.Rules }
+
+// Running reports whether the instance relays: from ready until Run
+// returns.
+func (in *Instance) Running() bool { return in.running.Load() }
+
+// isLocal reports whether a is one of the router's IPv4 addresses.
+func (in *Instance) isLocal(a netip.Addr) bool {
+	l := in.local.Load()
+	return l != nil && l.Contains(a)
+}
+
+// Run creates the interface and serves it until it is stopped, the
+// interface is removed, or reading fails. ready is called once packets are
+// being read. On return nothing it created is left: interface, routes,
+// control socket.
+func (in *Instance) Run(ready func()) error {
+	cfg, log := in.cfg, in.log
+	keep, err := in.opts.RunDir.KeepFaith()
+	if err != nil {
+		return err
+	}
+	local, err := faithif.WatchLocalAddrs()
+	if err != nil {
+		return fmt.Errorf("create %s: %w", cfg.Name, err)
+	}
+	defer local.Close()
+	in.local.Store(local)
+
+	in.iface, err = faithif.Create(cfg.Name, cfg.MTU)
+	if err != nil {
+		return err
+	}
+	defer in.iface.Close()
+	if len(cfg.Routes) > 0 {
+		if err := in.iface.AddRoutes(cfg.Routes); err != nil {
+			return fmt.Errorf("create %s: %w", cfg.Name, err)
+		}
+	}
+	in.started = time.Now()
+
+	in.stack, err = stack.New(in.iface.Device(), in.relay.Handle, stack.Options{MTU: cfg.MTU})
+	if err != nil {
+		return fmt.Errorf("create %s: %w", cfg.Name, err)
+	}
+	in.stack.Link().SetCapture(keep)
+	socket := in.opts.RunDir.SocketPath(cfg.Name)
+	in.control, err = control.Listen(socket, in, log)
+	if err != nil {
+		in.stack.Close()
+		return fmt.Errorf("create %s: %w", cfg.Name, err)
+	}
+	go in.control.Serve()
+	if in.opts.KeepFaith && !keep {
+		// Only now that nothing can fail any more: --keepfaith is
+		// `sysctl net.inet6.ip6.keepfaith=1`, global.
+		if err := control.SetKeepFaith(context.Background(), in.opts.RunDir, true); err != nil {
+			log.Warn("setting keepfaith", "error", err.Error())
+		}
+		keep = true
+		in.stack.Link().SetCapture(true)
+	}
+
+	runDone := make(chan struct{})
+	go func() {
+		select {
+		case req := <-in.stopCh:
+			in.drain(req)
+		case <-runDone:
+		}
+	}()
+	if rs := in.relay.Rules(); rs == nil || len(rs.Rules) == 0 {
+		log.Warn("no access rules: every destination is permitted except the always-refused ones", "interface", cfg.Name, "rules", cfg.Rules)
+	}
+	defer in.running.Store(false)
+	runErr := in.stack.Run(func() {
+		in.running.Store(true)
+		log.Info("ready", "interface", cfg.Name, "prefixes", fmt.Sprint(in.mapper.Prefixes()), "mtu", cfg.MTU,
+			"keepfaith", b2i(keep), "fd_limit", relay.FDLimit(), "routes", fmt.Sprint(in.iface.Routes()), "control", socket, "pid", os.Getpid())
+		if ready != nil {
+			ready()
+		}
+	})
+	close(runDone)
+	stopped := false
+	in.stopOnce.Do(func() { stopped = true }) // no drain can start any more
+	if stopped {
+		why := runErr
+		if why == nil {
+			why = fmt.Errorf("%s was removed", cfg.Name)
+		}
+		log.Info("stopping", "interface", cfg.Name, "why", why.Error(), "flows_open", in.relay.Counters().FlowsOpen)
+	}
+	in.relay.Close()
+	in.control.Close()
+	in.stack.Close() // resets what is left, which ends every flow handler
+	in.relay.Wait(context.Background())
+	if runErr != nil {
+		return fmt.Errorf("%s: %w", cfg.Name, runErr)
+	}
+	log.Info("stopped", "interface", cfg.Name)
+	return nil
+}
+
+// rstTime is how long a stop waits, after resetting the flows, for the RSTs
+// to leave before the TUN goes.
+const rstTime = 2 * time.Second
+
+// drain stops accepting flows, lets the open ones finish for the grace
+// period (or until a second stop request), resets what is left, and closes
+// the TUN, which ends Run.
+func (in *Instance) drain(req stopRequest) {
+	name := in.cfg.Name
+	in.log.Info("stopping", "interface", name, "why", req.why, "flows_open", in.relay.Counters().FlowsOpen, "grace", req.grace.String())
+	ctx, cancel := context.WithTimeout(in.force, req.grace)
+	err := in.relay.Shutdown(ctx)
+	cancel()
+	if err != nil {
+		in.log.Warn("resetting flows still open", "interface", name, "flows_open", in.relay.Counters().FlowsOpen)
+	}
+	in.relay.Close()
+	ctx, cancel = context.WithTimeout(context.Background(), rstTime)
+	in.relay.Wait(ctx)
+	cancel()
+	in.stack.Link().Close() // what the TUN reports from now on is its closing
+	in.iface.Close()
+}
+
+// Stop asks the instance to drain for grace and stop; a second call stops
+// at once.
+func (in *Instance) Stop(why string, grace time.Duration) {
+	first := false
+	in.stopOnce.Do(func() {
+		first = true
+		in.stopCh <- stopRequest{why: why, grace: grace}
+	})
+	if !first {
+		in.forceOnce.Do(func() {
+			in.log.Info("stopping now", "interface", in.cfg.Name, "why", why)
+			in.forceStop()
+		})
+	}
+}
+
+// Destroy implements control.Controller: Stop with grace, or the
+// instance's own grace if grace is not positive.
+func (in *Instance) Destroy(grace time.Duration) {
+	if grace <= 0 {
+		grace = in.cfg.Grace
+	}
+	in.Stop("destroy", grace)
+}
+
+// Reload implements control.Controller: it rereads the access file and
+// swaps it in; open flows are not touched. On error the old rules stay.
+func (in *Instance) Reload() error {
+	if in.cfg.Rules == "" {
+		return fmt.Errorf("reload %s: no access file (start with --config FILE)", in.cfg.Name)
+	}
+	rs, err := relay.LoadRules(in.cfg.Rules, faithif.IsLocalIPv4)
+	if err != nil {
+		in.log.Error("reload failed, keeping the old rules", "interface", in.cfg.Name, "error", err.Error())
+		return fmt.Errorf("reload %s: %w (the old rules stay)", in.cfg.Name, err)
+	}
+	in.relay.SetRules(rs)
+	in.log.Info("rules reloaded", "interface", in.cfg.Name, "rules", rs.File, "count", len(rs.Rules))
+	return nil
+}
+
+// Status implements control.Controller: the state and every counter.
+func (in *Instance) Status() status.Status {
+	draining := in.relay.Draining()
+	lim := in.relay.Limits()
+	st := status.Status{
+		Name:                   in.cfg.Name,
+		PID:                    os.Getpid(),
+		UptimeSeconds:          time.Since(in.started).Seconds(),
+		Prefixes:               []string{},
+		Routes:                 in.iface.Routes(),
+		Rules:                  in.cfg.Rules,
+		MTU:                    in.iface.MTU(),
+		KeepFaith:              in.stack.Link().Capture(),
+		Draining:               draining,
+		Up:                     in.running.Load() && !draining,
+		RelayCounters:          in.relay.Counters(),
+		MaxFlowsPerClient:      lim.MaxFlows,
+		MaxHandshakesPerClient: lim.MaxHandshakes,
+		StackCounters:          in.stack.Counters(),
+	}
+	for _, p := range in.mapper.Prefixes() {
+		st.Prefixes = append(st.Prefixes, p.String())
+	}
+	if st.Routes == nil {
+		st.Routes = []string{}
+	}
+	if r := in.relay.Rules(); r != nil {
+		st.RuleCount = len(r.Rules)
+	}
+	return st
+}
+
+// Ready returns nil while the instance relays: it is running and not
+// draining, keepfaith is 1 and the interface is up; else it says why not.
+func (in *Instance) Ready() error {
+	name := in.cfg.Name
+	switch {
+	case !in.running.Load():
+		return fmt.Errorf("%s is not running", name)
+	case in.relay.Draining():
+		return fmt.Errorf("%s is draining", name)
+	case !in.stack.Link().Capture():
+		return fmt.Errorf("%s: keepfaith is 0, nothing is captured", name)
+	}
+	return in.iface.CheckUp()
+}
+
+// SetKeepFaith implements control.Controller.
+func (in *Instance) SetKeepFaith(on bool) {
+	if in.stack.Link().Capture() != on {
+		in.log.Info("keepfaith changed", "interface", in.cfg.Name, "keepfaith", b2i(on))
+	}
+	in.stack.Link().SetCapture(on)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,166 @@
+package status
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// filled returns a Status whose every field holds a value distinct from
+// every other field's, and a map key per map field.
+func filled(t *testing.T) *Status {
+	t.Helper()
+	st := &Status{}
+	v := reflect.ValueOf(st).Elem()
+	n := 100
+	for _, f := range Fields() {
+		n++
+		fv := v.FieldByIndex(f.index)
+		switch fv.Kind() {
+		case reflect.Bool:
+			fv.SetBool(true)
+		case reflect.Int, reflect.Int64:
+			fv.SetInt(int64(n))
+		case reflect.Uint64:
+			fv.SetUint(uint64(n))
+		case reflect.Float64:
+			fv.SetFloat(float64(n))
+		case reflect.String:
+			fv.SetString(fmt.Sprintf("s%d", n))
+		case reflect.Slice:
+			fv.Set(reflect.ValueOf([]string{fmt.Sprintf("l%d", n)}))
+		case reflect.Map:
+			fv.Set(reflect.ValueOf(map[string]uint64{fmt.Sprintf("k%d", n): uint64(n)}))
+		default:
+			t.Fatalf("field %s: kind %s has no rendering", f.JSON, fv.Kind())
+		}
+	}
+	return st
+}
+
+func TestFieldsDescribeEveryField(t *testing.T) {
+	seen := map[string]bool{}
+	for _, f := range Fields() {
+		if seen[f.JSON] {
+			t.Errorf("json key %q twice", f.JSON)
+		}
+		seen[f.JSON] = true
+	}
+	// Every key of the JSON form is a described field, and back.
+	b, err := json.Marshal(filled(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys map[string]any
+	json.Unmarshal(b, &keys)
+	if len(keys) != len(seen) {
+		t.Errorf("JSON has %d keys, Fields %d", len(keys), len(seen))
+	}
+	for k := range keys {
+		if !seen[k] {
+			t.Errorf("JSON key %q is not in Fields", k)
+		}
+	}
+}
+
+// TestMetricNames: the metrics the README documents, each from its fields.
+func TestMetricNames(t *testing.T) {
+	want := map[string]string{
+		"keepfaith": "", "interface_up": "", "flows_open": "", "flows_total": "outcome",
+		"flows_ended_total": "end", "bytes_total": "direction", "handshakes_in_flight": "", "clients": "",
+		"packets_total": "direction", "packets_discarded_total": "reason", "icmp6_received_total": "type",
+		"icmp6_sent_total": "type", "icmp6_errors_rate_limited_total": "", "fd_limit": "",
+		"flows_fd_limit_total": "", "rules": "",
+	}
+	got := map[string]string{}
+	for _, f := range Fields() {
+		if f.Metric != nil {
+			got[f.Metric.Name] = f.Metric.Label
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("metrics and labels = %v;\nwant %v", got, want)
+	}
+}
+
+// TestTextPrintsEverything: the text form shows every field's value.
+func TestTextPrintsEverything(t *testing.T) {
+	st := filled(t)
+	var b bytes.Buffer
+	if err := st.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	text := b.String()
+	t.Log("\n" + text)
+	for _, f := range Fields() {
+		if f.Group == "-" {
+			continue
+		}
+		want := formatValue(f.Value(st))
+		if f.Item != "" {
+			want = f.Item + " " + want
+		}
+		if !strings.Contains(text, want) {
+			t.Errorf("field %s: %q not in the text", f.JSON, want)
+		}
+	}
+	head := regexp.MustCompile(fmt.Sprintf(`^%s: +pid %d, up 1m%ds\n`, st.Name, st.PID, int(st.UptimeSeconds)-60))
+	if !head.MatchString(text) {
+		t.Errorf("heading %q; want /%s/", strings.SplitN(text, "\n", 2)[0], head)
+	}
+}
+
+func TestDecodeStrict(t *testing.T) {
+	st := filled(t)
+	b, _ := json.Marshal(st)
+	got, err := Decode(b)
+	if err != nil || !reflect.DeepEqual(got, st) {
+		t.Fatalf("Decode(Marshal(st)) = %+v, %v", got, err)
+	}
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	delete(m, "flows_open")
+	b2, _ := json.Marshal(m)
+	if _, err := Decode(b2); err == nil || !strings.Contains(err.Error(), "flows_open") {
+		t.Errorf("a missing key: %v; want an error naming it", err)
+	}
+	m["flows_open"], m["flows_opened"] = 1, 1
+	b3, _ := json.Marshal(m)
+	if _, err := Decode(b3); err == nil || !strings.Contains(err.Error(), "flows_opened") {
+		t.Errorf("an unknown key: %v; want an error naming it", err)
+	}
+	list, err := DecodeList([]byte("[" + string(b) + "," + string(b) + "]"))
+	if err != nil || len(list) != 2 {
+		t.Errorf("DecodeList = %d, %v", len(list), err)
+	}
+	if _, err := DecodeList([]byte("[" + string(b2) + "]")); err == nil || !strings.Contains(err.Error(), "element 0") {
+		t.Errorf("DecodeList with a bad element: %v", err)
+	}
+}
+
+func TestParseMetricTags(t *testing.T) {
+	type bad struct {
+		A uint64            `json:"a" metric:"histogram a" help:"x"`
+		B uint64            `json:"b" metric:"counter b" help:""`
+		C map[string]uint64 `json:"c" metric:"counter c" help:"x"`
+		D uint64            `json:"d" metric:"counter d label" help:"x"`
+	}
+	ty := reflect.TypeFor[bad]()
+	for i := range ty.NumField() {
+		sf := ty.Field(i)
+		if _, err := parseMetric(sf.Tag.Get("metric"), sf.Tag.Get("help"), sf.Type); err == nil {
+			t.Errorf("field %s: tag %q accepted", sf.Name, sf.Tag)
+		}
+	}
+	fs := []Field{
+		{JSON: "a", Metric: &Metric{Name: "x", Counter: true, Help: "h", Label: "d", LabelValue: "in"}},
+		{JSON: "b", Metric: &Metric{Name: "x", Counter: true, Help: "other", Label: "d", LabelValue: "out"}},
+	}
+	if err := checkFamilies(fs); err == nil {
+		t.Error("a family whose fields disagree on help was accepted")
+	}
+}

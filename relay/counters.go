@@ -1,0 +1,127 @@
+package relay
+
+import "sync/atomic"
+
+// Outcome is how the relay decided a flow: every captured SYN that reaches a
+// decision counts under exactly one.
+type Outcome int
+
+// The outcomes of a flow's set-up.
+const (
+	OutcomeAccepted    Outcome = iota // relayed
+	OutcomeRefused                    // the IPv4 server refused (RST)
+	OutcomeDenied                     // access rules, mapping or a router address
+	OutcomeUnreachable                // no route, host unreachable, blackhole or prohibited on the IPv4 side
+	OutcomeTimedOut                   // the IPv4 server did not answer within the dial timeout
+	OutcomeLimited                    // a per-client limit or faithif's file descriptor limit
+	OutcomeError                      // anything else: the client left, shutdown, a local error
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"accepted", "refused", "denied", "unreachable", "timed_out", "limited", "error"}
+
+// String names the outcome as metrics and logs show it.
+func (o Outcome) String() string { return outcomeNames[o] }
+
+// outcomeOf files a refusal reason under its outcome.
+func outcomeOf(reason string) Outcome {
+	switch reason {
+	case "connection-refused":
+		return OutcomeRefused
+	case "denied":
+		return OutcomeDenied
+	case "host-unreachable", "network-unreachable", "blackhole", "prohibited":
+		return OutcomeUnreachable
+	case "timeout":
+		return OutcomeTimedOut
+	case "limit", reasonFDLimit:
+		return OutcomeLimited
+	}
+	return OutcomeError
+}
+
+// ends lists the ways a relayed flow ends, in the order stats.ended counts
+// them.
+var ends = [...]End{EndClosed, EndClientReset, EndServerReset, EndIdleTimeout, EndShutdown}
+
+func endIndex(e End) int {
+	for k, x := range ends {
+		if x == e {
+			return k
+		}
+	}
+	return len(ends) - 1
+}
+
+// stats is the relay's live counters, updated as flows are decided, copied
+// and finished.
+type stats struct {
+	outcomes [numOutcomes]atomic.Uint64 // decided flows by Outcome
+	ended    [len(ends)]atomic.Uint64   // finished relayed flows, indexed as ends
+	open     atomic.Int64               // relayed flows open now
+	fdLimit  atomic.Uint64              // refused for want of a descriptor (within OutcomeLimited)
+	bytesIn  atomic.Uint64              // client to server
+	bytesOut atomic.Uint64              // server to client
+}
+
+// Counters is a snapshot of a Relay's counters.
+//
+// The struct tags describe each counter once for every reader (see package
+// faithif/status): json is its key in `faithif show --json`, text its group
+// and item in the text `show`, metric its Prometheus type, name (after
+// faithif_) and label, help its help text.
+type Counters struct {
+	FlowsOpen int64 `json:"flows_open" text:"flows,open" metric:"gauge flows_open" help:"Relayed flows open now."`
+	// FlowsTotal counts the captured flows that reached a decision; the
+	// next four split it (refused: no IPv4 connection, or no descriptor).
+	FlowsTotal    uint64 `json:"flows_total" text:"flows,total"`
+	FlowsAccepted uint64 `json:"flows_accepted" text:"flows,accepted"`
+	FlowsRefused  uint64 `json:"flows_refused" text:"flows,refused"`
+	FlowsDenied   uint64 `json:"flows_denied" text:"flows,denied"`
+	FlowsLimited  uint64 `json:"flows_limited" text:"flows,limited"`
+	// FlowOutcomes counts decided flows by Outcome name; FlowEnds counts
+	// finished relayed flows by End.
+	FlowOutcomes map[string]uint64 `json:"flow_outcomes" text:"outcomes" metric:"counter flows_total outcome" help:"Captured flows by the relay's decision: accepted, refused (the IPv4 server reset), denied, unreachable, timed_out, limited, error."`
+	FlowEnds     map[string]uint64 `json:"flow_ends" text:"ended" metric:"counter flows_ended_total end" help:"Relayed flows finished, by how they ended."`
+	// Clients is how many client /64s have flows open or being set up.
+	Clients int `json:"clients" text:"clients,open" metric:"gauge clients" help:"Client /64s with flows open or being set up."`
+	// BytesIn and BytesOut count relayed payload, client to server and
+	// server to client.
+	BytesIn  uint64 `json:"bytes_in" text:"bytes,client->server" metric:"counter bytes_total direction=client_to_server" help:"Payload bytes relayed, by direction."`
+	BytesOut uint64 `json:"bytes_out" text:"bytes,server->client" metric:"counter bytes_total direction=server_to_client" help:"Payload bytes relayed, by direction."`
+	// FDLimit is the open-files limit in force; FlowsFDLimit counts the
+	// flows refused for want of a descriptor.
+	FDLimit      uint64 `json:"fd_limit" text:"fd limit,limit" metric:"gauge fd_limit" help:"The process's open-files limit; each relayed flow holds one descriptor."`
+	FlowsFDLimit uint64 `json:"flows_fd_limit" text:"fd limit,flows refused for lack of fds" metric:"counter flows_fd_limit_total" help:"Flows refused because the process was short of file descriptors."`
+}
+
+// Counters returns a snapshot of the relay's counters.
+func (r *Relay) Counters() Counters {
+	s := &r.stats
+	c := Counters{
+		FlowsOpen:    s.open.Load(),
+		FlowOutcomes: make(map[string]uint64, numOutcomes),
+		FlowEnds:     make(map[string]uint64, len(ends)),
+		Clients:      r.limits.clients(),
+		BytesIn:      s.bytesIn.Load(),
+		BytesOut:     s.bytesOut.Load(),
+		FDLimit:      FDLimit(),
+		// Read before the outcomes, which count the same refusals
+		// first: FlowsLimited cannot go below zero.
+		FlowsFDLimit: s.fdLimit.Load(),
+	}
+	var n [numOutcomes]uint64
+	for o := range numOutcomes {
+		n[o] = s.outcomes[o].Load()
+		c.FlowOutcomes[o.String()] = n[o]
+		c.FlowsTotal += n[o]
+	}
+	for k, e := range ends {
+		c.FlowEnds[string(e)] = s.ended[k].Load()
+	}
+	c.FlowsAccepted = n[OutcomeAccepted]
+	c.FlowsDenied = n[OutcomeDenied]
+	c.FlowsLimited = n[OutcomeLimited] - c.FlowsFDLimit
+	c.FlowsRefused = n[OutcomeRefused] + n[OutcomeUnreachable] + n[OutcomeTimedOut] + n[OutcomeError] + c.FlowsFDLimit
+	return c
+}

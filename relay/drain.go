@@ -1,0 +1,95 @@
+package relay
+
+import (
+	"context"
+	"sync"
+)
+
+// Shutdown stops admitting flows (new SYNs are refused with a RST) and waits
+// until every flow the relay is deciding or relaying has ended, or until ctx
+// is done, whichever comes first; then it returns ctx's error. Flows still
+// open are left running: Close ends them.
+func (r *Relay) Shutdown(ctx context.Context) error {
+	return r.flows.closeAndWait(ctx)
+}
+
+// Close stops admitting flows and ends every flow still open or being set
+// up: both sides are reset and the flow ends as "shutdown". It does not wait
+// for them; Wait does.
+func (r *Relay) Close() {
+	r.flows.close()
+	r.cancel()
+}
+
+// Wait waits until every flow handler has returned, or until ctx is done.
+func (r *Relay) Wait(ctx context.Context) error {
+	return r.flows.closeAndWait(ctx)
+}
+
+// Draining reports whether the relay has stopped admitting flows.
+func (r *Relay) Draining() bool { return r.flows.isClosed() }
+
+// tracker counts the flows being decided or relayed so that stopping can
+// wait for them; once closed it admits no new ones.
+type tracker struct {
+	mu     sync.Mutex
+	n      int
+	closed bool
+	zero   chan struct{} // closed when n drops to 0 while someone waits
+}
+
+// begin admits a flow, unless the tracker is closed.
+func (t *tracker) begin() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.n++
+	return true
+}
+
+// end marks a flow admitted by begin as over.
+func (t *tracker) end() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.n == 0 && t.zero != nil {
+		close(t.zero)
+		t.zero = nil
+	}
+}
+
+func (t *tracker) close() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+}
+
+func (t *tracker) isClosed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed
+}
+
+// closeAndWait admits no new flows and waits for the admitted ones to end,
+// or for ctx to be done; it returns ctx's error in that case.
+func (t *tracker) closeAndWait(ctx context.Context) error {
+	t.mu.Lock()
+	t.closed = true
+	if t.n == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	if t.zero == nil {
+		t.zero = make(chan struct{})
+	}
+	done := t.zero
+	t.mu.Unlock()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

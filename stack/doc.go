@@ -1,0 +1,35 @@
+// Package stack is faithif's gVisor half: the link endpoint between a TUN
+// device and a gVisor netstack, the NIC that accepts every destination, the
+// TCP forwarder that turns each captured SYN into a flow request, and the Conn
+// that carries an accepted flow. It knows nothing of IPv4 sockets or rules.
+//
+// The inbound data path, file by file:
+//
+//   - read.go: the read loop reads the TUN device, in batches or, with the
+//     virtio-net header (virtio.go), one TSO super-packet at a time.
+//   - filter.go: the faith(4) capture filter (keepfaith, IPv6 TCP and ICMPv6
+//     errors only, plausible sources) discards and counts everything else,
+//     and shows each SYN to the flow table.
+//   - flows.go: the flow table keeps the client's SYN while its flow is
+//     decided and, for a 4-tuple whose connection is closing, takes the new
+//     SYN and reopens the 4-tuple.
+//   - link.go: the link endpoint injects the packet into gVisor (IPv6, TCP).
+//   - forward.go: gVisor's TCP forwarder hands each new SYN to the forwarder
+//     callback, which wraps it in a request and passes it to the
+//     flow.Handler; the request's Accept completes the handshake, its Refuse
+//     answers with a RST or an ICMPv6 error quoting the held SYN.
+//   - conn.go: an accepted flow is a Conn, read and written by the relay.
+//
+// The write path goes back the same way: a Conn's writes, gVisor's segments
+// and ICMPv6 errors leave through the link endpoint's WritePackets (link.go),
+// which writes them to the TUN, as GSO super-packets behind a virtio-net
+// header when the device has one. stack.go builds and runs the whole; counters.go
+// reads its counters.
+//
+// stack imports one faithif package, relay/flow, and only that contract: a
+// captured flow is handed over as a flow.Request, decided with a
+// flow.Refusal, and carried as a flow.Conn. The contract lives beside the
+// relay and imports only the standard library, so stack depends on no relay
+// code, relay on no gVisor code, and a program embedding the stack can be
+// another consumer.
+package stack

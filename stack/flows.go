@@ -1,0 +1,239 @@
+package stack
+
+import (
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// flowTable is what a Stack knows of each captured flow, by 4-tuple, beyond
+// what gVisor keeps: the client's SYN while the flow is decided, and the
+// accepted Conn afterwards. Its one SYN hook is the link endpoint's synHook,
+// which sees every inbound SYN after the capture filter and before gVisor.
+//
+// The SYN is kept so that a refusal can answer with an ICMPv6 error quoting
+// it: Linux accepts such an error for a connecting socket only if the quoted
+// segment matches its 4-tuple and sequence number, and gVisor's
+// ForwarderRequest does not expose the SYN.
+//
+// The Conn is kept so that a client can reuse its port at once after a flow
+// the relay closed: a new SYN for the 4-tuple of a closing endpoint reopens
+// the connection (RFC 1122 4.2.2.13), as Linux does for TIME_WAIT. gVisor
+// only reopens a TIME_WAIT 4-tuple for a listening endpoint; the forwarder is
+// not one, so without this the SYN is swallowed until TIME_WAIT ends and the
+// client's connect() stalls for seconds. The SYN often arrives right behind
+// the client's FIN or last ACK, before gVisor's processor has moved the
+// endpoint to TIME_WAIT or CLOSED; so the SYN is held until the endpoint gets
+// there (see reopen), then the endpoint is removed and the SYN delivered.
+type flowTable struct {
+	mu sync.Mutex
+	m  map[stack.TransportEndpointID]*flowEntry
+	// closed is set by sweep(true), when the Stack closes: nothing is held
+	// or delivered any more.
+	closed bool
+
+	// inject delivers a held SYN to gVisor.
+	inject func([]byte)
+}
+
+// flowEntry is one flow in a flowTable. Its fields are guarded by the
+// table's mu.
+type flowEntry struct {
+	// syn is a copy of the client's SYN (IPv6 header and payload) until
+	// the flow is decided, and at is when it was taken.
+	syn []byte
+	at  time.Time
+	// deciding is set while the forwarder's handler decides the flow.
+	deciding bool
+	// conn is the accepted connection, nil until then.
+	conn *Conn
+	// reopening is set while a new SYN for the 4-tuple waits for conn's
+	// endpoint to be out of the way; one is enough, the client's
+	// retransmissions meanwhile are dropped.
+	reopening bool
+}
+
+// Bounds on holding a SYN.
+const (
+	// synMaxAge bounds how long a SYN the forwarder dropped (over its
+	// in-flight limit) stays in the table.
+	synMaxAge = 30 * time.Second
+	// reopenLimit bounds how long a SYN waits for a closing endpoint.
+	reopenLimit = 200 * time.Millisecond
+)
+
+// heldEntry returns a new entry holding a copy of syn.
+func heldEntry(syn []byte) *flowEntry {
+	return &flowEntry{syn: append([]byte(nil), syn...), at: time.Now()}
+}
+
+// putLocked makes e the entry of id; t.mu is held.
+func (t *flowTable) putLocked(id stack.TransportEndpointID, e *flowEntry) {
+	if t.m == nil {
+		t.m = make(map[stack.TransportEndpointID]*flowEntry)
+	}
+	t.m[id] = e
+}
+
+// syn is the link endpoint's synHook: it sees every inbound SYN, pkt valid
+// only during the call, before gVisor. It returns true if it took the
+// packet: the 4-tuple belongs to an endpoint that is closing, and the SYN
+// will be delivered once that endpoint is out of the way.
+func (t *flowTable) syn(id stack.TransportEndpointID, pkt []byte) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	e := t.m[id]
+	switch {
+	case e == nil:
+		t.putLocked(id, heldEntry(pkt))
+		return false
+	case e.conn == nil:
+		// Being decided, or waiting for the forwarder: keep the first
+		// SYN. gVisor's forwarder swallows a retransmission of a SYN it
+		// is deciding.
+		if e.syn == nil {
+			e.syn, e.at = append([]byte(nil), pkt...), time.Now()
+		}
+		return false
+	}
+	switch e.conn.state() {
+	case tcp.StateFinWait1, tcp.StateFinWait2, tcp.StateClosing, tcp.StateTimeWait, tcp.StateLastAck:
+		if !e.reopening {
+			e.reopening = true
+			go t.reopen(id, e, append([]byte(nil), pkt...))
+		}
+		return true
+	case tcp.StateClose, tcp.StateError:
+		t.putLocked(id, heldEntry(pkt))
+		return false
+	default:
+		return false // a SYN inside a live connection: gVisor answers it
+	}
+}
+
+// reopen waits for the endpoint of e, a closing flow, to reach TIME_WAIT or
+// CLOSED, gets it out of the way, and delivers syn, the client's new SYN for
+// its 4-tuple. If the endpoint takes longer than reopenLimit, the SYN is
+// dropped and the client's retransmission tries again.
+//
+// It waits on the Conn's waiter queue rather than polling: gVisor notifies
+// the queue with EventHUp (and EventErr) right after the endpoint moves to
+// TIME_WAIT (startTimeWait in transport/tcp/dispatcher.go, called by
+// handleConnected once the processor has handled the client's FIN or last
+// ACK), to CLOSED or ERROR from a connected state (handleConnected: the ACK
+// of LAST_ACK, a RST), and to CLOSED on a timer (timeWaitTimerExpired,
+// finWait2TimerExpired in transport/tcp/connect.go). The entry is registered
+// before the state is first checked, so no transition is missed.
+func (t *flowTable) reopen(id stack.TransportEndpointID, e *flowEntry, syn []byte) {
+	c := e.conn // set before e was published with it, never changed
+	we, ch := waiter.NewChannelEntry(waiter.EventHUp | waiter.EventErr)
+	c.wq.EventRegister(&we)
+	defer c.wq.EventUnregister(&we)
+	deadline := time.NewTimer(reopenLimit)
+	defer deadline.Stop()
+	for {
+		switch c.state() {
+		case tcp.StateTimeWait:
+			// The RST this sends carries the old connection's numbers,
+			// which the client, now in SYN-SENT, ignores.
+			c.ep.Abort()
+			fallthrough
+		case tcp.StateClose, tcp.StateError:
+			t.reopened(id, e, syn)
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			t.mu.Lock()
+			e.reopening = false
+			t.mu.Unlock()
+			return
+		}
+	}
+}
+
+// reopened delivers syn, the new SYN for the 4-tuple of e, whose endpoint is
+// gone, after putting a fresh entry holding it in the table, so that a
+// refusal of the new flow can quote it.
+func (t *flowTable) reopened(id stack.TransportEndpointID, e *flowEntry, syn []byte) {
+	t.mu.Lock()
+	e.reopening = false
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	if t.m[id] == e {
+		// Else a SYN has found the endpoint closed already and replaced e
+		// with an entry of its own.
+		t.putLocked(id, &flowEntry{syn: syn, at: time.Now()})
+	}
+	t.mu.Unlock()
+	t.inject(syn)
+}
+
+// decide returns the entry of id, a flow the forwarder is handing to the
+// handler, marked as being decided.
+func (t *flowTable) decide(id stack.TransportEndpointID) *flowEntry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.m[id]
+	if e == nil || e.conn != nil {
+		// No SYN held (the table was swept), or a connection whose
+		// endpoint has gone since the SYN was seen.
+		e = &flowEntry{at: time.Now()}
+		if !t.closed {
+			t.putLocked(id, e)
+		}
+	}
+	e.deciding = true
+	return e
+}
+
+// decided records the decision on e, the entry of id: c, the accepted
+// connection, or nil for a refusal or a failed handshake, which forget the
+// flow. It returns the SYN e held, or nil. It is called before the forwarder
+// request completes, while gVisor's forwarder still swallows the SYNs of the
+// 4-tuple: a SYN after that finds the table as the decision left it.
+func (t *flowTable) decided(id stack.TransportEndpointID, e *flowEntry, c *Conn) []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	syn := e.syn
+	e.syn, e.deciding = nil, false
+	if c != nil {
+		e.conn = c
+	} else if t.m[id] == e {
+		delete(t.m, id)
+	}
+	return syn
+}
+
+// sweep forgets the flows whose endpoint has finished closing (unless a SYN
+// is reopening the 4-tuple) and the SYNs older than synMaxAge that no one is
+// deciding; with all, it forgets everything and closes the table.
+func (t *flowTable) sweep(all bool) {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if all {
+		clear(t.m)
+		t.closed = true
+		return
+	}
+	for id, e := range t.m {
+		switch {
+		case e.conn != nil:
+			if s := e.conn.state(); !e.reopening && (s == tcp.StateClose || s == tcp.StateError) {
+				delete(t.m, id)
+			}
+		case !e.deciding && now.Sub(e.at) > synMaxAge:
+			delete(t.m, id)
+		}
+	}
+}
