@@ -18,6 +18,15 @@ const RunDirEnv = "FAITHIF_RUN_DIR"
 // KeepFaithName is the sysctl name of the capture switch, as on BSD.
 const KeepFaithName = "net.inet6.ip6.keepfaith"
 
+// KeepFaithValue returns the switch's value as sysctl shows it: 1 for on,
+// 0 for off.
+func KeepFaithValue(on bool) int {
+	if on {
+		return 1
+	}
+	return 0
+}
+
 // RunDir is the directory where running instances keep their control
 // sockets and where the global keepfaith value is kept between instances.
 type RunDir string

@@ -91,7 +91,7 @@ type Counters struct {
 	BytesOut uint64 `json:"bytes_out" text:"bytes,server->client" metric:"counter bytes_total direction=server_to_client" help:"Payload bytes relayed, by direction."`
 	// FDLimit is the open-files limit in force; FlowsFDLimit counts the
 	// flows refused for want of a descriptor.
-	FDLimit      uint64 `json:"fd_limit" text:"fd limit,limit" metric:"gauge fd_limit" help:"The process's open-files limit; each relayed flow holds one descriptor."`
+	FDLimit      uint64 `json:"fd_limit" text:"fd limit" metric:"gauge fd_limit" help:"The process's open-files limit; each relayed flow holds one descriptor."`
 	FlowsFDLimit uint64 `json:"flows_fd_limit" text:"fd limit,flows refused for lack of fds" metric:"counter flows_fd_limit_total" help:"Flows refused because the process was short of file descriptors."`
 }
 

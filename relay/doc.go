@@ -6,14 +6,14 @@
 // address embedded in it (Mapper, RFC 6052), refuses destinations that must
 // never be reached and those the access rules deny (Rules, faithd.conf),
 // admits it within the per-client limits, dials the IPv4 server with an
-// ordinary kernel socket (KernelConn), and only then accepts the client's
+// ordinary kernel socket (kernelConn), and only then accepts the client's
 // handshake, so that the client hears what the IPv4 side answered. The copy
-// loop (StartPipe) then moves bytes both ways, propagating half-close, reset
+// loop (startPipe) then moves bytes both ways, propagating half-close, reset
 // and idle timeout.
 //
-// Files, in the order a flow meets them: relay.go (Handle), mapper.go,
-// rules.go, limits.go, dial.go, kernelconn.go, pipe.go; counters.go holds the
-// counters and drain.go the shutdown.
+// Files, in the order a flow meets them: relay.go (Handle), policy.go (with
+// mapper.go and rules.go), limits.go, dial.go, kernelconn.go, pipe.go;
+// counters.go holds the counters and drain.go the shutdown.
 //
 // It knows nothing of TUN devices or gVisor: it sees captured flows only
 // through package flow.

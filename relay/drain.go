@@ -10,21 +10,17 @@ import (
 // is done, whichever comes first; then it returns ctx's error. Flows still
 // open are left running: Close ends them.
 func (r *Relay) Shutdown(ctx context.Context) error {
-	return r.flows.closeAndWait(ctx)
+	r.flows.close()
+	return r.flows.wait(ctx)
 }
 
-// Close stops admitting flows and ends every flow still open or being set
-// up: both sides are reset and the flow ends as "shutdown". It does not wait
-// for them; Wait does.
-func (r *Relay) Close() {
-	r.flows.close()
-	r.cancel()
-}
+// Close ends every flow still open or being set up, and any that arrives
+// later: both sides are reset, and the flow ends (or is refused) as
+// "shutdown". It does not wait for them; Wait does.
+func (r *Relay) Close() { r.cancel() }
 
 // Wait waits until every flow handler has returned, or until ctx is done.
-func (r *Relay) Wait(ctx context.Context) error {
-	return r.flows.closeAndWait(ctx)
-}
+func (r *Relay) Wait(ctx context.Context) error { return r.flows.wait(ctx) }
 
 // Draining reports whether the relay has stopped admitting flows.
 func (r *Relay) Draining() bool { return r.flows.isClosed() }
@@ -60,6 +56,7 @@ func (t *tracker) end() {
 	}
 }
 
+// close admits no new flows.
 func (t *tracker) close() {
 	t.mu.Lock()
 	t.closed = true
@@ -72,11 +69,10 @@ func (t *tracker) isClosed() bool {
 	return t.closed
 }
 
-// closeAndWait admits no new flows and waits for the admitted ones to end,
-// or for ctx to be done; it returns ctx's error in that case.
-func (t *tracker) closeAndWait(ctx context.Context) error {
+// wait waits for the admitted flows to end, or for ctx to be done; it
+// returns ctx's error in that case.
+func (t *tracker) wait(ctx context.Context) error {
 	t.mu.Lock()
-	t.closed = true
 	if t.n == 0 {
 		t.mu.Unlock()
 		return nil

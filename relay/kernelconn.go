@@ -9,8 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// KernelConn adapts a host-kernel TCP connection to flow.Conn and ReadWaiter.
-type KernelConn struct {
+// kernelConn adapts a host-kernel TCP connection to flow.Conn and readWaiter.
+type kernelConn struct {
 	*net.TCPConn
 	raw syscall.RawConn
 
@@ -20,19 +20,19 @@ type KernelConn struct {
 	peekErr error
 }
 
-// NewKernelConn returns c as a KernelConn.
-func NewKernelConn(c *net.TCPConn) (*KernelConn, error) {
+// newKernelConn returns c as a kernelConn.
+func newKernelConn(c *net.TCPConn) (*kernelConn, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("kernel connection: %w", err)
 	}
-	k := &KernelConn{TCPConn: c, raw: raw}
+	k := &kernelConn{TCPConn: c, raw: raw}
 	k.peek = k.peekReadable
 	return k, nil
 }
 
 // Abort resets the connection: SO_LINGER 0 makes close(2) send a RST.
-func (c *KernelConn) Abort() error {
+func (c *kernelConn) Abort() error {
 	c.SetLinger(0)
 	return c.Close()
 }
@@ -40,7 +40,7 @@ func (c *KernelConn) Abort() error {
 // WaitRead waits, through Go's poller and without a buffer, until the
 // socket has data, a FIN or an error to read. An error (a RST) is returned
 // here, since the peek that found it has taken it from the socket.
-func (c *KernelConn) WaitRead() error {
+func (c *kernelConn) WaitRead() error {
 	c.peekErr = nil
 	if err := c.raw.Read(c.peek); err != nil {
 		return err
@@ -53,7 +53,7 @@ func (c *KernelConn) WaitRead() error {
 
 // peekReadable reports whether a read on fd would not block, keeping the
 // error it finds.
-func (c *KernelConn) peekReadable(fd uintptr) bool {
+func (c *kernelConn) peekReadable(fd uintptr) bool {
 	var b [1]byte
 	_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 	switch err {

@@ -11,10 +11,10 @@ import (
 	"github.com/faithif/faithif/relay/flow"
 )
 
-// ReadWaiter is implemented by a Conn that can wait until a Read would not
+// readWaiter is implemented by a Conn that can wait until a Read would not
 // block without holding a buffer. Pipe then lends a copy buffer to a flow
 // only while it has data to move, so idle flows hold none.
-type ReadWaiter interface {
+type readWaiter interface {
 	// WaitRead returns once data, a FIN or an error is there to read.
 	WaitRead() error
 }
@@ -38,15 +38,15 @@ const bufferSize = 64 << 10
 // bufferPool holds the copy buffers, shared by all flows.
 var bufferPool = sync.Pool{New: func() any { b := make([]byte, bufferSize); return &b }}
 
-// PipeStats receives live byte counts while a flow runs. Either field may be
+// pipeStats receives live byte counts while a flow runs. Either field may be
 // nil.
-type PipeStats struct {
+type pipeStats struct {
 	ClientToServer *atomic.Uint64
 	ServerToClient *atomic.Uint64
 }
 
-// PipeResult is what Pipe reports when a flow is over.
-type PipeResult struct {
+// pipeResult is what Pipe reports when a flow is over.
+type pipeResult struct {
 	ClientToServer uint64 // bytes
 	ServerToClient uint64 // bytes
 	End            End
@@ -56,21 +56,21 @@ type PipeResult struct {
 // pipe is the state of one flow being copied.
 type pipe struct {
 	client, server flow.Conn
-	stats          PipeStats
+	stats          pipeStats
 	c2s, s2c       atomic.Uint64
 	lastActive     atomic.Int64 // monotonic nanoseconds since start
 	start          time.Time
 	running        atomic.Int32 // copy directions still running
 	stopWatch      func() bool  // stops watching ctx
 	idleTimer      *time.Timer
-	done           func(PipeResult)
+	done           func(pipeResult)
 
 	once sync.Once
 	end  End
 	err  error
 }
 
-// StartPipe copies between client and server until both directions are
+// startPipe copies between client and server until both directions are
 // finished, either side resets, the flow is idle in both directions for idle
 // (zero or negative: never), or ctx is cancelled. A FIN from one side
 // becomes CloseWrite on the other while the other direction keeps flowing; a
@@ -81,7 +81,7 @@ type pipe struct {
 // when the flow is over. The caller's
 // goroutine, whose stack may have grown deep while setting the flow up, is
 // free to end: an idle flow then holds only two shallow goroutines.
-func StartPipe(ctx context.Context, client, server flow.Conn, idle time.Duration, stats PipeStats, done func(PipeResult)) {
+func startPipe(ctx context.Context, client, server flow.Conn, idle time.Duration, stats pipeStats, done func(pipeResult)) {
 	p := &pipe{client: client, server: server, stats: stats, start: time.Now(), done: done}
 	p.stopWatch = context.AfterFunc(ctx, func() { p.fail(EndShutdown, ctx.Err()) })
 	if idle > 0 {
@@ -107,13 +107,13 @@ func (p *pipe) run(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, sr
 		p.client.Close()
 		p.server.Close()
 	})
-	p.done(PipeResult{ClientToServer: p.c2s.Load(), ServerToClient: p.s2c.Load(), End: p.end, Err: p.err})
+	p.done(pipeResult{ClientToServer: p.c2s.Load(), ServerToClient: p.s2c.Load(), End: p.end, Err: p.err})
 }
 
 // copy moves bytes from src to dst. srcEnd and dstEnd name the end of the
 // flow when src or dst fails.
 func (p *pipe) copy(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, srcEnd, dstEnd End) {
-	waiter, _ := src.(ReadWaiter)
+	waiter, _ := src.(readWaiter)
 	drained := true // the last read did not fill the buffer: wait before the next
 	for {
 		if waiter != nil && drained {

@@ -33,31 +33,31 @@ func tcpPair(t *testing.T) (dialed, accepted *net.TCPConn) {
 
 // relayed sets up client <-> [pipe] <-> server over loopback and returns the
 // outer ends and a channel with Pipe's result.
-func relayed(t *testing.T, ctx context.Context, idle time.Duration) (client, server *net.TCPConn, done <-chan PipeResult) {
+func relayed(t *testing.T, ctx context.Context, idle time.Duration) (client, server *net.TCPConn, done <-chan pipeResult) {
 	t.Helper()
 	client, relayClientSide := tcpPair(t)
 	relayServerSide, server := tcpPair(t)
-	ch := make(chan PipeResult, 1)
-	kc, err := NewKernelConn(relayClientSide)
+	ch := make(chan pipeResult, 1)
+	kc, err := newKernelConn(relayClientSide)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks, err := NewKernelConn(relayServerSide)
+	ks, err := newKernelConn(relayServerSide)
 	if err != nil {
 		t.Fatal(err)
 	}
-	StartPipe(ctx, kc, ks, idle, PipeStats{}, func(r PipeResult) { ch <- r })
+	startPipe(ctx, kc, ks, idle, pipeStats{}, func(r pipeResult) { ch <- r })
 	return client, server, ch
 }
 
-func result(t *testing.T, done <-chan PipeResult) PipeResult {
+func result(t *testing.T, done <-chan pipeResult) pipeResult {
 	t.Helper()
 	select {
 	case r := <-done:
 		return r
 	case <-time.After(10 * time.Second):
 		t.Fatal("the pipe did not end")
-		return PipeResult{}
+		return pipeResult{}
 	}
 }
 

@@ -175,7 +175,7 @@ func (r *Relay) handle(req flow.Request) bool {
 		r.refuse(req, log, answer, reason, "error", err.Error(), "dial_seconds", dialTime.Seconds())
 		return false
 	}
-	server, err := NewKernelConn(nc.(*net.TCPConn))
+	server, err := newKernelConn(nc.(*net.TCPConn))
 	if err != nil {
 		nc.Close()
 		r.refuse(req, log, flow.RefuseReset, "error", "error", err.Error())
@@ -194,7 +194,7 @@ func (r *Relay) handle(req flow.Request) bool {
 	r.stats.open.Add(1)
 	log.Info("flow accepted", "outcome", OutcomeAccepted.String(), "src4", nc.LocalAddr().String(), "dial_seconds", dialTime.Seconds())
 
-	StartPipe(r.ctx, c, server, r.cfg.IdleTimeout, PipeStats{ClientToServer: &r.stats.bytesIn, ServerToClient: &r.stats.bytesOut}, func(res PipeResult) {
+	startPipe(r.ctx, c, server, r.cfg.IdleTimeout, pipeStats{ClientToServer: &r.stats.bytesIn, ServerToClient: &r.stats.bytesOut}, func(res pipeResult) {
 		r.limits.done(who, true)
 		r.stats.open.Add(-1)
 		r.stats.ended[endIndex(res.End)].Add(1)

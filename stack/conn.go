@@ -84,7 +84,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 // WaitRead waits until data, a FIN or an error is there to read, without a
-// buffer (relay.ReadWaiter).
+// buffer (the relay waits so before borrowing a copy buffer).
 func (c *Conn) WaitRead() error {
 	for c.ep.Readiness(waiter.ReadableEvents)&waiter.ReadableEvents == 0 {
 		<-c.readCh

@@ -131,7 +131,7 @@ func (t *flowTable) syn(id stack.TransportEndpointID, pkt []byte) bool {
 // finWait2TimerExpired in transport/tcp/connect.go). The entry is registered
 // before the state is first checked, so no transition is missed.
 func (t *flowTable) reopen(id stack.TransportEndpointID, e *flowEntry, syn []byte) {
-	c := e.conn // set before e was published with it, never changed
+	c := e.conn // read under t.mu by syn, which started this goroutine; never changed after
 	we, ch := waiter.NewChannelEntry(waiter.EventHUp | waiter.EventErr)
 	c.wq.EventRegister(&we)
 	defer c.wq.EventUnregister(&we)

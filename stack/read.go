@@ -73,14 +73,16 @@ func (e *LinkEndpoint) detached() bool {
 	}
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return true
+		return false
 	}
 	var ioErr error
-	err = rc.Control(func(fd uintptr) {
+	if err := rc.Control(func(fd uintptr) {
 		ifr, _ := unix.NewIfreq("")
 		ioErr = unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr)
-	})
-	return err != nil || errors.Is(ioErr, unix.EBADFD)
+	}); err != nil {
+		return false
+	}
+	return errors.Is(ioErr, unix.EBADFD)
 }
 
 // readVirtio is readLoop for a TUN with the virtio-net header: it reads the

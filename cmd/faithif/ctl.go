@@ -74,7 +74,11 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: %d %s from %s\n", name, st.RuleCount, plural(st.RuleCount, "rule", "rules"), st.Rules)
+	rules := "rules"
+	if st.RuleCount == 1 {
+		rules = "rule"
+	}
+	fmt.Fprintf(stdout, "%s: %d %s from %s\n", name, st.RuleCount, rules, st.Rules)
 	return nil
 }
 
@@ -152,7 +156,7 @@ func cmdSysctl(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if !set {
-		fmt.Fprintf(stdout, "%s: %d\n", key, b2i(old))
+		fmt.Fprintf(stdout, "%s: %d\n", key, faithif.KeepFaithValue(old))
 		return nil
 	}
 	var on bool
@@ -166,20 +170,6 @@ func cmdSysctl(args []string, stdout, stderr io.Writer) error {
 	if err := control.SetKeepFaith(context.Background(), runDir, on); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: %d -> %d\n", key, b2i(old), b2i(on))
+	fmt.Fprintf(stdout, "%s: %d -> %d\n", key, faithif.KeepFaithValue(old), faithif.KeepFaithValue(on))
 	return nil
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

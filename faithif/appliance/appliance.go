@@ -133,7 +133,7 @@ func (a *Appliance) apply() error {
 		return err
 	}
 	a.keepOld = &old
-	log.Info("keepfaith set", "value", b2i(*cfg.KeepFaith), "was", b2i(old))
+	log.Info("keepfaith set", "value", faithif.KeepFaithValue(*cfg.KeepFaith), "was", faithif.KeepFaithValue(old))
 	return nil
 }
 
@@ -194,7 +194,7 @@ func (a *Appliance) undo() {
 		if err := control.SetKeepFaith(context.Background(), a.runDir, *a.keepOld); err != nil {
 			a.log.Warn("putting back keepfaith", "error", err.Error())
 		} else {
-			a.log.Info("keepfaith put back", "value", b2i(*a.keepOld))
+			a.log.Info("keepfaith put back", "value", faithif.KeepFaithValue(*a.keepOld))
 		}
 		a.keepOld = nil
 	}
@@ -204,11 +204,4 @@ func (a *Appliance) undo() {
 	} else if n > 0 {
 		a.log.Info("sysctls put back", "count", n)
 	}
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

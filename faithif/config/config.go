@@ -287,7 +287,7 @@ func (c *checker) check(f *Settings) *Config {
 	}
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = DefaultLogLevel
-	} else if err := CheckLogLevel(cfg.LogLevel); err != nil {
+	} else if err := checkLogLevel(cfg.LogLevel); err != nil {
 		c.errorf("log_level", "%v", err)
 	}
 	if cfg.Metrics != "" {
@@ -555,9 +555,9 @@ func parseDenyWith(s string) (flow.Refusal, error) {
 	return flow.RefuseProhibited, fmt.Errorf("%q: want icmp6 or rst", s)
 }
 
-// CheckLogLevel checks a log level name as log/slog parses it: debug,
+// checkLogLevel checks a log level name as log/slog parses it: debug,
 // info, warn or error.
-func CheckLogLevel(s string) error {
+func checkLogLevel(s string) error {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(s)); err != nil {
 		return fmt.Errorf("%q: want debug, info, warn or error", s)

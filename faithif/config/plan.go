@@ -12,11 +12,7 @@ import (
 func (c *Config) WritePlan(w io.Writer) error {
 	fmt.Fprintf(w, "%s: ok\n", c.File)
 	if c.KeepFaith != nil {
-		v := 0
-		if *c.KeepFaith {
-			v = 1
-		}
-		fmt.Fprintf(w, "  %s=%d\n", faithif.KeepFaithName, v)
+		fmt.Fprintf(w, "  %s=%d\n", faithif.KeepFaithName, faithif.KeepFaithValue(*c.KeepFaith))
 	}
 	for _, s := range c.Sysctls {
 		fmt.Fprintf(w, "  sysctl %s=%s\n", s.Key, s.Value)

@@ -168,7 +168,7 @@ func (in *Instance) Run(ready func()) error {
 	runErr := in.stack.Run(func() {
 		in.running.Store(true)
 		log.Info("ready", "interface", cfg.Name, "prefixes", fmt.Sprint(in.mapper.Prefixes()), "mtu", cfg.MTU,
-			"keepfaith", b2i(keep), "fd_limit", relay.FDLimit(), "routes", fmt.Sprint(in.iface.Routes()), "control", socket, "pid", os.Getpid())
+			"keepfaith", faithif.KeepFaithValue(keep), "fd_limit", relay.FDLimit(), "routes", fmt.Sprint(in.iface.Routes()), "control", socket, "pid", os.Getpid())
 		if ready != nil {
 			ready()
 		}
@@ -309,14 +309,7 @@ func (in *Instance) Ready() error {
 // SetKeepFaith implements control.Controller.
 func (in *Instance) SetKeepFaith(on bool) {
 	if in.stack.Link().Capture() != on {
-		in.log.Info("keepfaith changed", "interface", in.cfg.Name, "keepfaith", b2i(on))
+		in.log.Info("keepfaith changed", "interface", in.cfg.Name, "keepfaith", faithif.KeepFaithValue(on))
 	}
 	in.stack.Link().SetCapture(on)
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

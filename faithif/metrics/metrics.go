@@ -32,9 +32,9 @@ type Metrics struct {
 	dial *prometheus.HistogramVec
 }
 
-// DialBuckets are the dial latency histogram's buckets, in seconds: from a
+// dialBuckets are the dial latency histogram's buckets, in seconds: from a
 // LAN's 0.1 ms to a dial timeout's tens of seconds.
-var DialBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30}
+var dialBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30}
 
 // New returns the metrics of src, with Go runtime and process metrics.
 func New(src Source) *Metrics {
@@ -42,7 +42,7 @@ func New(src Source) *Metrics {
 	m.dial = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "faithif_dial_duration_seconds",
 		Help:    "Time to connect to the IPv4 server, by result (ok or failed).",
-		Buckets: DialBuckets,
+		Buckets: dialBuckets,
 	}, []string{"interface", "result"})
 	m.reg.MustRegister(m.dial, collector{src: src, families: families()},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -25,7 +25,7 @@ type Status struct {
 	// Draining is true from the first stop request on; Up while the
 	// stack runs and the interface is not draining.
 	Draining bool `json:"draining" text:"draining"`
-	Up       bool `json:"up" text:"up" metric:"gauge interface_up" help:"1 while the interface's stack runs and it is not draining."`
+	Up       bool `json:"interface_up" text:"relaying" metric:"gauge interface_up" help:"1 while the interface's stack runs and it is not draining."`
 
 	RelayCounters
 	// The per-client limits in force (a client is a /64).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -87,7 +88,8 @@ func TestMetricNames(t *testing.T) {
 	}
 }
 
-// TestTextPrintsEverything: the text form shows every field's value.
+// TestTextPrintsEverything: the text form shows every field's value, on
+// its group's line.
 func TestTextPrintsEverything(t *testing.T) {
 	st := filled(t)
 	var b bytes.Buffer
@@ -96,6 +98,14 @@ func TestTextPrintsEverything(t *testing.T) {
 	}
 	text := b.String()
 	t.Log("\n" + text)
+	lines := map[string]string{} // group -> the rest of its line
+	for _, l := range strings.Split(strings.TrimSuffix(text, "\n"), "\n")[1:] {
+		g, rest, ok := strings.Cut(strings.TrimPrefix(l, "  "), "  ")
+		if !ok {
+			t.Fatalf("line %q: want \"  GROUP  VALUES\"", l)
+		}
+		lines[g] = strings.TrimSpace(rest)
+	}
 	for _, f := range Fields() {
 		if f.Group == "-" {
 			continue
@@ -104,13 +114,34 @@ func TestTextPrintsEverything(t *testing.T) {
 		if f.Item != "" {
 			want = f.Item + " " + want
 		}
-		if !strings.Contains(text, want) {
-			t.Errorf("field %s: %q not in the text", f.JSON, want)
+		items := strings.Split(lines[f.Group], ", ")
+		if !slices.Contains(items, want) && lines[f.Group] != want {
+			t.Errorf("field %s: %q is not on the %q line (%q)", f.JSON, want, f.Group, lines[f.Group])
 		}
 	}
 	head := regexp.MustCompile(fmt.Sprintf(`^%s: +pid %d, up 1m%ds\n`, st.Name, st.PID, int(st.UptimeSeconds)-60))
 	if !head.MatchString(text) {
 		t.Errorf("heading %q; want /%s/", strings.SplitN(text, "\n", 2)[0], head)
+	}
+}
+
+// TestJSONKeys pins the keys of the JSON form, which scripts read (bench.sh
+// reads flows_open): renaming one must be a decision, not an accident.
+func TestJSONKeys(t *testing.T) {
+	want := []string{
+		"name", "pid", "uptime_seconds", "prefixes", "routes", "rules", "rule_count", "mtu", "keepfaith",
+		"draining", "interface_up", "flows_open", "flows_total", "flows_accepted", "flows_refused",
+		"flows_denied", "flows_limited", "flow_outcomes", "flow_ends", "clients", "bytes_in", "bytes_out",
+		"fd_limit", "flows_fd_limit", "max_flows_per_client", "max_handshakes_per_client",
+		"handshakes_in_flight", "packets_in", "packets_out", "packets_discarded", "icmp6_in", "icmp6_out",
+		"icmp6_errors_sent", "icmp6_errors_rate_limited",
+	}
+	var got []string
+	for _, f := range Fields() {
+		got = append(got, f.JSON)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("JSON keys:\n got %q\nwant %q", got, want)
 	}
 }
 
