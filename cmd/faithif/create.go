@@ -158,22 +158,8 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 // names (exit 1, as for a bad faithif.conf).
 func flagsError(err error) error {
 	msg := prefixLines("faithif: ", err.Error())
-	if inFile(err) {
+	if config.InFile(err) {
 		return reportedError{errors.New(msg)}
 	}
 	return usageError{strings.TrimPrefix(msg, "faithif: ")}
-}
-
-// inFile reports whether err holds a config.Error about a file's contents.
-func inFile(err error) bool {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		for _, e := range j.Unwrap() {
-			if inFile(e) {
-				return true
-			}
-		}
-		return false
-	}
-	var ce *config.Error
-	return errors.As(err, &ce) && ce.Content
 }

@@ -211,6 +211,21 @@ var goTypeNames = map[string]string{
 	"map[string]interface {}": "a table",
 }
 
+// InFile reports whether err holds an Error about the contents of a file a
+// setting names (Content), rather than about a setting itself.
+func InFile(err error) bool {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if InFile(e) {
+				return true
+			}
+		}
+		return false
+	}
+	var ce *Error
+	return errors.As(err, &ce) && ce.Content
+}
+
 // FromFlags checks the settings of `faithif create`'s flags (one
 // interface) with the same rules as a file's. Each error names the flag
 // instead of a line and key: "--mtu: mtu 100: must be ...".
