@@ -14,7 +14,7 @@ const (
 	OutcomeUnreachable                // no route, host unreachable, blackhole or prohibited on the IPv4 side
 	OutcomeTimedOut                   // the IPv4 server did not answer within the dial timeout
 	OutcomeLimited                    // a per-client limit or faithif's file descriptor limit
-	OutcomeError                      // anything else: the client left, shutdown, a local error
+	OutcomeError                      // anything else: the client left (or never completed its handshake), shutdown, a local error
 	numOutcomes
 )
 
@@ -26,7 +26,7 @@ func (o Outcome) String() string { return outcomeNames[o] }
 // outcomeOf files a refusal reason under its outcome.
 func outcomeOf(reason string) Outcome {
 	switch reason {
-	case "connection-refused":
+	case "connection-refused": // the server's RST, before or during the connect
 		return OutcomeRefused
 	case "denied":
 		return OutcomeDenied
@@ -60,8 +60,12 @@ type stats struct {
 	ended    [len(ends)]atomic.Uint64   // finished relayed flows, indexed as ends
 	open     atomic.Int64               // relayed flows open now
 	fdLimit  atomic.Uint64              // refused for want of a descriptor (within OutcomeLimited)
+	repeated atomic.Uint64              // SYNs answered from recentRefusals (in no outcome)
 	bytesIn  atomic.Uint64              // client to server
 	bytesOut atomic.Uint64              // server to client
+	// handshakeFirst counts flows whose client's handshake was completed
+	// before their dial, under pressure (within the outcomes).
+	handshakeFirst atomic.Uint64
 }
 
 // Counters is a snapshot of a Relay's counters.
@@ -93,6 +97,14 @@ type Counters struct {
 	// flows refused for want of a descriptor.
 	FDLimit      uint64 `json:"fd_limit" text:"fd limit" metric:"gauge fd_limit" help:"The process's open-files limit; each relayed flow holds one descriptor."`
 	FlowsFDLimit uint64 `json:"flows_fd_limit" text:"fd limit,flows refused for lack of fds" metric:"counter flows_fd_limit_total" help:"Flows refused because the process was short of file descriptors."`
+	// FlowsHandshakeFirst counts the flows (within FlowsTotal) whose
+	// client's handshake was completed before their IPv4 dial, because a
+	// quarter of the handshake table was half-open: under pressure.
+	FlowsHandshakeFirst uint64 `json:"flows_handshake_first" text:"flows,handshake first" metric:"counter flows_handshake_first_total" help:"Flows whose client's handshake was completed before their IPv4 dial, because a quarter of max_handshakes were half-open (pressure, e.g. a SYN flood); a failed dial then resets the client."`
+	// RefusalsRepeated counts the SYNs of a 4-tuple whose dial failed in
+	// the last 5 s, answered the same way without a second dial; they are
+	// not new flows, so not in FlowsTotal.
+	RefusalsRepeated uint64 `json:"refusals_repeated" text:"flows,refusals repeated" metric:"counter refusals_repeated_total" help:"SYNs of a 4-tuple whose IPv4 dial failed in the last 5 s, answered as before without a second dial (not counted in flows_total)."`
 }
 
 // Counters returns a snapshot of the relay's counters.
@@ -108,7 +120,9 @@ func (r *Relay) Counters() Counters {
 		FDLimit:      FDLimit(),
 		// Read before the outcomes, which count the same refusals
 		// first: FlowsLimited cannot go below zero.
-		FlowsFDLimit: s.fdLimit.Load(),
+		FlowsFDLimit:        s.fdLimit.Load(),
+		FlowsHandshakeFirst: s.handshakeFirst.Load(),
+		RefusalsRepeated:    s.repeated.Load(),
 	}
 	var n [numOutcomes]uint64
 	for o := range numOutcomes {

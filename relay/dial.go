@@ -47,7 +47,8 @@ func FDLimit() uint64 {
 func dialFailure(err error) (string, flow.Refusal) {
 	var ne net.Error
 	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+		// ECONNRESET: the server's RST came during the connect.
 		return "connection-refused", flow.RefuseReset
 	case errors.Is(err, syscall.EHOSTUNREACH):
 		return "host-unreachable", flow.RefuseAddrUnreachable

@@ -5,15 +5,19 @@
 // stack's flow.Handler). The relay maps its IPv6 destination to the IPv4
 // address embedded in it (Mapper, RFC 6052), refuses destinations that must
 // never be reached and those the access rules deny (Rules, faithd.conf),
-// admits it within the per-client limits, dials the IPv4 server with an
-// ordinary kernel socket (kernelConn), and only then accepts the client's
-// handshake, so that the client hears what the IPv4 side answered. The copy
-// loop (startPipe) then moves bytes both ways, propagating half-close, reset
-// and idle timeout.
+// admits it within the limits (per client address, per client /64), dials
+// the IPv4 server with an ordinary kernel socket (kernelConn), and only then
+// accepts the client's handshake, so that the client hears what the IPv4
+// side answered. Under pressure (a quarter of the handshake table already
+// dialling) it accepts first and dials after, so that a spoofed source costs
+// no IPv4 connection. The copy loop (startPipe) then moves bytes both ways,
+// propagating half-close, reset and idle timeout.
 //
-// Files, in the order a flow meets them: relay.go (Handle), policy.go (with
-// mapper.go and rules.go), limits.go, dial.go, kernelconn.go, pipe.go;
-// counters.go holds the counters and drain.go the shutdown.
+// Files, in the order a flow meets them: relay.go (Handle), recent.go (the
+// failed dials of the last seconds), limits.go, policy.go (with mapper.go
+// and rules.go), dial.go, kernelconn.go, pipe.go; counters.go holds the
+// counters, loglimit.go the rate limit of refusal log lines, and drain.go
+// the shutdown.
 //
 // It knows nothing of TUN devices or gVisor: it sees captured flows only
 // through package flow.

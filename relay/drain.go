@@ -19,8 +19,13 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 // "shutdown". It does not wait for them; Wait does.
 func (r *Relay) Close() { r.cancel() }
 
-// Wait waits until every flow handler has returned, or until ctx is done.
-func (r *Relay) Wait(ctx context.Context) error { return r.flows.wait(ctx) }
+// Wait waits until every flow handler has returned, or until ctx is done;
+// then it logs the summaries of refusal lines held back so far.
+func (r *Relay) Wait(ctx context.Context) error {
+	err := r.flows.wait(ctx)
+	r.logs.flush()
+	return err
+}
 
 // Draining reports whether the relay has stopped admitting flows.
 func (r *Relay) Draining() bool { return r.flows.isClosed() }

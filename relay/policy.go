@@ -5,9 +5,10 @@ import (
 	"net/netip"
 )
 
-// ErrRouterAddress means a flow's IPv4 destination is one of the router's
-// own addresses, which is never relayed to.
-var ErrRouterAddress = errors.New("destination is an address of this router")
+// ErrRouterAddress means a flow's IPv4 destination is one the router's
+// kernel delivers locally (one of its addresses, or inside a local route
+// such as AnyIP's), which is never relayed to.
+var ErrRouterAddress = errors.New("destination is an address of this router (assigned, or in a local route)")
 
 // Policy decides, before any dial, whether a flow may be relayed: the
 // mapping with its always-refused destinations, the router's own
@@ -15,11 +16,11 @@ var ErrRouterAddress = errors.New("destination is an address of this router")
 // `faithif rules test` asks it to explain one.
 type Policy struct {
 	Mapper *Mapper
-	// Rules are the access rules; nil: none, everything mappable is
-	// permitted.
+	// Rules are the access rules; nil (no access file): everything
+	// mappable is permitted. A Rules with no rule denies everything.
 	Rules *Rules
-	// IsLocal reports whether an IPv4 address is one of the router's;
-	// nil: none is.
+	// IsLocal reports whether the router delivers an IPv4 address
+	// locally; nil: none is.
 	IsLocal func(netip.Addr) bool
 }
 
@@ -32,7 +33,7 @@ type Verdict struct {
 	// (ErrRouterAddress). Nil when the rules decide.
 	Refused error
 	// Permit and Rule are the access rules' decision; Rule is nil when
-	// there are no rules or none matched.
+	// there is no access file or no rule matched.
 	Permit bool
 	Rule   *Rule
 }

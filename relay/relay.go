@@ -25,12 +25,15 @@ const (
 // Config configures a Relay.
 type Config struct {
 	Mapper *Mapper
-	Rules  *Rules // nil: permit what the Mapper allows
-	// IsLocal reports whether an IPv4 address is one of the router's own;
-	// such destinations are always refused. Nil: none is.
+	// Rules are the access rules; nil (no access file): permit what the
+	// Mapper allows. A Rules with no rule denies everything.
+	Rules *Rules
+	// IsLocal reports whether an IPv4 address is delivered locally by the
+	// router (one of its addresses, or inside a local route); such
+	// destinations are always refused. Nil: none is.
 	IsLocal     func(netip.Addr) bool
 	DenyWith    flow.Refusal  // how denied flows are refused; the zero value is RST, faithif uses RefuseProhibited
-	Limits      Limits        // per client /64; zero fields: the defaults
+	Limits      Limits        // zero fields: the defaults
 	DialTimeout time.Duration // zero: DefaultDialTimeout
 	IdleTimeout time.Duration // zero: DefaultIdleTimeout; negative: never
 	Logger      *slog.Logger  // nil: slog.Default()
@@ -42,11 +45,18 @@ type Config struct {
 // Relay decides captured flows and carries the accepted ones to IPv4. Its
 // Handle method is the stack's flow.Handler.
 type Relay struct {
-	cfg    Config
-	dialer net.Dialer
-	rules  atomic.Pointer[Rules]
-	limits clientLimiter
-	stats  stats
+	cfg     Config
+	dialer  net.Dialer
+	dialVia func(context.Context, *net.Dialer, string) (net.Conn, error) // tests: where dials go; nil: the dialer
+	rules   atomic.Pointer[Rules]
+	limits  clientLimiter
+	// halfOpen counts the flows between their choice of dial first or
+	// handshake first and the end of their client's handshake (Accept):
+	// the half-open handshakes the relay waits on.
+	halfOpen atomic.Int64
+	recent   recentRefusals
+	logs     *logLimiter
+	stats    stats
 
 	flows  tracker            // flows being decided or relayed
 	ctx    context.Context    // the flows' context, cancelled by Close
@@ -67,13 +77,8 @@ func New(cfg Config) *Relay {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Limits.MaxFlows <= 0 {
-		cfg.Limits.MaxFlows = DefaultMaxFlowsPerClient
-	}
-	if cfg.Limits.MaxHandshakes <= 0 {
-		cfg.Limits.MaxHandshakes = DefaultMaxHandshakesPerClient
-	}
-	r := &Relay{cfg: cfg, dialer: net.Dialer{Timeout: cfg.DialTimeout}}
+	cfg.Limits = cfg.Limits.withDefaults()
+	r := &Relay{cfg: cfg, dialer: net.Dialer{Timeout: cfg.DialTimeout}, logs: newLogLimiter(cfg.Logger, realClock{})}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.limits.limits = cfg.Limits
 	r.rules.Store(cfg.Rules)
@@ -87,14 +92,24 @@ func (r *Relay) SetRules(rs *Rules) { r.rules.Store(rs) }
 // Rules returns the access rules in force.
 func (r *Relay) Rules() *Rules { return r.rules.Load() }
 
-// Limits returns the per-client limits in force.
+// Limits returns the limits in force.
 func (r *Relay) Limits() Limits { return r.cfg.Limits }
 
 // Handle decides one captured flow and, if it is accepted, relays it until
-// it ends or the relay is closed; it is the stack's flow.Handler. The IPv4
-// connection is made before the client's handshake completes, so a client
-// never sees a connection that then closes: it sees the IPv4 side's answer.
-// Once Shutdown or Close has begun, new flows are refused with a RST.
+// it ends or the relay is closed; it is the stack's flow.Handler.
+//
+// Normally the IPv4 connection is made before the client's handshake
+// completes ("dial first"), so a client never sees a connection that then
+// closes: it sees the IPv4 side's answer. But a dial-first flow holds an
+// IPv4 connection until its client completes the handshake, which a spoofed
+// source never does. So while Limits.DialFirst or more handshakes are
+// half-open (dialling, or waiting for the client) the relay is under
+// pressure (a SYN flood, perhaps from spoofed sources): it completes the
+// client's handshake first, which proves the client's address, then dials;
+// a failed dial then resets the client's connection. Dial-first flows are
+// thus at most Limits.DialFirst, and a flood that keeps the handshake table
+// full costs no IPv4 connection beyond them. Once Shutdown or Close has
+// begun, new flows are refused with a RST.
 func (r *Relay) Handle(req flow.Request) {
 	if !r.flows.begin() {
 		req.Refuse(flow.RefuseReset) // draining: no new flows
@@ -109,38 +124,56 @@ func (r *Relay) Handle(req flow.Request) {
 	relaying = r.handle(req)
 }
 
+// flowSetup is one flow being decided.
+type flowSetup struct {
+	req    flow.Request
+	tuple  fourTuple
+	log    *slog.Logger
+	start  time.Time
+	to     netip.AddrPort
+	dialer *net.Dialer
+}
+
 // handle decides req and starts relaying it; it reports whether it did, in
 // which case the pipe's end calls r.flows.end.
 func (r *Relay) handle(req flow.Request) bool {
-	start := time.Now()
-	client, dst6 := req.Client(), req.Dest()
-	log := r.cfg.Logger.With("client", client.String(), "dst6", dst6.String())
-
-	who := clientOf(client.Addr())
-	if ok, limit := r.limits.admit(who); !ok {
+	f := &flowSetup{req: req, tuple: fourTuple{req.Client(), req.Dest()}, start: time.Now()}
+	f.log = r.cfg.Logger.With("client", f.tuple.client.String(), "dst6", f.tuple.dest.String())
+	addr := f.tuple.client.Addr()
+	if how, reason, ok := r.recent.lookup(f.tuple, f.start); ok {
+		// The same 4-tuple's dial failed a moment ago: the same answer,
+		// no second dial, not a second flow.
+		r.stats.repeated.Add(1)
+		req.Refuse(how)
+		if f.log.Enabled(context.Background(), slog.LevelDebug) && r.logs.allow("repeated", clientOf(addr), slog.LevelDebug) {
+			f.log.Debug("flow refused again", "reason", reason, "answer", how.String())
+		}
+		return false
+	}
+	if ok, limit := r.limits.admit(addr); !ok {
 		// Too many handshakes: drop the SYN, the client retries in a
 		// second, as with a full listen backlog. Too many flows: say no.
 		answer := flow.RefuseReset
-		if limit == limitHandshakes {
+		if limit == limitHandshakes || limit == limitHandshakesAddr {
 			answer = flow.RefuseDrop
 		}
-		r.refuse(req, log, answer, "limit", "limit", limit, "client_net", who.String())
+		r.refuse(f, answer, "limit", "limit", limit, "client_net", clientOf(addr).String())
 		return false
 	}
 	established := false
 	defer func() {
 		if !established {
-			r.limits.done(who, false)
+			r.limits.done(addr, false)
 		}
 	}()
 
 	rules := r.rules.Load()
-	v := Policy{Mapper: r.cfg.Mapper, Rules: rules, IsLocal: r.cfg.IsLocal}.Check(client.Addr(), dst6)
+	v := Policy{Mapper: r.cfg.Mapper, Rules: rules, IsLocal: r.cfg.IsLocal}.Check(addr, f.tuple.dest)
 	if v.To.IsValid() {
-		log = log.With("dst4", v.To.String())
+		f.log = f.log.With("dst4", v.To.String())
 	}
 	if v.Refused != nil {
-		r.refuse(req, log, r.cfg.DenyWith, "denied", "error", v.Refused.Error())
+		r.refuse(f, r.cfg.DenyWith, "denied", "error", v.Refused.Error())
 		return false
 	}
 	if !v.Permit {
@@ -148,88 +181,181 @@ func (r *Relay) handle(req flow.Request) bool {
 		if v.Rule != nil {
 			rule = fmt.Sprintf("%s:%d", rules.File, v.Rule.Line)
 		}
-		r.refuse(req, log, r.cfg.DenyWith, "denied", "rule", rule)
+		r.refuse(f, r.cfg.DenyWith, "denied", "rule", rule)
 		return false
 	}
 	if lim := r.fdLimit(); lim > 0 && uint64(r.stats.open.Load())+fdReserve >= lim {
 		// Keep descriptors for the control socket and netlink: refuse
 		// before the kernel does.
-		r.refuse(req, log, flow.RefuseReset, reasonFDLimit, "fd_limit", lim, "flows_open", r.stats.open.Load())
+		r.refuse(f, flow.RefuseReset, reasonFDLimit, "fd_limit", lim, "flows_open", r.stats.open.Load())
 		return false
 	}
-	dialer := &r.dialer
+	f.to, f.dialer = v.To, &r.dialer
 	if v.Rule != nil && v.Rule.Bind.IsValid() {
 		bound := r.dialer
 		bound.LocalAddr = &net.TCPAddr{IP: v.Rule.Bind.AsSlice()}
-		dialer = &bound
+		f.dialer = &bound
 	}
+	if r.halfOpen.Add(1) <= int64(r.cfg.Limits.DialFirst()) {
+		established = r.dialThenAccept(f)
+	} else {
+		r.stats.handshakeFirst.Add(1)
+		established = r.acceptThenDial(f)
+	}
+	return established
+}
 
-	dialStart := time.Now()
-	nc, err := dialer.DialContext(r.ctx, "tcp4", v.To.String())
-	dialTime := time.Since(dialStart)
-	if r.cfg.ObserveDial != nil {
-		r.cfg.ObserveDial(dialTime, err == nil)
-	}
+// dialThenAccept dials first, and completes the client's handshake only if
+// the IPv4 server answered; otherwise the client hears why not.
+func (r *Relay) dialThenAccept(f *flowSetup) bool {
+	server, took, err := r.dial(f)
 	if err != nil {
 		reason, answer := dialFailure(err)
-		r.refuse(req, log, answer, reason, "error", err.Error(), "dial_seconds", dialTime.Seconds())
+		r.refuse(f, answer, reason, "error", err.Error(), "dial_seconds", took.Seconds())
+		r.halfOpen.Add(-1)
 		return false
+	}
+	c, err := r.accept(f)
+	if err != nil {
+		server.Abort()
+		r.clientGone(f, err)
+		return false
+	}
+	r.relay(f, c, server, took, false)
+	return true
+}
+
+// acceptThenDial completes the client's handshake first (a spoofed source
+// never does, so it costs no IPv4 connection), then dials; if the dial
+// fails, the client's connection is reset.
+func (r *Relay) acceptThenDial(f *flowSetup) bool {
+	c, err := r.accept(f)
+	if err != nil {
+		r.clientGone(f, err)
+		return false
+	}
+	server, took, err := r.dial(f)
+	if err != nil {
+		c.Abort()
+		reason, answer := dialFailure(err)
+		outcome := r.count(reason)
+		if remembered(outcome) {
+			r.recent.remember(f.tuple, answer, reason, time.Now())
+		}
+		r.logRefusal(f, reason, "reason", reason, "outcome", outcome.String(), "answer", flow.RefuseReset.String(),
+			"after_handshake", true, "error", err.Error(), "dial_seconds", took.Seconds())
+		return false
+	}
+	r.relay(f, c, server, took, true)
+	return true
+}
+
+// accept completes the client's handshake; the flow is no longer
+// half-open.
+func (r *Relay) accept(f *flowSetup) (flow.Conn, error) {
+	defer r.halfOpen.Add(-1)
+	return f.req.Accept()
+}
+
+// dial connects to the flow's IPv4 server.
+func (r *Relay) dial(f *flowSetup) (*kernelConn, time.Duration, error) {
+	dialStart := time.Now()
+	var nc net.Conn
+	var err error
+	if r.dialVia != nil {
+		nc, err = r.dialVia(r.ctx, f.dialer, f.to.String())
+	} else {
+		nc, err = f.dialer.DialContext(r.ctx, "tcp4", f.to.String())
+	}
+	took := time.Since(dialStart)
+	if r.cfg.ObserveDial != nil {
+		r.cfg.ObserveDial(took, err == nil)
+	}
+	if err != nil {
+		return nil, took, err
 	}
 	server, err := newKernelConn(nc.(*net.TCPConn))
 	if err != nil {
 		nc.Close()
-		r.refuse(req, log, flow.RefuseReset, "error", "error", err.Error())
-		return false
+		return nil, took, err
 	}
-	c, err := req.Accept()
-	if err != nil {
-		server.Abort()
-		r.stats.outcomes[OutcomeError].Add(1)
-		log.Info("flow refused", "reason", "client-gone", "outcome", OutcomeError.String(), "error", err.Error())
-		return false
-	}
-	r.limits.established(who)
-	established = true
+	return server, took, nil
+}
+
+// clientGone counts and logs a flow whose client's handshake failed.
+func (r *Relay) clientGone(f *flowSetup, err error) {
+	r.stats.outcomes[OutcomeError].Add(1)
+	r.logRefusal(f, "client-gone", "reason", "client-gone", "outcome", OutcomeError.String(), "error", err.Error())
+}
+
+// relay counts the flow accepted and copies it until it ends.
+func (r *Relay) relay(f *flowSetup, c flow.Conn, server *kernelConn, dialTime time.Duration, afterHandshake bool) {
+	addr := f.tuple.client.Addr()
+	r.limits.established(addr)
 	r.stats.outcomes[OutcomeAccepted].Add(1)
 	r.stats.open.Add(1)
-	log.Info("flow accepted", "outcome", OutcomeAccepted.String(), "src4", nc.LocalAddr().String(), "dial_seconds", dialTime.Seconds())
+	attrs := []any{"outcome", OutcomeAccepted.String(), "src4", server.LocalAddr().String(), "dial_seconds", dialTime.Seconds()}
+	if afterHandshake {
+		attrs = append(attrs, "after_handshake", true)
+	}
+	f.log.Info("flow accepted", attrs...)
 
 	startPipe(r.ctx, c, server, r.cfg.IdleTimeout, pipeStats{ClientToServer: &r.stats.bytesIn, ServerToClient: &r.stats.bytesOut}, func(res pipeResult) {
-		r.limits.done(who, true)
+		r.limits.done(addr, true)
 		r.stats.open.Add(-1)
 		r.stats.ended[endIndex(res.End)].Add(1)
 		// The fields of the metrics, so that logs and metrics add up.
 		attrs := []any{"outcome", OutcomeAccepted.String(), "end", string(res.End),
 			"bytes_client_to_server", res.ClientToServer, "bytes_server_to_client", res.ServerToClient,
-			"dial_seconds", dialTime.Seconds(), "duration_seconds", time.Since(start).Seconds()}
+			"dial_seconds", dialTime.Seconds(), "duration_seconds", time.Since(f.start).Seconds()}
 		if res.Err != nil {
 			attrs = append(attrs, "error", res.Err.Error())
 		}
-		log.Info("flow finished", attrs...)
+		f.log.Info("flow finished", attrs...)
 		r.flows.end()
 	})
-	return true
 }
 
 // reasonFDLimit is the refusal reason when faithif is out of descriptors.
 const reasonFDLimit = "fd-limit"
 
-// refuse answers req with how, counts the flow under the reason's outcome
-// and logs one line with the reason and attrs. Running out of descriptors is
-// logged as an error that says what to do, and counted in stats.fdLimit as
-// well.
-func (r *Relay) refuse(req flow.Request, log *slog.Logger, how flow.Refusal, reason string, attrs ...any) {
+// refuse answers the flow with how, counts it under the reason's outcome,
+// remembers a failed dial's answer for the 4-tuple, and logs one line with
+// the reason and attrs (rate-limited).
+func (r *Relay) refuse(f *flowSetup, how flow.Refusal, reason string, attrs ...any) {
+	outcome := r.count(reason)
+	if remembered(outcome) {
+		r.recent.remember(f.tuple, how, reason, time.Now())
+	}
+	f.req.Refuse(how)
+	r.logRefusal(f, reason, append([]any{"reason", reason, "outcome", outcome.String(), "answer", how.String()}, attrs...)...)
+}
+
+// count counts a refused flow under the reason's outcome (and, out of
+// descriptors, in stats.fdLimit as well) and returns the outcome.
+func (r *Relay) count(reason string) Outcome {
 	outcome := outcomeOf(reason)
 	r.stats.outcomes[outcome].Add(1)
-	req.Refuse(how)
-	attrs = append([]any{"reason", reason, "outcome", outcome.String(), "answer", how.String()}, attrs...)
+	if reason == reasonFDLimit {
+		r.stats.fdLimit.Add(1) // after the outcome: see Counters
+	}
+	return outcome
+}
+
+// logRefusal logs a refused flow, unless its (reason, client /64) has
+// logged enough in this window (logLimiter). Running out of descriptors is
+// logged as an error that says what to do, a limit as a warning.
+func (r *Relay) logRefusal(f *flowSetup, reason string, attrs ...any) {
+	level, msg := slog.LevelInfo, "flow refused"
 	switch reason {
 	case reasonFDLimit:
-		r.stats.fdLimit.Add(1)
-		log.Error("flow refused: out of file descriptors; raise the hard RLIMIT_NOFILE (LimitNOFILE= in systemd, ulimit -Hn) or lower --max-flows-per-client", attrs...)
+		level = slog.LevelError
+		msg = "flow refused: out of file descriptors; raise the hard RLIMIT_NOFILE (LimitNOFILE= in systemd, ulimit -Hn) or lower the flow limits"
 	case "limit":
-		log.Warn("flow refused", attrs...)
-	default:
-		log.Info("flow refused", attrs...)
+		level = slog.LevelWarn
 	}
+	if !f.log.Enabled(context.Background(), level) || !r.logs.allow(reason, clientOf(f.tuple.client.Addr()), level) {
+		return
+	}
+	f.log.Log(context.Background(), level, msg, attrs...)
 }

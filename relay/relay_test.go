@@ -24,6 +24,8 @@ func TestDialFailureAnswers(t *testing.T) {
 		outcome Outcome
 	}{
 		{opErr(syscall.ECONNREFUSED), "connection-refused", flow.RefuseReset, OutcomeRefused},
+		// The server's RST during the connect is a refusal, not an error.
+		{opErr(syscall.ECONNRESET), "connection-refused", flow.RefuseReset, OutcomeRefused},
 		{opErr(syscall.EHOSTUNREACH), "host-unreachable", flow.RefuseAddrUnreachable, OutcomeUnreachable},
 		{opErr(syscall.ENETUNREACH), "network-unreachable", flow.RefuseNoRoute, OutcomeUnreachable},
 		{opErr(syscall.EACCES), "prohibited", flow.RefuseProhibited, OutcomeUnreachable},

@@ -51,10 +51,11 @@ func (r Rule) String() string {
 	return s
 }
 
-// Rules is a parsed access file: first match wins, no match denies. A Rules
-// with no rule at all (no file, or a file of comments) permits everything
-// that the Mapper does not refuse. Rules is immutable and safe for concurrent
-// use.
+// Rules is a parsed access file: first match wins, no match denies, so an
+// access file with no rule at all (empty, or comments only) denies every
+// flow (faithd permitted everything then, one of its bugs). Only a nil
+// *Rules, running with no access file, permits everything the Mapper does
+// not refuse. Rules is immutable and safe for concurrent use.
 type Rules struct {
 	File  string // where the rules came from; empty for none
 	Rules []Rule
@@ -67,8 +68,9 @@ type Decision struct {
 }
 
 // Check decides a flow from client src to IPv4 destination dst and port.
+// A nil *Rules (no access file) permits it.
 func (rs *Rules) Check(src netip.Addr, dst netip.AddrPort) Decision {
-	if rs == nil || len(rs.Rules) == 0 {
+	if rs == nil {
 		return Decision{Permit: true}
 	}
 	src, a := src.WithZone(""), dst.Addr().Unmap()
@@ -79,6 +81,43 @@ func (rs *Rules) Check(src netip.Addr, dst netip.AddrPort) Decision {
 		}
 	}
 	return Decision{}
+}
+
+// PermitsAll reports whether rs permits every flow: no access file (nil),
+// or a rule that permits every source, destination and port
+// (::/0 permit 0.0.0.0/0) with no deny rule before it. It returns that
+// rule, nil for no access file. (Permit rules that cover everything only
+// together are not recognised.)
+func (rs *Rules) PermitsAll() (bool, *Rule) {
+	if rs == nil {
+		return true, nil
+	}
+	for i := range rs.Rules {
+		r := &rs.Rules[i]
+		if !r.Permit {
+			return false, nil
+		}
+		if r.Src.Bits() == 0 && r.Dst.Bits() == 0 && r.PortHi == 0 {
+			return true, r
+		}
+	}
+	return false, nil
+}
+
+// Warning says in one sentence what rs means when it is one of the
+// extremes, which deserve a warning at start and at reload: every flow
+// permitted (no access file, or a rule that permits all) or denied (a file
+// with no rule). It is "" for any other rule set.
+func (rs *Rules) Warning() string {
+	switch all, rule := rs.PermitsAll(); {
+	case rs == nil:
+		return "no access rules: every destination is permitted except the always-refused ones"
+	case len(rs.Rules) == 0:
+		return "access file has no rules: every flow is denied"
+	case all:
+		return fmt.Sprintf("access rules permit every flow (%s:%d: %s)", rs.File, rule.Line, rule)
+	}
+	return ""
 }
 
 // LoadRules reads an access file. isLocal reports whether an IPv4 address

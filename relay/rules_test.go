@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -77,16 +78,67 @@ func TestRulesPorts(t *testing.T) {
 	}
 }
 
-func TestNoRulesPermit(t *testing.T) {
+// TestNoRules: no access file permits everything, but a file with no
+// rule (empty, or comments only) denies everything: no match denies.
+func TestNoRules(t *testing.T) {
+	src, dst := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddrPort("192.0.2.2:80")
 	var none *Rules
-	empty, err := ParseRules("empty", strings.NewReader("# nothing\n\n"), nil)
-	if err != nil {
-		t.Fatal(err)
+	if d := none.Check(src, dst); !d.Permit || d.Rule != nil {
+		t.Errorf("Check with no access file = %+v; want permit", d)
 	}
-	for _, rs := range []*Rules{none, empty} {
-		if d := rs.Check(netip.MustParseAddr("2001:db8::1"), netip.MustParseAddrPort("192.0.2.2:80")); !d.Permit || d.Rule != nil {
-			t.Errorf("Check with no rules = %+v; want permit", d)
+	for _, conf := range []string{"", "# nothing\n\n   # at all\n"} {
+		empty, err := ParseRules("empty", strings.NewReader(conf), nil)
+		if err != nil {
+			t.Fatal(err)
 		}
+		if d := empty.Check(src, dst); d.Permit || d.Rule != nil {
+			t.Errorf("Check with a file of %q = %+v; want deny, no rule", conf, d)
+		}
+		if w := empty.Warning(); w != "access file has no rules: every flow is denied" {
+			t.Errorf("Warning of a file of %q = %q", conf, w)
+		}
+	}
+	if w := none.Warning(); !strings.HasPrefix(w, "no access rules: every destination is permitted") {
+		t.Errorf("Warning with no access file = %q", w)
+	}
+}
+
+func TestPermitsAll(t *testing.T) {
+	tests := []struct {
+		conf string
+		all  bool
+		line int
+	}{
+		{"::/0 permit 0.0.0.0/0\n", true, 1},
+		{"# open\n2001:db8::/32 permit 192.0.2.0/24\n::/0 permit 0.0.0.0/0\n2001:db8::/32 deny 0.0.0.0/0\n", true, 3},
+		{"2001:db8::/32 deny 192.0.2.0/24\n::/0 permit 0.0.0.0/0\n", false, 0},
+		{"::/0 permit 0.0.0.0/0:1-65535\n", false, 0}, // a port range, even a full one, is not recognised
+		{"::/0 permit 0.0.0.0/1\n::/0 permit 128.0.0.0/1\n", false, 0},
+		{"2001:db8::/32 permit 0.0.0.0/0\n", false, 0},
+		{"", false, 0},
+	}
+	for _, tt := range tests {
+		rs, err := ParseRules("f.conf", strings.NewReader(tt.conf), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all, rule := rs.PermitsAll()
+		line := 0
+		if rule != nil {
+			line = rule.Line
+		}
+		if all != tt.all || line != tt.line {
+			t.Errorf("PermitsAll(%q) = %v, line %d; want %v, line %d", tt.conf, all, line, tt.all, tt.line)
+		}
+		if w := rs.Warning(); tt.all && w != fmt.Sprintf("access rules permit every flow (f.conf:%d: ::/0 permit 0.0.0.0/0)", tt.line) {
+			t.Errorf("Warning(%q) = %q", tt.conf, w)
+		} else if !tt.all && tt.conf != "" && w != "" {
+			t.Errorf("Warning(%q) = %q; want none", tt.conf, w)
+		}
+	}
+	var none *Rules
+	if all, rule := none.PermitsAll(); !all || rule != nil {
+		t.Errorf("PermitsAll with no access file = %v, %v", all, rule)
 	}
 }
 

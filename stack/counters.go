@@ -4,7 +4,8 @@ import "gvisor.dev/gvisor/pkg/tcpip/header"
 
 // Counters is a snapshot of a Stack's counters: packets through the TUN
 // device, what the capture filter discarded, ICMPv6 in and out, handshakes
-// waiting for a decision.
+// waiting for a decision and what a SYN flood did to them (pressure.go), the
+// SYNs the flow table holds (flows.go).
 //
 // The struct tags describe each counter once for every reader (see package
 // faithif/status): json is its key in `faithif show --json`, text its group
@@ -13,6 +14,21 @@ import "gvisor.dev/gvisor/pkg/tcpip/header"
 type Counters struct {
 	// HandshakesInFlight is how many captured SYNs wait for a decision.
 	HandshakesInFlight int64 `json:"handshakes_in_flight" text:"flows,handshakes" metric:"gauge handshakes_in_flight" help:"Captured SYNs waiting for their IPv4 connection."`
+	// HandshakesDropped counts the SYNs gVisor's forwarder dropped because
+	// MaxInFlight flows were in flight.
+	HandshakesDropped uint64 `json:"handshakes_dropped" text:"handshakes,dropped for lack of room" metric:"counter handshakes_dropped_total" help:"SYNs dropped because the handshake table (max_handshakes) was full."`
+	// HandshakesEvicted counts the half-open handshakes aborted, oldest
+	// first, to make room for a new SYN.
+	HandshakesEvicted uint64 `json:"handshakes_evicted" text:"handshakes,evicted" metric:"counter handshakes_evicted_total" help:"Half-open handshakes aborted, oldest first, to make room for new SYNs."`
+	// HandshakesExpired counts the half-open handshakes aborted after the
+	// short SYN-ACK budget that holds under pressure.
+	HandshakesExpired uint64 `json:"handshakes_expired" text:"handshakes,expired under pressure" metric:"counter handshakes_expired_total" help:"Half-open handshakes aborted after 3 s while the handshake table was at least half full."`
+	// SYNsHeld is how many flow-table entries have no connection yet: a
+	// SYN held while its flow waits or is decided.
+	SYNsHeld int64 `json:"syns_held" text:"syns,held" metric:"gauge syns_held" help:"SYNs held while their flow is decided (capped at twice max_handshakes)."`
+	// SYNsNotHeld counts the SYNs delivered without being held because the
+	// flow table's cap was reached: a refusal of such a flow is a RST.
+	SYNsNotHeld uint64 `json:"syns_not_held" text:"syns,not held (cap reached)" metric:"counter syns_not_held_total" help:"SYNs delivered without being held, the flow table's cap reached (a refusal is then a RST)."`
 
 	PacketsIn  uint64 `json:"packets_in" text:"packets,in" metric:"counter packets_total direction=in" help:"Packets crossing the TUN device, by direction."`
 	PacketsOut uint64 `json:"packets_out" text:"packets,out" metric:"counter packets_total direction=out" help:"Packets crossing the TUN device, by direction."`
@@ -23,6 +39,9 @@ type Counters struct {
 	// ICMPv6In counts inbound ICMPv6 messages by type name: errors are
 	// delivered to their flow, everything else is discarded.
 	ICMPv6In map[string]uint64 `json:"icmp6_in" text:"icmp6 in" metric:"counter icmp6_received_total type" help:"Inbound ICMPv6 messages by type (errors are delivered to their flow)."`
+	// PTBMTURaised counts the Packets Too Big delivered with their MTU,
+	// below 1280, raised to 1280 (RFC 8201).
+	PTBMTURaised uint64 `json:"icmp6_ptb_mtu_raised" text:"pmtu,too big below 1280 raised to 1280" metric:"counter icmp6_ptb_mtu_raised_total" help:"ICMPv6 Packets Too Big whose MTU, below 1280, was raised to 1280."`
 	// ICMPv6Out counts ICMPv6 error messages sent, by type name.
 	ICMPv6Out map[string]uint64 `json:"icmp6_out" text:"icmp6 sent" metric:"counter icmp6_sent_total type" help:"ICMPv6 error messages sent, by type (Destination Unreachable refuses flows)."`
 	// ICMPErrorsSent counts the Destination Unreachable errors sent
@@ -39,6 +58,12 @@ func (s *Stack) Counters() Counters {
 	sent := s.gs.Stats().ICMP.V6.PacketsSent
 	return Counters{
 		HandshakesInFlight: s.inFlight.Load(),
+		HandshakesDropped:  s.gs.Stats().TCP.ForwardMaxInFlightDrop.Value(),
+		HandshakesEvicted:  s.halfOpen.evicted.Load(),
+		HandshakesExpired:  s.halfOpen.expired.Load(),
+		SYNsHeld:           int64(s.flows.held()),
+		SYNsNotHeld:        s.flows.notHeld.Load(),
+		PTBMTURaised:       ls.PTBRaised.Load(),
 		PacketsIn:          ls.PacketsIn.Load(),
 		PacketsOut:         ls.PacketsOut.Load(),
 		PacketsDiscarded:   ls.discardedByReason(),

@@ -7,9 +7,12 @@
 //
 //   - read.go: the read loop reads the TUN device, in batches or, with the
 //     virtio-net header (virtio.go), one TSO super-packet at a time.
-//   - filter.go: the faith(4) capture filter (keepfaith, IPv6 TCP and ICMPv6
-//     errors only, plausible sources) discards and counts everything else,
-//     and shows each SYN to the flow table.
+//   - filter.go: the faith(4) capture filter (keepfaith, IPv6 TCP with
+//     possible flags and ICMPv6 errors only, plausible sources) discards and
+//     counts everything else, and shows each SYN to the flow table.
+//   - window.go: each flow's send window, followed from the segments
+//     crossing the link endpoint both ways, against which a Packet Too Big
+//     is checked (and its MTU raised to 1280) before gVisor sees it.
 //   - flows.go: the flow table keeps the client's SYN while its flow is
 //     decided and, for a 4-tuple whose connection is closing, takes the new
 //     SYN and reopens the 4-tuple.
@@ -18,6 +21,8 @@
 //     callback, which wraps it in a request and passes it to the
 //     flow.Handler; the request's Accept completes the handshake, its Refuse
 //     answers with a RST or an ICMPv6 error quoting the held SYN.
+//   - pressure.go: under a SYN flood, the oldest half-open handshake is
+//     evicted for a new SYN, and half-open ones get a shorter budget.
 //   - conn.go: an accepted flow is a Conn, read and written by the relay.
 //
 // The write path goes back the same way: a Conn's writes, gVisor's segments

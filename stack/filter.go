@@ -22,6 +22,16 @@ const (
 	DiscardNotTCP                         // UDP, extension headers, anything but TCP and ICMPv6
 	DiscardICMPv6                         // an ICMPv6 message other than DU, PTB, TE
 	DiscardBadSource                      // unspecified, loopback, multicast or IPv4-mapped source
+	// DiscardBadFlags: a SYN with FIN or RST, which no TCP sends. Linux
+	// discards both on a listener (tcp_rcv_state_process: a RST first,
+	// then "if (th->fin) goto discard" for a SYN), netfilter's conntrack
+	// calls them invalid, and gVisor's forwarder would take either as a
+	// SYN and start a flow. On an established flow they are dropped too:
+	// stray control bits from a scanner must not reset a flow.
+	DiscardBadFlags
+	// DiscardICMPv6Invalid: a Packet Too Big that quotes no segment within
+	// a tracked flow's unacknowledged send window (see checkPTB).
+	DiscardICMPv6Invalid
 	numDiscardReasons
 )
 
@@ -29,7 +39,7 @@ const (
 const taken DiscardReason = -1
 
 // discardNames are the DiscardReasons' names, as status output shows them.
-var discardNames = [numDiscardReasons]string{"keepfaith", "malformed", "not_ipv6", "not_tcp", "icmpv6_other", "bad_source"}
+var discardNames = [numDiscardReasons]string{"keepfaith", "malformed", "not_ipv6", "not_tcp", "icmpv6_other", "bad_source", "bad_flags", "icmpv6_invalid"}
 
 // String returns the reason's name as used in status output.
 func (r DiscardReason) String() string { return discardNames[r] }
@@ -43,6 +53,9 @@ type linkStats struct {
 	// ICMPv6In counts inbound ICMPv6 messages by type, delivered (errors
 	// for FAITH flows) or discarded (everything else).
 	ICMPv6In [256]atomic.Uint64
+	// PTBRaised counts the Packets Too Big delivered with their MTU
+	// raised to 1280.
+	PTBRaised atomic.Uint64
 }
 
 // icmpv6Names are the ICMPv6 types' names in the counters; a type not
@@ -85,11 +98,13 @@ func (s *linkStats) discardedByReason() map[string]uint64 {
 }
 
 // classify decides whether b is something faith(4) captures: an IPv6 TCP
-// segment, or an ICMPv6 Destination Unreachable, Packet Too Big or Time
-// Exceeded error. It also shows SYNs to the synHook (the IPv6 header and as
-// much payload as its length says). validated says the packet's checksum is
-// known good; if it is not and gVisor is told to trust every checksum (see
-// Capabilities), a TCP checksum is checked here.
+// segment with a possible combination of flags, or an ICMPv6 Destination
+// Unreachable, Time Exceeded, or Packet Too Big that passes checkPTB (which
+// may rewrite it). It also shows SYNs to the synHook (the IPv6 header and as
+// much payload as its length says) and the client's ACKs to the send windows.
+// validated says the packet's checksum is known good; if it is not and gVisor
+// is told to trust every checksum (see Capabilities), a TCP checksum is
+// checked here.
 func (e *LinkEndpoint) classify(b []byte, validated bool) (DiscardReason, bool) {
 	if len(b) < 1 {
 		return DiscardMalformed, false
@@ -122,7 +137,15 @@ func (e *LinkEndpoint) classify(b []byte, validated bool) (DiscardReason, bool) 
 				return DiscardMalformed, false
 			}
 		}
-		if e.synHook != nil && tcp.Flags()&(header.TCPFlagSyn|header.TCPFlagAck) == header.TCPFlagSyn {
+		flags := tcp.Flags()
+		if flags&header.TCPFlagSyn != 0 && flags&(header.TCPFlagFin|header.TCPFlagRst) != 0 {
+			return DiscardBadFlags, false
+		}
+		if flags&header.TCPFlagAck != 0 && e.wins.n.Load() != 0 {
+			k := makeKey(b[8:24], b[24:40], tcp.SourcePort(), tcp.DestinationPort())
+			e.wins.acked(&k, tcp.AckNumber())
+		}
+		if e.synHook != nil && flags&(header.TCPFlagSyn|header.TCPFlagAck) == header.TCPFlagSyn {
 			id := stack.TransportEndpointID{
 				LocalPort:     tcp.DestinationPort(),
 				LocalAddress:  ip.DestinationAddress(),
@@ -141,8 +164,10 @@ func (e *LinkEndpoint) classify(b []byte, validated bool) (DiscardReason, bool) 
 		typ := header.ICMPv6(l4).Type()
 		e.stats.ICMPv6In[typ].Add(1)
 		switch typ {
-		case header.ICMPv6DstUnreachable, header.ICMPv6PacketTooBig, header.ICMPv6TimeExceeded:
+		case header.ICMPv6DstUnreachable, header.ICMPv6TimeExceeded:
 			return 0, true
+		case header.ICMPv6PacketTooBig:
+			return e.checkPTB(header.ICMPv6(l4))
 		}
 		return DiscardICMPv6, false
 	default:

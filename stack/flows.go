@@ -2,6 +2,7 @@ package stack
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -28,12 +29,27 @@ import (
 // the client's FIN or last ACK, before gVisor's processor has moved the
 // endpoint to TIME_WAIT or CLOSED; so the SYN is held until the endpoint gets
 // there (see reopen), then the endpoint is removed and the SYN delivered.
+//
+// Memory under a SYN flood: the entries without a connection (a SYN held,
+// or a flow being decided) are capped at maxHeld, twice the forwarder's
+// MaxInFlight (2048 by default, about 0.5 MB). Beyond the cap a new SYN is
+// still delivered but not held (counted in notHeld): if the relay refuses
+// its flow, the answer is a RST, since there is no SYN to quote in an
+// ICMPv6 error. A held SYN no one decides (the forwarder dropped it, being
+// full) is forgotten after synHoldAge; and the map is remade once it holds
+// under a quarter of its peak, so that its memory returns after a flood.
 type flowTable struct {
 	mu sync.Mutex
 	m  map[stack.TransportEndpointID]*flowEntry
 	// closed is set by sweep(true), when the Stack closes: nothing is held
 	// or delivered any more.
 	closed bool
+	// pending counts the entries of m without a conn; maxHeld caps it
+	// for new SYNs (0: 2*DefaultMaxInFlight); peak is the largest len(m)
+	// since m was made.
+	pending, maxHeld, peak int
+	// notHeld counts the SYNs delivered without being held (the cap).
+	notHeld atomic.Uint64
 
 	// inject delivers a held SYN to gVisor.
 	inject func([]byte)
@@ -58,9 +74,14 @@ type flowEntry struct {
 
 // Bounds on holding a SYN.
 const (
-	// synMaxAge bounds how long a SYN the forwarder dropped (over its
-	// in-flight limit) stays in the table.
-	synMaxAge = 30 * time.Second
+	// synHoldAge bounds how long a SYN no one decides stays in the table:
+	// one the forwarder dropped (over its in-flight limit). A SYN the
+	// forwarder takes is being decided within microseconds (forward), and
+	// retransmissions of a SYN being decided are swallowed by the
+	// forwarder and find their entry deciding; so a SYN undecided after a
+	// few seconds will never be, and each retransmission of it refreshes
+	// its time. 3 s covers a client's first retransmission (1 s).
+	synHoldAge = 3 * time.Second
 	// reopenLimit bounds how long a SYN waits for a closing endpoint.
 	reopenLimit = 200 * time.Millisecond
 )
@@ -75,32 +96,76 @@ func (t *flowTable) putLocked(id stack.TransportEndpointID, e *flowEntry) {
 	if t.m == nil {
 		t.m = make(map[stack.TransportEndpointID]*flowEntry)
 	}
+	if old := t.m[id]; old != nil && old.conn == nil {
+		t.pending--
+	}
+	if e.conn == nil {
+		t.pending++
+	}
 	t.m[id] = e
+	t.peak = max(t.peak, len(t.m))
+}
+
+// deleteLocked removes the entry of id; t.mu is held.
+func (t *flowTable) deleteLocked(id stack.TransportEndpointID) {
+	if old := t.m[id]; old != nil {
+		if old.conn == nil {
+			t.pending--
+		}
+		delete(t.m, id)
+	}
+}
+
+// holdLocked makes an entry holding a copy of syn the entry of id, unless
+// the table holds maxHeld pending entries already; t.mu is held.
+func (t *flowTable) holdLocked(id stack.TransportEndpointID, syn []byte) {
+	max := t.maxHeld
+	if max <= 0 {
+		max = 2 * DefaultMaxInFlight
+	}
+	if t.pending >= max {
+		t.deleteLocked(id) // a closed connection's entry, if any
+		t.notHeld.Add(1)
+		return
+	}
+	t.putLocked(id, heldEntry(syn))
+}
+
+// held returns how many entries have no connection: SYNs held, flows being
+// decided.
+func (t *flowTable) held() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.pending
 }
 
 // syn is the link endpoint's synHook: it sees every inbound SYN, pkt valid
-// only during the call, before gVisor. It returns true if it took the
-// packet: the 4-tuple belongs to an endpoint that is closing, and the SYN
-// will be delivered once that endpoint is out of the way.
-func (t *flowTable) syn(id stack.TransportEndpointID, pkt []byte) bool {
+// only during the call, before gVisor. It returns true (taken) if it took
+// the packet: the 4-tuple belongs to an endpoint that is closing, and the
+// SYN will be delivered once that endpoint is out of the way. fresh says
+// the SYN goes to the forwarder and wants a slot there: its 4-tuple is not
+// being decided.
+func (t *flowTable) syn(id stack.TransportEndpointID, pkt []byte) (taken, fresh bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
-		return false
+		return false, false
 	}
 	e := t.m[id]
 	switch {
 	case e == nil:
-		t.putLocked(id, heldEntry(pkt))
-		return false
+		t.holdLocked(id, pkt)
+		return false, true
 	case e.conn == nil:
 		// Being decided, or waiting for the forwarder: keep the first
 		// SYN. gVisor's forwarder swallows a retransmission of a SYN it
 		// is deciding.
 		if e.syn == nil {
 			e.syn, e.at = append([]byte(nil), pkt...), time.Now()
+		} else if !e.deciding {
+			e.at = time.Now()
 		}
-		return false
+		return false, !e.deciding
 	}
 	switch e.conn.state() {
 	case tcp.StateFinWait1, tcp.StateFinWait2, tcp.StateClosing, tcp.StateTimeWait, tcp.StateLastAck:
@@ -108,12 +173,12 @@ func (t *flowTable) syn(id stack.TransportEndpointID, pkt []byte) bool {
 			e.reopening = true
 			go t.reopen(id, e, append([]byte(nil), pkt...))
 		}
-		return true
+		return true, false
 	case tcp.StateClose, tcp.StateError:
-		t.putLocked(id, heldEntry(pkt))
-		return false
+		t.holdLocked(id, pkt)
+		return false, true
 	default:
-		return false // a SYN inside a live connection: gVisor answers it
+		return false, false // a SYN inside a live connection: gVisor answers it
 	}
 }
 
@@ -206,23 +271,28 @@ func (t *flowTable) decided(id stack.TransportEndpointID, e *flowEntry, c *Conn)
 	defer t.mu.Unlock()
 	syn := e.syn
 	e.syn, e.deciding = nil, false
-	if c != nil {
+	switch {
+	case t.m[id] != e:
 		e.conn = c
-	} else if t.m[id] == e {
-		delete(t.m, id)
+	case c != nil:
+		t.pending--
+		e.conn = c
+	default:
+		t.deleteLocked(id)
 	}
 	return syn
 }
 
 // sweep forgets the flows whose endpoint has finished closing (unless a SYN
-// is reopening the 4-tuple) and the SYNs older than synMaxAge that no one is
-// deciding; with all, it forgets everything and closes the table.
+// is reopening the 4-tuple) and the SYNs older than synHoldAge that no one is
+// deciding, and remakes the map once it holds under a quarter of its peak;
+// with all, it forgets everything and closes the table.
 func (t *flowTable) sweep(all bool) {
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if all {
-		clear(t.m)
+		t.m, t.pending, t.peak = nil, 0, 0
 		t.closed = true
 		return
 	}
@@ -230,10 +300,14 @@ func (t *flowTable) sweep(all bool) {
 		switch {
 		case e.conn != nil:
 			if s := e.conn.state(); !e.reopening && (s == tcp.StateClose || s == tcp.StateError) {
-				delete(t.m, id)
+				t.deleteLocked(id)
 			}
-		case !e.deciding && now.Sub(e.at) > synMaxAge:
-			delete(t.m, id)
+		case !e.deciding && now.Sub(e.at) > synHoldAge:
+			t.deleteLocked(id)
 		}
+	}
+	if t.peak >= shrinkMin && len(t.m) < t.peak/4 {
+		t.m = remake(t.m)
+		t.peak = len(t.m)
 	}
 }

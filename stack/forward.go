@@ -3,6 +3,7 @@ package stack
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/faithif/faithif/relay/flow"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -60,6 +61,12 @@ type request struct {
 	s     *Stack
 	id    stack.TransportEndpointID
 	entry *flowEntry // the flow's entry in s.flows, holding its SYN
+
+	// Its place in s.halfOpen while Accept waits for the handshake;
+	// guarded by s.halfOpen.mu.
+	hsPrev, hsNext *request
+	hsAt           time.Time
+	hsListed       bool
 }
 
 var _ flow.Request = (*request)(nil)
@@ -79,7 +86,15 @@ func (r *request) Accept() (flow.Conn, error) {
 	r.fr = nil
 	defer r.s.inFlight.Add(-1)
 	c := newConn(r.id)
+	// Listed while the handshake waits, for eviction (pressure.go).
+	if !r.s.halfOpen.add(r) {
+		r.s.flows.decided(r.id, r.entry, nil)
+		fr.Complete(true)
+		c.unregister()
+		return nil, fmt.Errorf("accept %s: the stack is closing", r.client)
+	}
 	ep, err := fr.CreateEndpoint(&c.wq)
+	r.s.halfOpen.remove(r)
 	if err != nil {
 		r.s.flows.decided(r.id, r.entry, nil)
 		fr.Complete(false)

@@ -30,6 +30,9 @@ type LinkEndpoint struct {
 	// only during the call. If it returns true it has taken the packet.
 	synHook func(id stack.TransportEndpointID, pkt []byte) bool
 
+	// wins is each flow's send window, for checking Packets Too Big.
+	wins sndWindows
+
 	dispatcher atomic.Pointer[stack.NetworkDispatcher]
 	done       chan struct{}
 	closeOnce  sync.Once
@@ -126,8 +129,12 @@ func (e *LinkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 
 // write writes one packet; e.writeMu is held.
 func (e *LinkEndpoint) write(pkt *stack.PacketBuffer) error {
+	// Each packet is recorded in its flow's send window (window.go) from
+	// the bytes just copied, before the write: a Packet Too Big for it may
+	// come back at once.
 	if !e.gso {
 		buf := appendPacket(e.writeBuf[0][:writeOffset], pkt)
+		e.trackSent(buf[writeOffset:])
 		e.writeBuf[0] = buf
 		_, err := e.dev.Write(e.writeBuf, writeOffset)
 		e.writeBuf[0] = buf[:cap(buf)]
@@ -139,6 +146,7 @@ func (e *LinkEndpoint) write(pkt *stack.PacketBuffer) error {
 	h := virtioHdrFor(pkt)
 	h.encode(buf)
 	buf = appendPacket(buf, pkt)
+	e.trackSent(buf[virtioNetHdrLen:])
 	_, err := e.dev.File().Write(buf)
 	e.writeBuf[0] = buf[:cap(buf)]
 	return err

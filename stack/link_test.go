@@ -48,7 +48,8 @@ func TestDeliverFiltersAndCounts(t *testing.T) {
 		ok     bool
 	}{
 		{"tcp", ipv6Packet(client, faith, 6, tcpSegment(40000, 80, header.TCPFlagAck)), 0, true},
-		{"icmpv6 packet too big", ipv6Packet(client, faith, 58, icmpv6(header.ICMPv6PacketTooBig)), 0, true},
+		// A Packet Too Big must quote a tracked flow (window_test.go).
+		{"icmpv6 packet too big for no flow", ipv6Packet(client, faith, 58, icmpv6(header.ICMPv6PacketTooBig)), DiscardICMPv6Invalid, false},
 		{"icmpv6 unreachable", ipv6Packet(client, faith, 58, icmpv6(header.ICMPv6DstUnreachable)), 0, true},
 		{"icmpv6 time exceeded", ipv6Packet(client, faith, 58, icmpv6(header.ICMPv6TimeExceeded)), 0, true},
 		{"icmpv6 echo", ipv6Packet(client, faith, 58, icmpv6(header.ICMPv6EchoRequest)), DiscardICMPv6, false},
@@ -71,6 +72,13 @@ func TestDeliverFiltersAndCounts(t *testing.T) {
 		{"unspecified source", ipv6Packet("::", faith, 6, tcpSegment(1, 80, header.TCPFlagSyn)), DiscardBadSource, false},
 		{"loopback source", ipv6Packet("::1", faith, 6, tcpSegment(1, 80, header.TCPFlagSyn)), DiscardBadSource, false},
 		{"multicast source", ipv6Packet("ff02::1", faith, 6, tcpSegment(1, 80, header.TCPFlagSyn)), DiscardBadSource, false},
+		{"syn", ipv6Packet(client, faith, 6, tcpSegment(40000, 80, header.TCPFlagSyn)), 0, true},
+		{"syn+ecn+urg+psh", ipv6Packet(client, faith, 6, tcpSegment(40000, 80, header.TCPFlagSyn|header.TCPFlagEce|header.TCPFlagCwr|header.TCPFlagUrg|header.TCPFlagPsh)), 0, true},
+		{"syn+fin", ipv6Packet(client, faith, 6, tcpSegment(40000, 80, header.TCPFlagSyn|header.TCPFlagFin)), DiscardBadFlags, false},
+		{"syn+rst", ipv6Packet(client, faith, 6, tcpSegment(40000, 80, header.TCPFlagSyn|header.TCPFlagRst)), DiscardBadFlags, false},
+		{"syn+fin+rst+psh+urg", ipv6Packet(client, faith, 6, tcpSegment(40000, 80, header.TCPFlagSyn|header.TCPFlagFin|header.TCPFlagRst|header.TCPFlagPsh|header.TCPFlagUrg)), DiscardBadFlags, false},
+		{"syn+ack+fin", ipv6Packet(client, faith, 6, tcpSegment(40000, 80, header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagFin)), DiscardBadFlags, false},
+		{"syn+ack+rst", ipv6Packet(client, faith, 6, tcpSegment(40000, 80, header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst)), DiscardBadFlags, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -95,6 +103,31 @@ func TestDeliverFiltersAndCounts(t *testing.T) {
 				t.Errorf("packets in = %d; want 1", got)
 			}
 		})
+	}
+}
+
+// TestBadFlagsNeverStartAFlow: a SYN carrying FIN or RST is dropped before
+// the flow table and gVisor see it, so it can never start a flow; the SYN
+// beside it does.
+func TestBadFlagsNeverStartAFlow(t *testing.T) {
+	e := newLinkEndpoint(nil, 1500)
+	e.SetCapture(true)
+	var syns int
+	e.synHook = func(stack.TransportEndpointID, []byte) bool { syns++; return false }
+	var d recordDispatcher
+	e.Attach(&d)
+	for _, f := range []header.TCPFlags{header.TCPFlagFin, header.TCPFlagRst, header.TCPFlagFin | header.TCPFlagRst} {
+		e.deliver(ipv6Packet(client, faith, 6, tcpSegment(40000, 80, header.TCPFlagSyn|f)))
+	}
+	if syns != 0 || len(d.pkts) != 0 {
+		t.Fatalf("SYN hook saw %d, gVisor got %d packets with bad flags; want none", syns, len(d.pkts))
+	}
+	if got := e.stats.Discarded[DiscardBadFlags].Load(); got != 3 {
+		t.Errorf("discarded[bad_flags] = %d; want 3", got)
+	}
+	e.deliver(ipv6Packet(client, faith, 6, tcpSegment(40000, 80, header.TCPFlagSyn)))
+	if syns != 1 || len(d.pkts) != 1 {
+		t.Errorf("a plain SYN: SYN hook saw %d, gVisor got %d; want 1, 1", syns, len(d.pkts))
 	}
 }
 

@@ -36,7 +36,7 @@ func (e *LinkEndpoint) readLoop(ready func()) error {
 		}
 		if err != nil {
 			if errors.Is(err, tun.ErrTooManySegments) {
-				e.stats.Discarded[DiscardMalformed].Add(1)
+				e.stats.Discarded[e.unusable()].Add(1)
 				continue
 			}
 			if err := e.readError(err); err != nil {
@@ -108,6 +108,17 @@ func (e *LinkEndpoint) readVirtio(ready func()) error {
 	}
 }
 
+// unusable is the discard reason of a packet the read path cannot even
+// parse (a bad virtio-net header, too many segments): malformed, or
+// keepfaith while capture is off, when every packet is discarded as
+// keepfaith whatever it holds.
+func (e *LinkEndpoint) unusable() DiscardReason {
+	if !e.capture.Load() {
+		return DiscardKeepFaith
+	}
+	return DiscardMalformed
+}
+
 // deliverVirtio filters and delivers one packet read with its virtio-net
 // header.
 //
@@ -121,7 +132,7 @@ func (e *LinkEndpoint) deliverVirtio(b []byte) {
 	var h virtioNetHdr
 	if !h.decode(b) {
 		e.stats.PacketsIn.Add(1)
-		e.stats.Discarded[DiscardMalformed].Add(1)
+		e.stats.Discarded[e.unusable()].Add(1)
 		return
 	}
 	gsoSize, csumStart, csumOffset := int(h.gsoSize), int(h.csumStart), int(h.csumOffset)
@@ -133,7 +144,7 @@ func (e *LinkEndpoint) deliverVirtio(b []byte) {
 			at := csumStart + csumOffset
 			if at+2 > len(pkt) || csumStart > at {
 				e.stats.PacketsIn.Add(1)
-				e.stats.Discarded[DiscardMalformed].Add(1)
+				e.stats.Discarded[e.unusable()].Add(1)
 				return
 			}
 			// The field holds the pseudo-header sum; fold the rest in.
@@ -147,7 +158,7 @@ func (e *LinkEndpoint) deliverVirtio(b []byte) {
 		segs, ok := gsoSegments(pkt, gsoSize, csumStart)
 		if !ok {
 			e.stats.PacketsIn.Add(segs)
-			e.stats.Discarded[DiscardMalformed].Add(segs)
+			e.stats.Discarded[e.unusable()].Add(segs)
 			return
 		}
 		// The kernel's payload length may be that of the first segment

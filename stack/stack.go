@@ -28,8 +28,11 @@ const (
 type Options struct {
 	// MTU of the link; the TUN device's MTU.
 	MTU int
-	// MaxInFlight bounds the flows waiting for a decision (handshakes in
-	// progress); SYNs beyond it are dropped and the client retries.
+	// MaxInFlight bounds the flows waiting for a decision or in their
+	// handshake; SYNs beyond it are dropped (counted in
+	// Counters.HandshakesDropped) and the client retries. Near it, the
+	// oldest half-open handshake is evicted for a new SYN (pressure.go).
+	// It also sizes the flow table's cap on held SYNs (twice it).
 	MaxInFlight int
 	// TimeWaitTimeout is how long a flow closed first by the relay stays in
 	// TIME_WAIT. A new SYN for the same 4-tuple reopens it at once.
@@ -46,8 +49,13 @@ type Stack struct {
 	flows   flowTable
 	// timeWait is how long a closed flow's endpoint stays in TIME_WAIT.
 	timeWait time.Duration
-	// inFlight counts the handshakes waiting for a decision.
-	inFlight atomic.Int64
+	// inFlight counts the handshakes waiting for a decision or in their
+	// handshake; maxInFlight is the forwarder's cap on them, and evictAt
+	// where eviction starts (pressure.go).
+	inFlight    atomic.Int64
+	maxInFlight int
+	evictAt     int64
+	halfOpen    halfOpen
 }
 
 // New returns a Stack reading from and writing to dev that hands each
@@ -65,8 +73,11 @@ func New(dev tun.Device, handler flow.Handler, opts Options) (*Stack, error) {
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
 	})
 	s := &Stack{gs: gs, handler: handler, link: newLinkEndpoint(dev, opts.MTU), timeWait: opts.TimeWaitTimeout}
+	s.maxInFlight = opts.MaxInFlight
+	s.evictAt = int64(opts.MaxInFlight - evictHeadroom(opts.MaxInFlight))
 	s.flows.inject = s.link.inject
-	s.link.synHook = s.flows.syn
+	s.flows.maxHeld = 2 * opts.MaxInFlight
+	s.link.synHook = s.syn
 
 	if err := s.configure(); err != nil {
 		gs.Destroy()
@@ -128,8 +139,9 @@ func (s *Stack) Run(ready func()) error {
 	return s.link.readLoop(ready)
 }
 
-// sweepEvery sweeps the flow table (closed endpoints, stale SYNs) every
-// interval until ctx is done.
+// sweepEvery sweeps the flow table (closed endpoints, stale SYNs), the send
+// windows (flows without an endpoint) and, under pressure, the half-open
+// handshakes every interval until ctx is done.
 func (s *Stack) sweepEvery(ctx context.Context, interval time.Duration) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -137,10 +149,17 @@ func (s *Stack) sweepEvery(ctx context.Context, interval time.Duration) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case now := <-tick.C:
 			s.flows.sweep(false)
+			s.link.wins.sweep(s.hasEndpoint)
+			s.expire(now)
 		}
 	}
+}
+
+// hasEndpoint reports whether gVisor has an endpoint for id.
+func (s *Stack) hasEndpoint(id stack.TransportEndpointID) bool {
+	return s.gs.FindTransportEndpoint(header.IPv6ProtocolNumber, tcp.ProtocolNumber, id, nicID) != nil
 }
 
 // Close stops the gVisor stack: every remaining endpoint is reset. The
@@ -148,6 +167,7 @@ func (s *Stack) sweepEvery(ctx context.Context, interval time.Duration) {
 func (s *Stack) Close() {
 	s.link.Close()
 	s.gs.Close()
+	s.closeHalfOpen()
 	s.gs.Wait()
 	s.flows.sweep(true)
 	s.gs.Destroy()

@@ -81,8 +81,14 @@ func (d *memDevice) expect(t *testing.T, what string, match func(p []byte) bool)
 // stops it.
 func newTestStack(t *testing.T, handler flow.Handler) (*Stack, *memDevice) {
 	t.Helper()
+	return newTestStackWith(t, handler, Options{MTU: 1500})
+}
+
+// newTestStackWith is newTestStack with options.
+func newTestStackWith(t *testing.T, handler flow.Handler, opts Options) (*Stack, *memDevice) {
+	t.Helper()
 	dev := newMemDevice()
-	s, err := New(dev, handler, Options{MTU: 1500})
+	s, err := New(dev, handler, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

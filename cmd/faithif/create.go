@@ -35,8 +35,10 @@ Access file (--config), faithd.conf syntax, first match wins, no match denies:
   # SRC6[/PLEN]       permit|deny  DST4[/PLEN]      [BIND4]
   2001:db8:1::/48     deny         10.0.0.0/8
   2001:db8:1::/48     permit       0.0.0.0/0        192.0.2.1
-A bad line is an error (FILE:LINE: ...) and the whole file is rejected.
-0/8, 127/8, 224/4, 240/4 and 255.255.255.255 are refused whatever it says.
+A bad line is an error (FILE:LINE: ...) and the whole file is rejected; a
+file with no rule denies everything, no --config permits everything.
+0/8, 127/8, 169.254/16, 224/4, 240/4, 255.255.255.255 and what the router
+delivers locally (its addresses, local routes) are refused whatever it says.
 
 Flags:
 `
@@ -73,11 +75,14 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	var fg bool
 	fs.BoolVar(&fg, "f", false, "stay in the foreground (short for --foreground)")
 	fs.BoolVar(&fg, "foreground", false, "stay in the foreground")
-	rulesPath := fs.String("config", "", "faithd.conf access file: SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4] (default: permit all)")
+	rulesPath := fs.String("config", "", "faithd.conf access file: SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4] (default: none, permit all)")
 	routes := fs.Bool("route", false, "install 'PREFIX dev faithN' for every prefix, removed again on destroy")
 	denyWith := fs.String("deny-with", "icmp6", "answer to a denied flow: icmp6 (administratively prohibited, the client sees EACCES) or rst (ECONNREFUSED)")
 	maxFlows := fs.Int("max-flows-per-client", relay.DefaultMaxFlowsPerClient, "flows one client /64 may have open or being set up")
-	maxHandshakes := fs.Int("max-handshakes-per-client", relay.DefaultMaxHandshakesPerClient, "flows one client /64 may have waiting for their IPv4 connection")
+	maxHandshakes := fs.Int("max-handshakes-per-client", relay.DefaultMaxHandshakesPerClient, "flows one client /64 may have being set up")
+	maxFlowsAddr := fs.Int("max-flows-per-address", relay.DefaultMaxFlowsPerAddress, "flows one client address may have open or being set up")
+	maxHandshakesAddr := fs.Int("max-handshakes-per-address", relay.DefaultMaxHandshakesPerAddress, "flows one client address may have being set up")
+	maxHandshakesAll := fs.Int("max-handshakes", relay.DefaultMaxHandshakes, "flows all clients may have being set up; while fewer than a quarter are half-open, flows dial before completing the client's handshake")
 	grace := fs.String("grace", config.DefaultGrace.String(), "on SIGTERM, let open flows finish this long before resetting them")
 	idle := fs.String("idle-timeout", relay.DefaultIdleTimeout.String(), "close flows idle in both directions this long (0: never)")
 	dial := fs.String("dial-timeout", relay.DefaultDialTimeout.String(), "give up on an IPv4 connection after this long")
@@ -97,7 +102,8 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 		Interface: []config.InterfaceSettings{{
 			Name: name, Prefixes: prefixes, MTU: mtu, Rules: *rulesPath, DenyWith: *denyWith,
 			IdleTimeout: idle, DialTimeout: dial, Grace: grace,
-			MaxFlowsPerClient: maxFlows, MaxHandshakesPerClient: maxHandshakes,
+			MaxFlowsPerClient: maxFlows, MaxHandshakesPerClient: maxHandshakes, MaxFlowsPerAddress: maxFlowsAddr,
+			MaxHandshakesPerAddress: maxHandshakesAddr, MaxHandshakes: maxHandshakesAll,
 		}},
 	}, faithif.IsLocalIPv4)
 	if err != nil {

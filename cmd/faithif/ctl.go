@@ -18,7 +18,9 @@ const destroyUsage = `usage: faithif destroy faithN [--grace D]
 
 Drains the instance serving faithN (no new flows; open flows get the grace
 period to finish, then are reset), removes its routes and the interface,
-and waits for it to exit. 'ip link del faithN' and SIGTERM do the same.
+and waits for it to exit. SIGTERM does the same. 'ip link del faithN' cannot
+drain (the interface is gone): open flows are reset at once, the IPv4
+servers get a RST and the IPv6 clients hear nothing until they time out.
 
 Flags:
 `

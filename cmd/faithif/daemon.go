@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -27,13 +26,10 @@ func daemonize(name string, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	runDir := faithif.RunDirFromEnv()
-	if err := os.MkdirAll(string(runDir), 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", name, err)
-	}
-	logPath := filepath.Join(string(runDir), name+".log")
-	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	logPath := runDir.LogPath(name)
+	logFile, err := runDir.OpenLog(name) // a trusted run dir; a symbolic link is refused
 	if err != nil {
-		return fmt.Errorf("create %s: log file: %w", name, err)
+		return fmt.Errorf("create %s: %w", name, err)
 	}
 	defer logFile.Close()
 	start, _ := logFile.Seek(0, io.SeekEnd)
@@ -81,7 +77,7 @@ func daemonize(name string, args []string, stdout, stderr io.Writer) error {
 		cmd.Process.Kill()
 		cmd.Wait()
 	}
-	return fmt.Errorf("%s", startupError(logPath, start, name))
+	return fmt.Errorf("%s", startupError(logFile, start, name))
 }
 
 // reportedError is an error whose message is complete as it is.
@@ -102,19 +98,15 @@ func notifyFailed(err error) {
 func escapeLine(s string) string   { return strings.ReplaceAll(s, "\n", "\\n") }
 func unescapeLine(s string) string { return strings.ReplaceAll(s, "\\n", "\n") }
 
-// startupError returns what a failed background instance wrote to its log.
-func startupError(logPath string, from int64, name string) string {
-	f, err := os.Open(logPath)
-	if err != nil {
-		return fmt.Sprintf("create %s: the background instance failed to start", name)
-	}
-	defer f.Close()
-	f.Seek(from, io.SeekStart)
-	b, _ := io.ReadAll(io.LimitReader(f, 64<<10))
+// startupError returns what a failed background instance wrote to its log
+// from offset from on (read through the descriptor daemonize opened, not
+// the path again).
+func startupError(log *os.File, from int64, name string) string {
+	b, _ := io.ReadAll(io.NewSectionReader(log, from, 64<<10))
 	msg := strings.TrimSpace(string(b))
 	msg = strings.TrimPrefix(msg, "faithif: ")
 	if msg == "" {
-		return fmt.Sprintf("create %s: the background instance failed to start (see %s)", name, logPath)
+		return fmt.Sprintf("create %s: the background instance failed to start (see %s)", name, log.Name())
 	}
 	return msg
 }

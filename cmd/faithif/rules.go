@@ -83,7 +83,11 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	fmt.Fprintf(stdout, "flow:     [%s] -> %s\n", src, dst)
-	v := relay.Policy{Mapper: mapper, Rules: rules, IsLocal: faithif.IsLocalIPv4}.Check(src, dst)
+	local, err := faithif.ReadLocalAddrs()
+	if err != nil {
+		return err
+	}
+	v := relay.Policy{Mapper: mapper, Rules: rules, IsLocal: local.Contains}.Check(src, dst)
 	switch {
 	case v.Refused != nil && !errors.Is(v.Refused, relay.ErrRouterAddress):
 		to := "(none)"
@@ -93,11 +97,13 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "maps to:  %s\ndecision: deny (always refused: %s)\n", to, v.Refused)
 		return nil
 	case v.Refused != nil:
-		fmt.Fprintf(stdout, "maps to:  %s\ndecision: deny (always refused: %s is an address of this router)\n", v.To, v.To.Addr())
+		fmt.Fprintf(stdout, "maps to:  %s\ndecision: deny (always refused: %s is an address of this router, or in a local route)\n", v.To, v.To.Addr())
 	case v.Rule != nil:
 		fmt.Fprintf(stdout, "maps to:  %s\ndecision: %s (%s:%d: %s)\n", v.To, permitDeny(v.Permit), rules.File, v.Rule.Line, v.Rule)
-	case rules == nil || len(rules.Rules) == 0:
-		fmt.Fprintf(stdout, "maps to:  %s\ndecision: permit (no access rules)\n", v.To)
+	case rules == nil:
+		fmt.Fprintf(stdout, "maps to:  %s\ndecision: permit (no access file)\n", v.To)
+	case len(rules.Rules) == 0:
+		fmt.Fprintf(stdout, "maps to:  %s\ndecision: deny (%s has no rules: every flow is denied)\n", v.To, rules.File)
 	default:
 		fmt.Fprintf(stdout, "maps to:  %s\ndecision: deny (no line of %s matches)\n", v.To, rules.File)
 	}

@@ -29,8 +29,15 @@ func TestRulesTest(t *testing.T) {
 		}
 	}
 	code, stdout, _ := runCmd(t, "rules", "test", "2001:db8:1::2", "[64:ff9b::808:808]:53")
-	if code != exitOK || !strings.Contains(stdout, "decision: permit (no access rules)") || !strings.Contains(stdout, "8.8.8.8:53") {
-		t.Errorf("rules test without rules: exit %d, %q", code, stdout)
+	if code != exitOK || !strings.Contains(stdout, "decision: permit (no access file)") || !strings.Contains(stdout, "8.8.8.8:53") {
+		t.Errorf("rules test without an access file: exit %d, %q", code, stdout)
+	}
+	// A file with no rule denies everything: no match denies.
+	empty := filepath.Join(t.TempDir(), "empty.conf")
+	os.WriteFile(empty, []byte("# nothing permitted\n"), 0o644)
+	code, stdout, _ = runCmd(t, "rules", "test", "--config", empty, "2001:db8:1::2", "[64:ff9b::808:808]:53")
+	if want := "decision: deny (" + empty + " has no rules: every flow is denied)"; code != exitOK || !strings.Contains(stdout, want) {
+		t.Errorf("rules test with a file of comments: exit %d, %q; want %q", code, stdout, want)
 	}
 
 	bad := [][]string{

@@ -21,7 +21,11 @@ import (
 	"github.com/faithif/faithif/relay/flow"
 )
 
-// Defaults for keys left out.
+// MaxHandshakesLimit is the largest max_handshakes accepted: the stack's
+// table of flows being set up grows to it under a SYN flood.
+const MaxHandshakesLimit = 65536
+
+// Defaults for keys left out (the limits' are relay.DefaultLimits).
 const (
 	DefaultGrace     = 10 * time.Second
 	DefaultLogFormat = "text"
@@ -62,8 +66,8 @@ type Interface struct {
 	// Routes are installed through netlink once the interface is up and
 	// removed when it goes.
 	Routes []faithif.Route
-	// Rules is the faithd.conf access file; empty: permit every mappable
-	// destination.
+	// Rules is the faithd.conf access file; empty: none, permit every
+	// mappable destination (a file with no rule denies every flow).
 	Rules string
 	// RuleSet is the access file as it was read when checked; nil
 	// without one.
@@ -126,17 +130,20 @@ type Settings struct {
 
 // InterfaceSettings is one [[interface]] table before checking.
 type InterfaceSettings struct {
-	Name                   string          `toml:"name"`
-	Prefixes               []string        `toml:"prefixes"`
-	MTU                    *int            `toml:"mtu"`
-	Route                  []RouteSettings `toml:"route"`
-	Rules                  string          `toml:"rules"`
-	DenyWith               string          `toml:"deny_with"`
-	IdleTimeout            *string         `toml:"idle_timeout"`
-	DialTimeout            *string         `toml:"dial_timeout"`
-	Grace                  *string         `toml:"grace"`
-	MaxFlowsPerClient      *int            `toml:"max_flows_per_client"`
-	MaxHandshakesPerClient *int            `toml:"max_handshakes_per_client"`
+	Name                    string          `toml:"name"`
+	Prefixes                []string        `toml:"prefixes"`
+	MTU                     *int            `toml:"mtu"`
+	Route                   []RouteSettings `toml:"route"`
+	Rules                   string          `toml:"rules"`
+	DenyWith                string          `toml:"deny_with"`
+	IdleTimeout             *string         `toml:"idle_timeout"`
+	DialTimeout             *string         `toml:"dial_timeout"`
+	Grace                   *string         `toml:"grace"`
+	MaxFlowsPerClient       *int            `toml:"max_flows_per_client"`
+	MaxHandshakesPerClient  *int            `toml:"max_handshakes_per_client"`
+	MaxFlowsPerAddress      *int            `toml:"max_flows_per_address"`
+	MaxHandshakesPerAddress *int            `toml:"max_handshakes_per_address"`
+	MaxHandshakes           *int            `toml:"max_handshakes"`
 }
 
 // RouteSettings is one [[interface.route]] table before checking.
@@ -407,7 +414,7 @@ func (c *checker) checkInterface(at string, f *InterfaceSettings) Interface {
 	in := Interface{
 		Name: f.Name, MTU: faithif.DefaultMTU, Rules: f.Rules, Line: c.lines[at],
 		IdleTimeout: relay.DefaultIdleTimeout, DialTimeout: relay.DefaultDialTimeout, Grace: DefaultGrace,
-		Limits:   relay.Limits{MaxFlows: relay.DefaultMaxFlowsPerClient, MaxHandshakes: relay.DefaultMaxHandshakesPerClient},
+		Limits:   relay.DefaultLimits(),
 		DenyWith: flow.RefuseProhibited,
 	}
 	if f.Name == "" {
@@ -486,16 +493,29 @@ func (c *checker) checkInterface(at string, f *InterfaceSettings) Interface {
 			c.errorf(at+".grace", "%s: must not be negative", d)
 		}
 	}
-	if f.MaxFlowsPerClient != nil {
-		in.Limits.MaxFlows = *f.MaxFlowsPerClient
-		if in.Limits.MaxFlows < 1 {
-			c.errorf(at+".max_flows_per_client", "%d: must be at least 1", in.Limits.MaxFlows)
+	for _, lim := range []struct {
+		key      string
+		set      *int
+		to       *int
+		min, max int
+	}{
+		{"max_flows_per_client", f.MaxFlowsPerClient, &in.Limits.MaxFlows, 1, 0},
+		{"max_handshakes_per_client", f.MaxHandshakesPerClient, &in.Limits.MaxHandshakes, 1, 0},
+		{"max_flows_per_address", f.MaxFlowsPerAddress, &in.Limits.MaxFlowsPerAddress, 1, 0},
+		{"max_handshakes_per_address", f.MaxHandshakesPerAddress, &in.Limits.MaxHandshakesPerAddress, 1, 0},
+		// A quarter of it dials first, so at least 4; at most what the
+		// stack's table of handshakes should hold in memory.
+		{"max_handshakes", f.MaxHandshakes, &in.Limits.MaxHandshakesTotal, 4, MaxHandshakesLimit},
+	} {
+		if lim.set == nil {
+			continue
 		}
-	}
-	if f.MaxHandshakesPerClient != nil {
-		in.Limits.MaxHandshakes = *f.MaxHandshakesPerClient
-		if in.Limits.MaxHandshakes < 1 {
-			c.errorf(at+".max_handshakes_per_client", "%d: must be at least 1", in.Limits.MaxHandshakes)
+		*lim.to = *lim.set
+		switch {
+		case *lim.set < lim.min:
+			c.errorf(at+"."+lim.key, "%d: must be at least %d", *lim.set, lim.min)
+		case lim.max > 0 && *lim.set > lim.max:
+			c.errorf(at+"."+lim.key, "%d: must be at most %d", *lim.set, lim.max)
 		}
 	}
 	return in

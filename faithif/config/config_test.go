@@ -44,6 +44,9 @@ dial_timeout = "3s"
 grace = "1s"
 max_flows_per_client = 10
 max_handshakes_per_client = 5
+max_flows_per_address = 4
+max_handshakes_per_address = 2
+max_handshakes = 64
   [[interface.route]]
   prefix = "2001:db8:46::/96"
   metric = 50
@@ -68,8 +71,11 @@ prefixes = ["2001:db8:47::/96"]
 	}
 	f0, f1 := cfg.Interfaces[0], cfg.Interfaces[1]
 	if f0.Name != "faith0" || f0.MTU != 1400 || f0.DenyWith != flow.RefuseReset || f0.IdleTimeout >= 0 ||
-		f0.DialTimeout != 3*time.Second || f0.Grace != time.Second || f0.Limits.MaxFlows != 10 || f0.Limits.MaxHandshakes != 5 || f0.Rules != rules || f0.Line != 9 {
+		f0.DialTimeout != 3*time.Second || f0.Grace != time.Second || f0.Rules != rules || f0.Line != 9 {
 		t.Errorf("faith0: %+v", f0)
+	}
+	if want := (relay.Limits{MaxFlows: 10, MaxHandshakes: 5, MaxFlowsPerAddress: 4, MaxHandshakesPerAddress: 2, MaxHandshakesTotal: 64}); f0.Limits != want {
+		t.Errorf("faith0 limits %+v; want %+v", f0.Limits, want)
 	}
 	want := []faithif.Route{{Prefix: netip.MustParsePrefix("2001:db8:46::/96"), Metric: 50, Table: 100}, {Prefix: netip.MustParsePrefix("64:ff9b::/96")}}
 	if len(f0.Routes) != 2 || f0.Routes[0] != want[0] || f0.Routes[1] != want[1] {
@@ -77,7 +83,7 @@ prefixes = ["2001:db8:47::/96"]
 	}
 	// Defaults.
 	if f1.MTU != 1500 || f1.DenyWith != flow.RefuseProhibited || f1.IdleTimeout != relay.DefaultIdleTimeout ||
-		f1.DialTimeout != relay.DefaultDialTimeout || f1.Grace != DefaultGrace || f1.Limits.MaxFlows != relay.DefaultMaxFlowsPerClient || len(f1.Routes) != 0 {
+		f1.DialTimeout != relay.DefaultDialTimeout || f1.Grace != DefaultGrace || f1.Limits != relay.DefaultLimits() || len(f1.Routes) != 0 {
 		t.Errorf("faith1 defaults: %+v", f1)
 	}
 }
@@ -119,7 +125,11 @@ func TestParseErrors(t *testing.T) {
 		{"negative grace", head + "grace = \"-1s\"\n", []string{"faithif.conf:4: interface.grace: -1s"}},
 		{"dial timeout zero", head + "dial_timeout = \"0s\"\n", []string{"faithif.conf:4: interface.dial_timeout:"}},
 		{"negative idle", head + "idle_timeout = \"-5m\"\n", []string{"faithif.conf:4: interface.idle_timeout:"}},
-		{"limits", head + "max_flows_per_client = 0\nmax_handshakes_per_client = -1\n", []string{"faithif.conf:4: interface.max_flows_per_client", "faithif.conf:5: interface.max_handshakes_per_client"}},
+		{"limits", head + "max_flows_per_client = 0\nmax_handshakes_per_client = -1\nmax_flows_per_address = 0\nmax_handshakes_per_address = 0\nmax_handshakes = 3\n",
+			[]string{"faithif.conf:4: interface.max_flows_per_client", "faithif.conf:5: interface.max_handshakes_per_client",
+				"faithif.conf:6: interface.max_flows_per_address: 0: must be at least 1", "faithif.conf:7: interface.max_handshakes_per_address",
+				"faithif.conf:8: interface.max_handshakes: 3: must be at least 4"}},
+		{"max handshakes", head + "max_handshakes = 1000000\n", []string{"faithif.conf:4: interface.max_handshakes: 1000000: must be at most 65536"}},
 		{"rules missing", head + "rules = \"/nonexistent/faithd.conf\"\n", []string{"faithif.conf:4: interface.rules:", "/nonexistent/faithd.conf"}},
 		{"log format", "log_format = \"xml\"\n" + head, []string{"faithif.conf:1: log_format:"}},
 		{"log level", "log_level = \"loud\"\n" + head, []string{"faithif.conf:1: log_level:"}},
@@ -234,6 +244,9 @@ func TestFromFlags(t *testing.T) {
 		{"deny", func(s *Settings) { s.Interface[0].DenyWith = "drop" }, `--deny-with: "drop": want icmp6 or rst`},
 		{"flows", func(s *Settings) { s.Interface[0].MaxFlowsPerClient = num(0) }, "--max-flows-per-client: 0: must be at least 1"},
 		{"handshakes", func(s *Settings) { s.Interface[0].MaxHandshakesPerClient = num(0) }, "--max-handshakes-per-client: 0: must be at least 1"},
+		{"flows per address", func(s *Settings) { s.Interface[0].MaxFlowsPerAddress = num(-1) }, "--max-flows-per-address: -1: must be at least 1"},
+		{"handshakes per address", func(s *Settings) { s.Interface[0].MaxHandshakesPerAddress = num(0) }, "--max-handshakes-per-address: 0: must be at least 1"},
+		{"max handshakes", func(s *Settings) { s.Interface[0].MaxHandshakes = num(2) }, "--max-handshakes: 2: must be at least 4"},
 		{"log level", func(s *Settings) { s.LogLevel = "loud" }, `--log-level: "loud": want debug`},
 		{"log format", func(s *Settings) { s.LogFormat = "xml" }, `--log-format: "xml": want text or json`},
 		{"metrics", func(s *Settings) { s.Metrics = "9464" }, `--metrics: "9464": want HOST:PORT`},

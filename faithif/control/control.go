@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/faithif/faithif/faithif"
 	"github.com/faithif/faithif/faithif/status"
+	"golang.org/x/sys/unix"
 )
 
 // Controller is the running instance as the control socket sees it.
@@ -27,8 +29,8 @@ type Controller interface {
 	Reload() error
 }
 
-// request and response are the control protocol: one JSON request and one
-// JSON response per connection.
+// request and response are the control protocol: one JSON request (at most
+// MaxRequest bytes) and one JSON response per connection.
 type request struct {
 	Op        string        `json:"op"` // "status", "keepfaith", "destroy", "reload"
 	KeepFaith bool          `json:"keepfaith,omitempty"`
@@ -38,6 +40,46 @@ type request struct {
 type response struct {
 	Status *status.Status `json:"status,omitempty"`
 	Error  string         `json:"error,omitempty"`
+}
+
+// MaxRequest is the largest request the server reads, in bytes. Requests
+// are a few dozen bytes; a larger one is answered with an error and the
+// connection is closed, without reading the rest.
+const MaxRequest = 64 << 10
+
+// maxAnswer is the largest answer the client reads, in bytes (a status is a
+// few KiB).
+const maxAnswer = 4 << 20
+
+// errTooLarge is the error of a request over MaxRequest bytes.
+var errTooLarge = fmt.Errorf("request too large: over %d bytes", MaxRequest)
+
+// capReader reads from r until n bytes have been read, then fails with
+// errTooLarge instead of reading more.
+type capReader struct {
+	r io.Reader
+	n int64
+}
+
+// Read implements io.Reader.
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > c.n {
+		p = p[:c.n]
+	}
+	n, err := c.r.Read(p)
+	c.n -= int64(n)
+	return n, err
+}
+
+// readRequest decodes one request from r, reading at most MaxRequest bytes
+// of it: a request that does not end within them fails with errTooLarge.
+func readRequest(r io.Reader) (request, error) {
+	var req request
+	err := json.NewDecoder(&capReader{r: r, n: MaxRequest}).Decode(&req)
+	return req, err
 }
 
 // Server serves an instance's control socket.
@@ -56,14 +98,18 @@ var (
 	ErrNotRunning = errors.New("not running")
 )
 
-// Listen creates the control socket at path, mode 0600. A socket left by a
-// crashed instance (nobody answers) is removed and replaced; one that
-// answers means the interface is already run by someone else.
+// Listen creates the control socket at path, mode 0600, in a run
+// directory faithif can trust (faithif.RunDir; made if missing). A socket
+// left by a crashed instance (nobody answers) is removed and replaced; one
+// that answers means the interface is already run by someone else.
 func Listen(path string, c Controller, log *slog.Logger) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := faithif.RunDir(filepath.Dir(path)).Make(); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if _, err := os.Lstat(path); err == nil {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("control socket %s: something else is there (%s): remove it", path, fi.Mode().Type())
+		}
 		conn, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
 			conn.Close()
@@ -107,8 +153,13 @@ func (s *Server) Close() error { return s.ln.Close() }
 func (s *Server) handle(conn *net.UnixConn) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	var req request
-	if err := json.NewDecoder(conn).Decode(&req); err != nil {
+	req, err := readRequest(conn)
+	if errors.Is(err, errTooLarge) {
+		s.log.Warn("control socket: request refused", "error", err.Error())
+		json.NewEncoder(conn).Encode(response{Error: err.Error()})
+		return // closing leaves the rest unread
+	}
+	if err != nil {
 		json.NewEncoder(conn).Encode(response{Error: "bad request: " + err.Error()})
 		return
 	}
@@ -144,12 +195,8 @@ type Client struct {
 }
 
 func (c Client) call(ctx context.Context, req request) (*status.Status, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.Path)
+	conn, err := c.dial(ctx)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("%w (no answer on %s)", ErrNotRunning, c.Path)
-		}
 		return nil, err
 	}
 	defer conn.Close()
@@ -160,7 +207,7 @@ func (c Client) call(ctx context.Context, req request) (*status.Status, error) {
 		return nil, err
 	}
 	var resp response
-	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+	if err := json.NewDecoder(io.LimitReader(conn, maxAnswer)).Decode(&resp); err != nil {
 		return nil, fmt.Errorf("read answer from %s: %w", c.Path, err)
 	}
 	if resp.Error != "" {
@@ -170,6 +217,72 @@ func (c Client) call(ctx context.Context, req request) (*status.Status, error) {
 		return nil, fmt.Errorf("empty answer from %s", c.Path)
 	}
 	return resp.Status, nil
+}
+
+// dial connects to the control socket, once the run directory and the
+// socket are found trustworthy (owned by root or by this user, writable by
+// no one else: faithif.RunDir), and checks that the process answering runs
+// as root or as this user (SO_PEERCRED), so that a socket planted by
+// someone else is never believed.
+func (c Client) dial(ctx context.Context) (*net.UnixConn, error) {
+	notRunning := fmt.Errorf("%w (no answer on %s)", ErrNotRunning, c.Path)
+	err := faithif.RunDir(filepath.Dir(c.Path)).Check()
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, notRunning
+	}
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Lstat(c.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, notRunning
+	}
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return nil, fmt.Errorf("%s is not a socket (%s): not trusting it", c.Path, fi.Mode().Type())
+	}
+	if err := faithif.CheckTrusted(c.Path, fi); err != nil {
+		return nil, fmt.Errorf("control socket %w: not trusting it", err)
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", c.Path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, notRunning
+		}
+		return nil, err
+	}
+	conn := nc.(*net.UnixConn)
+	if err := checkPeer(conn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("control socket %s: %w: not trusting it", c.Path, err)
+	}
+	return conn, nil
+}
+
+// checkPeer returns nil if the process at the other end of conn runs as
+// root or as this process's effective user.
+func checkPeer(conn *net.UnixConn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if credErr != nil {
+		return fmt.Errorf("peer credentials: %w", credErr)
+	}
+	if !faithif.TrustedUID(cred.Uid) {
+		return fmt.Errorf("answered by pid %d running as uid %d, not by %s", cred.Pid, cred.Uid, faithif.TrustedUsers())
+	}
+	return nil
 }
 
 // Status asks the instance for its status.
@@ -218,13 +331,18 @@ func SetKeepFaith(ctx context.Context, dir faithif.RunDir, on bool) error {
 
 // Statuses asks every instance running in dir for its status, in name
 // order; a socket nobody answers on (left by a crashed instance) is
-// skipped.
+// skipped. A run directory faithif cannot trust is an error.
 func Statuses(ctx context.Context, dir faithif.RunDir) ([]*status.Status, error) {
+	all := []*status.Status{}
+	if err := dir.Check(); errors.Is(err, os.ErrNotExist) {
+		return all, nil
+	} else if err != nil {
+		return nil, err
+	}
 	names, err := dir.Instances()
 	if err != nil {
 		return nil, err
 	}
-	all := []*status.Status{}
 	for _, n := range names {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		st, err := Client{Path: dir.SocketPath(n)}.Status(cctx)

@@ -1,13 +1,22 @@
 package control
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,5 +109,238 @@ func TestControlSocketReplacesStale(t *testing.T) {
 	defer cancel()
 	if st, err := (Client{Path: path}).Status(ctx); err != nil || st.Name != "faith0" {
 		t.Fatalf("Status through the new socket = %+v, %v", st, err)
+	}
+}
+
+// endless is a reader that never ends: what a huge request looks like to
+// the server. It counts what was read from it.
+type endless struct{ n int64 }
+
+func (e *endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'a'
+	}
+	e.n += int64(len(p))
+	return len(p), nil
+}
+
+// paddedRequest returns a valid status request of exactly size bytes.
+func paddedRequest(t *testing.T, size int) []byte {
+	t.Helper()
+	head := `{"op":"status","pad":"`
+	tail := `"}`
+	b := []byte(head + strings.Repeat("x", size-len(head)-len(tail)) + tail)
+	if len(b) != size {
+		t.Fatalf("padded request of %d bytes, want %d", len(b), size)
+	}
+	return b
+}
+
+func TestRequestCap(t *testing.T) {
+	// At the cap: read.
+	if req, err := readRequest(bytes.NewReader(paddedRequest(t, MaxRequest))); err != nil || req.Op != "status" {
+		t.Fatalf("request of MaxRequest bytes = %+v, %v; want it read", req, err)
+	}
+	// Just over: refused.
+	if _, err := readRequest(bytes.NewReader(paddedRequest(t, MaxRequest+1))); !errors.Is(err, errTooLarge) {
+		t.Fatalf("request of MaxRequest+1 bytes: %v; want errTooLarge", err)
+	}
+	// Far over (it never ends): refused, having read no more than the
+	// cap, so memory does not grow with the request.
+	src := &endless{}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := readRequest(io.MultiReader(strings.NewReader(`{"op":"status","pad":"`), src))
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, errTooLarge) {
+		t.Fatalf("endless request: %v; want errTooLarge", err)
+	}
+	if src.n > MaxRequest {
+		t.Errorf("read %d bytes of an endless request; want at most %d", src.n, MaxRequest)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 4*MaxRequest {
+		t.Errorf("reading an endless request allocated %d bytes; want at most %d", alloc, 4*MaxRequest)
+	}
+	// A small request followed by more data than the cap: the request
+	// counts, not what the client sends after it.
+	if req, err := readRequest(io.MultiReader(strings.NewReader(`{"op":"reload"}`), &endless{})); err != nil || req.Op != "reload" {
+		t.Errorf("small request then more = %+v, %v; want the request", req, err)
+	}
+}
+
+func TestControlSocketRefusesLargeRequest(t *testing.T) {
+	path := faithif.RunDir(t.TempDir()).SocketPath("faith0")
+	srv, err := Listen(path, &fakeController{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+	for _, size := range []int{MaxRequest + 1, 64 << 20} {
+		conn, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second)) // hang guard
+		wrote := make(chan error, 1)
+		go func() {
+			// Cut short by the server closing: EPIPE or ECONNRESET.
+			_, err := io.Copy(conn, io.MultiReader(strings.NewReader(`{"op":"destroy","pad":"`), io.LimitReader(&endless{}, int64(size))))
+			wrote <- err
+		}()
+		var resp response
+		if err := json.NewDecoder(conn).Decode(&resp); err != nil || !strings.Contains(resp.Error, "too large") || resp.Status != nil {
+			t.Errorf("answer to a %d-byte request: %+v, %v; want an error saying it is too large", size, resp, err)
+		}
+		if size > 1<<20 {
+			// Far more than the socket buffers hold: only the server
+			// closing can have ended the write.
+			if err := <-wrote; err == nil {
+				t.Errorf("the server read a %d-byte request to the end; want the connection closed", size)
+			}
+			conn.Close()
+			continue
+		}
+		conn.Close()
+		<-wrote
+	}
+	// The server still answers.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := (Client{Path: path}).Status(ctx); err != nil {
+		t.Fatalf("Status after refused requests: %v", err)
+	}
+}
+
+func TestClientRefusesUntrustedRunDir(t *testing.T) {
+	dir := t.TempDir()
+	path := faithif.RunDir(dir).SocketPath("faith0")
+	srv, err := Listen(path, &fakeController{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(dir, 0o700)
+	_, err = (Client{Path: path}).Destroy(ctx, time.Second)
+	if err == nil || errors.Is(err, ErrNotRunning) || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "writable by") {
+		t.Fatalf("Destroy through a run dir others can write to: %v; want it refused, naming %s", err, dir)
+	}
+	if _, err := Listen(faithif.RunDir(dir).SocketPath("faith1"), &fakeController{}, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "writable by") {
+		t.Fatalf("Listen in a run dir others can write to: %v; want it refused", err)
+	}
+	os.Chmod(dir, 0o700)
+	// Something that is not a socket where the socket should be.
+	other := faithif.RunDir(dir).SocketPath("faith2")
+	if err := os.Symlink(path, other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (Client{Path: other}).Status(ctx); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("Status through a symlink: %v; want it refused", err)
+	}
+}
+
+// plantedEnv makes TestPlantedSocketHelper the planted server.
+const plantedEnv = "FAITHIF_CONTROL_TEST_PLANTED"
+
+// TestPlantedSocketHelper is not a test: run by TestClientRefusesPlantedSocket
+// as another user, it listens on the socket it is given as fd 3 and answers
+// every request as an instance would, printing it on stdout.
+func TestPlantedSocketHelper(t *testing.T) {
+	if os.Getenv(plantedEnv) == "" {
+		t.Skip("run by TestClientRefusesPlantedSocket")
+	}
+	if err := syscall.Listen(3, 8); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.FileListener(os.NewFile(3, "planted"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("ready")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		if req, err := readRequest(c); err == nil {
+			fmt.Println("request", req.Op)
+			json.NewEncoder(c).Encode(response{Status: &status.Status{Name: "faith0"}})
+		}
+		c.Close()
+	}
+}
+
+// TestClientRefusesPlantedSocket: a socket in a trusted run dir, owned by
+// root and mode 0600, but answered by a process of another user (who
+// listened on it) is not believed: the client sends it nothing.
+func TestClientRefusesPlantedSocket(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a server as another user")
+	}
+	dir, err := os.MkdirTemp("", "fi-ctl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil { // nobody runs the copy below
+		t.Fatal(err)
+	}
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "control.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := faithif.RunDir(dir).SocketPath("faith0")
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := os.NewFile(uintptr(fd), "planted")
+	defer sock.Close()
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestPlantedSocketHelper$")
+	cmd.Env = append(os.Environ(), plantedEnv+"=1")
+	cmd.ExtraFiles = []*os.File{sock}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var out bytes.Buffer
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	r := bufio.NewReader(stdout)
+	if line, err := r.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("planted server: %q, %v; stderr:\n%s", line, err, out.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = (Client{Path: path}).Destroy(ctx, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "uid 65534") || !strings.Contains(err.Error(), "not trusting") {
+		t.Fatalf("Destroy through a socket served by uid 65534: %v; want it refused", err)
+	}
+	t.Logf("refused: %v", err)
+	cmd.Process.Kill()
+	rest, _ := io.ReadAll(r)
+	if strings.Contains(string(rest), "request") {
+		t.Errorf("the planted server got a request: %s", rest)
 	}
 }

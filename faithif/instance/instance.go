@@ -108,6 +108,9 @@ func (in *Instance) isLocal(a netip.Addr) bool {
 // control socket.
 func (in *Instance) Run(ready func()) error {
 	cfg, log := in.cfg, in.log
+	if err := in.opts.RunDir.Make(); err != nil {
+		return fmt.Errorf("create %s: %w", cfg.Name, err)
+	}
 	keep, err := in.opts.RunDir.KeepFaith()
 	if err != nil {
 		return err
@@ -131,7 +134,7 @@ func (in *Instance) Run(ready func()) error {
 	}
 	in.started = time.Now()
 
-	in.stack, err = stack.New(in.iface.Device(), in.relay.Handle, stack.Options{MTU: cfg.MTU})
+	in.stack, err = stack.New(in.iface.Device(), in.relay.Handle, stack.Options{MTU: cfg.MTU, MaxInFlight: in.relay.Limits().MaxHandshakesTotal})
 	if err != nil {
 		return fmt.Errorf("create %s: %w", cfg.Name, err)
 	}
@@ -161,9 +164,7 @@ func (in *Instance) Run(ready func()) error {
 		case <-runDone:
 		}
 	}()
-	if rs := in.relay.Rules(); rs == nil || len(rs.Rules) == 0 {
-		log.Warn("no access rules: every destination is permitted except the always-refused ones", "interface", cfg.Name, "rules", cfg.Rules)
-	}
+	logRules(log, cfg.Name, in.relay.Rules(), nil)
 	defer in.running.Store(false)
 	runErr := in.stack.Run(func() {
 		in.running.Store(true)
@@ -182,8 +183,18 @@ func (in *Instance) Run(ready func()) error {
 			why = fmt.Errorf("%s was removed", cfg.Name)
 		}
 		log.Info("stopping", "interface", cfg.Name, "why", why.Error(), "flows_open", in.relay.Counters().FlowsOpen)
+		// The interface is gone (ip link del) or unreadable: nothing can be
+		// drained, as no segment reaches the IPv6 clients any more. Every
+		// open flow is reset at once (relay.Close): its IPv4 server gets a
+		// RST; its IPv6 client hears nothing and times out on its own.
+		if n := in.relay.Counters().FlowsOpen; n > 0 {
+			log.Warn("resetting open flows: the interface is gone, they cannot be drained", "interface", cfg.Name, "flows_open", n)
+		}
 	}
-	in.relay.Close()
+	in.relay.Close() // resets both sides of every flow still open
+	ctx, cancel := context.WithTimeout(context.Background(), rstTime)
+	in.relay.Wait(ctx) // the flows end as "shutdown" before the stack is closed under them
+	cancel()
 	in.control.Close()
 	in.stack.Close() // resets what is left, which ends every flow handler
 	in.relay.Wait(context.Background())
@@ -254,9 +265,32 @@ func (in *Instance) Reload() error {
 		in.log.Error("reload failed, keeping the old rules", "interface", in.cfg.Name, "error", err.Error())
 		return fmt.Errorf("reload %s: %w (the old rules stay)", in.cfg.Name, err)
 	}
+	old := in.relay.Rules()
 	in.relay.SetRules(rs)
 	in.log.Info("rules reloaded", "interface", in.cfg.Name, "rules", rs.File, "count", len(rs.Rules))
+	logRules(in.log, in.cfg.Name, rs, old)
 	return nil
+}
+
+// logRules says, at start (old nil) and at each reload, what the rules rs
+// mean when they permit or deny every flow, and warns when a reload widens
+// access to every flow.
+func logRules(log *slog.Logger, name string, rs, old *relay.Rules) {
+	file := ""
+	if rs != nil {
+		file = rs.File
+	}
+	if w := rs.Warning(); w != "" {
+		log.Warn(w, "interface", name, "rules", file)
+	}
+	if old == nil {
+		return
+	}
+	if all, _ := rs.PermitsAll(); all {
+		if was, _ := old.PermitsAll(); !was {
+			log.Warn("reload widened access to every flow: anyone who can reach the FAITH prefix may connect to any IPv4 address it maps to", "interface", name, "rules", file)
+		}
+	}
 }
 
 // Status implements control.Controller: the state and every counter.
@@ -264,20 +298,23 @@ func (in *Instance) Status() status.Status {
 	draining := in.relay.Draining()
 	lim := in.relay.Limits()
 	st := status.Status{
-		Name:                   in.cfg.Name,
-		PID:                    os.Getpid(),
-		UptimeSeconds:          time.Since(in.started).Seconds(),
-		Prefixes:               []string{},
-		Routes:                 in.iface.Routes(),
-		Rules:                  in.cfg.Rules,
-		MTU:                    in.iface.MTU(),
-		KeepFaith:              in.stack.Link().Capture(),
-		Draining:               draining,
-		Up:                     in.running.Load() && !draining,
-		RelayCounters:          in.relay.Counters(),
-		MaxFlowsPerClient:      lim.MaxFlows,
-		MaxHandshakesPerClient: lim.MaxHandshakes,
-		StackCounters:          in.stack.Counters(),
+		Name:                    in.cfg.Name,
+		PID:                     os.Getpid(),
+		UptimeSeconds:           time.Since(in.started).Seconds(),
+		Prefixes:                []string{},
+		Routes:                  in.iface.Routes(),
+		Rules:                   in.cfg.Rules,
+		MTU:                     in.iface.MTU(),
+		KeepFaith:               in.stack.Link().Capture(),
+		Draining:                draining,
+		Up:                      in.running.Load() && !draining,
+		RelayCounters:           in.relay.Counters(),
+		MaxFlowsPerClient:       lim.MaxFlows,
+		MaxHandshakesPerClient:  lim.MaxHandshakes,
+		MaxFlowsPerAddress:      lim.MaxFlowsPerAddress,
+		MaxHandshakesPerAddress: lim.MaxHandshakesPerAddress,
+		MaxHandshakes:           lim.MaxHandshakesTotal,
+		StackCounters:           in.stack.Counters(),
 	}
 	for _, p := range in.mapper.Prefixes() {
 		st.Prefixes = append(st.Prefixes, p.String())

@@ -28,9 +28,14 @@ type Status struct {
 	Up       bool `json:"interface_up" text:"relaying" metric:"gauge interface_up" help:"1 while the interface's stack runs and it is not draining."`
 
 	RelayCounters
-	// The per-client limits in force (a client is a /64).
-	MaxFlowsPerClient      int `json:"max_flows_per_client" text:"clients,max flows each"`
-	MaxHandshakesPerClient int `json:"max_handshakes_per_client" text:"clients,max handshakes each"`
+	// The limits in force: per client /64, per client address, and the
+	// handshakes of all clients together (a quarter of which may dial
+	// first).
+	MaxFlowsPerClient       int `json:"max_flows_per_client" text:"clients,max flows each"`
+	MaxHandshakesPerClient  int `json:"max_handshakes_per_client" text:"clients,max handshakes each"`
+	MaxFlowsPerAddress      int `json:"max_flows_per_address" text:"addresses,max flows each"`
+	MaxHandshakesPerAddress int `json:"max_handshakes_per_address" text:"addresses,max handshakes each"`
+	MaxHandshakes           int `json:"max_handshakes" text:"handshakes,max"`
 	StackCounters
 }
 

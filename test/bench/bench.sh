@@ -427,7 +427,8 @@ faithif_status() { timeout 10 ip netns exec "$R" env FAITHIF_RUN_DIR="$TMP/run" 
 
 start_faithif() {
 	lab_start_faithif "$R" "$TMP/run" "$FAITHIF" "$TMP/faithif-$1.log" create faith0 --prefix "$FAITH_PREFIX" \
-		--keepfaith --route -f --max-flows-per-client 20000 --max-handshakes-per-client 1024
+		--keepfaith --route -f --max-flows-per-client 20000 --max-handshakes-per-client 1024 \
+		--max-flows-per-address 20000 --max-handshakes-per-address 1024
 	ip -n "$R" -6 route show "$FAITH_PREFIX" | grep -q faith0 || die "faithif --route did not install $FAITH_PREFIX dev faith0"
 }
 
@@ -669,7 +670,9 @@ client6 (IPv6 only)  2001:db8:1::2/64 --- 2001:db8:1::1/64
   prefix \`$NAT64_PREFIX\`, dynamic pool \`$TAYGA_POOL\`, on its \`nat64\` TUN.
 - **faithif**: client6 to \`$FAITH_ADDR\`: \`faithif create faith0 --prefix
   $FAITH_PREFIX --keepfaith --route -f --max-flows-per-client 20000
-  --max-handshakes-per-client 1024\` in the router.
+  --max-handshakes-per-client 1024 --max-flows-per-address 20000
+  --max-handshakes-per-address 1024\` in the router (one client address
+  holds the 15,000 idle connections).
 
 The server runs nginx (one worker, a 1 KiB index.html, keep-alive, access
 log off), iperf3 servers, and two \`test/bench/connhold\` holders that

@@ -51,10 +51,11 @@ func TestCreateErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A run dir anyone may write to, so that for the unprivileged run the
-	// only obstacle is the missing CAP_NET_ADMIN.
-	openRunDir := netlab.TempDir(t, "open")
-	if err := os.Chmod(openRunDir, 0o1777); err != nil {
+	// A run dir of the unprivileged user (nobody), writable by it alone, so
+	// that for its run the only obstacle is the missing CAP_NET_ADMIN (a
+	// run dir others may write to is refused before that: TestRunDirTrust).
+	nobodyRunDir := netlab.TempDir(t, "nobody")
+	if err := os.Chown(nobodyRunDir, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
 	// A copy of the binary that nobody can execute whatever FAITHIF_BIN is.
@@ -88,7 +89,7 @@ func TestCreateErrors(t *testing.T) {
 			name: "NoCapNetAdmin",
 			argv: []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
 				pubBin, "create", "faith3", "--prefix", pfx, "-f"},
-			runDir: openRunDir,
+			runDir: nobodyRunDir,
 			code:   1, stderrRE: `permission|not permitted|cap_net_admin|privilege|eperm`,
 		},
 	}

@@ -426,12 +426,15 @@ func TestTwoInterfaces(t *testing.T) {
 }
 
 // TestLinkDelete checks that "ip link del faith0" ends the instance cleanly:
-// exit status 0, control socket removed; also with a flow open.
+// exit status 0, control socket removed; also with flows open, whose IPv4
+// sides are then reset at once (the interface is gone, so nothing can be
+// drained): each server reads ECONNRESET, not the EOF a process exit would
+// give, and not nothing.
 func TestLinkDelete(t *testing.T) {
-	for _, open := range []bool{false, true} {
+	for _, flows := range []int{0, 3} {
 		name := "Idle"
-		if open {
-			name = "OpenFlow"
+		if flows > 0 {
+			name = "OpenFlows"
 		}
 		t.Run(name, func(t *testing.T) {
 			lab, f := startLab(t, "--keepfaith")
@@ -440,8 +443,23 @@ func TestLinkDelete(t *testing.T) {
 			if err := echoRoundTrip(ctx, lab, serverAddr(port), "before ip link del"); err != nil {
 				t.Fatal(err)
 			}
-			if open {
-				c := mustDialServer(t, ctx, lab, port)
+			// A server that echoes one byte, then reports how its side of
+			// the flow ends.
+			l, hport := listenServer(t, lab)
+			serverEnd := make(chan error, flows)
+			serve(t, l, func(c *net.TCPConn) {
+				c.SetDeadline(time.Now().Add(time.Minute)) // hang guard
+				b := make([]byte, 1)
+				if _, err := io.ReadFull(c, b); err != nil {
+					serverEnd <- fmt.Errorf("before the echo: %w", err)
+					return
+				}
+				c.Write(b)
+				_, err := c.Read(b)
+				serverEnd <- err
+			})
+			for range flows {
+				c := mustDialServer(t, ctx, lab, hport)
 				c.SetDeadline(time.Now().Add(5 * time.Second))
 				io.WriteString(c, "x")
 				if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
@@ -452,6 +470,18 @@ func TestLinkDelete(t *testing.T) {
 			start := time.Now()
 			if _, err := lab.Router.IP("link", "del", "faith0"); err != nil {
 				t.Fatal(err)
+			}
+			for i := range flows {
+				select {
+				case err := <-serverEnd:
+					if !errors.Is(err, syscall.ECONNRESET) {
+						t.Errorf("flow %d: the IPv4 server read %v after ip link del, want ECONNRESET", i, err)
+					} else {
+						t.Logf("flow %d: the IPv4 server was reset %v after ip link del", i, time.Since(start).Round(time.Millisecond))
+					}
+				case <-time.After(30 * time.Second): // hang guard
+					t.Fatalf("flow %d: the IPv4 server side still open 30 s after ip link del", i)
+				}
 			}
 			if !f.Wait(5 * time.Second) {
 				t.Fatalf("faithif still running 5 s after ip link del faith0")
@@ -465,6 +495,13 @@ func TestLinkDelete(t *testing.T) {
 			}
 			if r := lab.Faithif("show", "faith0"); r.ExitCode != 1 {
 				t.Errorf("show faith0 after exit: %s, want exit 1", r)
+			}
+			if flows > 0 {
+				if line, ok := findLine(f.Stderr(), "resetting open flows"); !ok {
+					t.Errorf("the log does not say the open flows were reset:\n%s", f.Stderr())
+				} else {
+					t.Logf("log: %s", line)
+				}
 			}
 		})
 	}

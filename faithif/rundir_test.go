@@ -1,0 +1,226 @@
+package faithif
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// chmod sets path's mode exactly, whatever the umask.
+func chmod(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantRefused checks that err names path and says what is wrong.
+func wantRefused(t *testing.T, what string, err error, path string, subs ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s: no error; want it refused", what)
+	}
+	for _, s := range append([]string{path}, subs...) {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("%s: %q does not mention %q", what, err, s)
+		}
+	}
+}
+
+func TestRunDirMake(t *testing.T) {
+	d := RunDir(filepath.Join(t.TempDir(), "a", "run"))
+	if err := d.Check(); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Check of a missing run dir = %v; want ErrNotExist", err)
+	}
+	if on, err := d.KeepFaith(); err != nil || on {
+		t.Fatalf("KeepFaith with no run dir = %v, %v; want 0", on, err)
+	}
+	if err := d.Make(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(string(d))
+	if err != nil || !fi.IsDir() || fi.Mode().Perm()&0o022 != 0 {
+		t.Fatalf("made run dir: %v, %v; want a directory writable only by its owner", fi.Mode(), err)
+	}
+	if err := d.Make(); err != nil {
+		t.Fatalf("Make of an existing run dir = %v", err)
+	}
+	// Through a symbolic link of ours, to a trusted directory.
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(string(d), link); err != nil {
+		t.Fatal(err)
+	}
+	if err := RunDir(link).Check(); err != nil {
+		t.Fatalf("Check through a symlink to a trusted dir = %v", err)
+	}
+}
+
+func TestRunDirWritableRefused(t *testing.T) {
+	for _, tc := range []struct {
+		mode os.FileMode
+		who  string
+	}{
+		{0o777, "its group and others"},
+		{0o775, "its group"},
+		{0o757, "others"},
+		{0o777 | os.ModeSticky, "mode 1777"}, // a /tmp-style directory
+	} {
+		dir := filepath.Join(t.TempDir(), "run")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "keepfaith"), []byte("1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		chmod(t, dir, tc.mode)
+		d := RunDir(dir)
+		what := tc.mode.String()
+		wantRefused(t, what+": Check", d.Check(), dir, "writable by", tc.who)
+		wantRefused(t, what+": Make", d.Make(), dir, "writable by")
+		_, err := d.KeepFaith()
+		wantRefused(t, what+": KeepFaith", err, dir, "writable by")
+		wantRefused(t, what+": SetKeepFaith", d.SetKeepFaith(false), dir, "writable by")
+		f, err := d.OpenLog("faith0")
+		if f != nil {
+			f.Close()
+		}
+		wantRefused(t, what+": OpenLog", err, dir, "writable by")
+		if _, err := os.Lstat(d.LogPath("faith0")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: OpenLog created %s in a refused run dir", what, d.LogPath("faith0"))
+		}
+	}
+}
+
+func TestRunDirParents(t *testing.T) {
+	parent := filepath.Join(t.TempDir(), "parent")
+	dir := filepath.Join(parent, "run")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	chmod(t, dir, 0o755)
+	// Sticky and world-writable above, like /tmp: nobody else can rename
+	// the run dir away.
+	chmod(t, parent, 0o777|os.ModeSticky)
+	if err := RunDir(dir).Check(); err != nil {
+		t.Fatalf("run dir in a sticky world-writable dir: %v; want it accepted", err)
+	}
+	chmod(t, parent, 0o777)
+	err := RunDir(dir).Check()
+	wantRefused(t, "parent 0777", err, dir, parent, "above it", "writable by its group and others")
+	// Make does not create a run dir under such a parent.
+	missing := filepath.Join(parent, "new")
+	wantRefused(t, "Make under parent 0777", RunDir(missing).Make(), missing, parent)
+	if _, err := os.Lstat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Make created %s under a parent others can write to", missing)
+	}
+	chmod(t, parent, 0o755)
+	// A symlink on the way to a directory others can write to.
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	chmod(t, open, 0o777)
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(open, link); err != nil {
+		t.Fatal(err)
+	}
+	wantRefused(t, "symlink to 0777", RunDir(link).Check(), "writable by")
+}
+
+func TestRunDirOwnerRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a directory to another user")
+	}
+	dir := filepath.Join(t.TempDir(), "run")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	wantRefused(t, "run dir of uid 65534", RunDir(dir).Check(), dir, "owned by uid 65534", "not by root")
+	if err := os.Chown(dir, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	// A file in it that belongs to someone else.
+	kf := filepath.Join(dir, "keepfaith")
+	if err := os.WriteFile(kf, []byte("1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(kf, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	_, err := RunDir(dir).KeepFaith()
+	wantRefused(t, "keepfaith of uid 65534", err, kf, "owned by uid 65534")
+}
+
+func TestRunDirFiles(t *testing.T) {
+	d := RunDir(t.TempDir())
+	target := filepath.Join(t.TempDir(), "target")
+	if err := os.WriteFile(target, []byte("untouched\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	untouched := func(what string) {
+		t.Helper()
+		if b, err := os.ReadFile(target); err != nil || string(b) != "untouched\n" {
+			t.Errorf("%s: the symlink's target now holds %q (%v)", what, b, err)
+		}
+	}
+
+	// A symbolic link planted at the log path is refused, not followed.
+	if err := os.Symlink(target, d.LogPath("faith0")); err != nil {
+		t.Fatal(err)
+	}
+	f, err := d.OpenLog("faith0")
+	if f != nil {
+		f.Write([]byte("written through the link\n"))
+		f.Close()
+	}
+	wantRefused(t, "OpenLog over a symlink", err, d.LogPath("faith0"), "symbolic link")
+	untouched("OpenLog")
+
+	// The same at the keepfaith path: reading refuses it; setting replaces
+	// the link itself, never writing through it.
+	if err := os.Symlink(target, d.keepFaithPath()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.KeepFaith()
+	wantRefused(t, "KeepFaith through a symlink", err, d.keepFaithPath(), "symbolic link")
+	if err := d.SetKeepFaith(true); err != nil {
+		t.Fatal(err)
+	}
+	untouched("SetKeepFaith")
+	if fi, err := os.Lstat(d.keepFaithPath()); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("keepfaith after SetKeepFaith: %v, %v; want a regular file", fi.Mode(), err)
+	}
+	if on, err := d.KeepFaith(); err != nil || !on {
+		t.Errorf("KeepFaith = %v, %v; want 1", on, err)
+	}
+
+	// A file others may write to is refused.
+	chmod(t, d.keepFaithPath(), 0o666)
+	_, err = d.KeepFaith()
+	wantRefused(t, "keepfaith 0666", err, d.keepFaithPath(), "writable by its group and others")
+
+	// The log: created 0640, reopened for appending, never a FIFO or a dir.
+	f, err = d.OpenLog("faith1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := f.Stat()
+	f.Close()
+	if fi.Mode().Perm()&0o022 != 0 {
+		t.Errorf("log mode %v; want writable only by its owner", fi.Mode())
+	}
+	if err := syscall.Mkfifo(d.LogPath("faith2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	chmod(t, d.LogPath("faith2"), 0o600)
+	if f, err := d.OpenLog("faith2"); err == nil {
+		f.Close()
+		t.Errorf("OpenLog of a FIFO succeeded; want it refused")
+	}
+}
