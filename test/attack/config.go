@@ -85,7 +85,7 @@ func loadConfig() (*config, error) {
 	c.bigCount = e.int("ATTACK_BIG_COUNT", q(300000, 30000))
 	c.bigRate, c.bigRateSet = e.numSet("ATTACK_BIG_RATE", q(30000, 10000))
 	c.rssAfter = e.dur("ATTACK_RSS_AFTER", qd(60*time.Second, 10*time.Second))
-	c.rssCapMB = e.num("ATTACK_RSS_CAP_MB", 0)
+	c.rssCapMB = e.num("ATTACK_RSS_CAP_MB", 64) // the README's stated bound, above the idle RSS
 	c.rssReturnMB = e.num("ATTACK_RSS_RETURN_MB", 32)
 	c.logCount = e.int("ATTACK_LOG_COUNT", q(50000, 10000))
 	c.logRate, c.logRateSet = e.numSet("ATTACK_LOG_RATE", q(10000, 5000))

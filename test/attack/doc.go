@@ -33,8 +33,9 @@
 //	2  spoofed SYN flood from random /64s to an open port. Holds if every
 //	   legitimate connect succeeds within 3 s and the server's flooded port
 //	   accepts at most max_handshakes/2 connections (not one per SYN).
-//	3  a bigger, faster SYN flood. Holds if RSS peaks under the cap
-//	   (ATTACK_RSS_CAP_MB, when one is stated) and is back within
+//	3  a bigger, faster SYN flood. Holds if RSS peaks at most
+//	   ATTACK_RSS_CAP_MB above where it started (the README's stated bound
+//	   for the default --max-handshakes) and is back within
 //	   ATTACK_RSS_RETURN_MB of where it started ATTACK_RSS_AFTER later.
 //	4  SYN floods to a denied destination (127.0.0.1) and from one /64.
 //	   Holds if faithif logs at most ATTACK_LOG_LINES_PER_S lines a second
@@ -82,7 +83,7 @@
 //	ATTACK_BIG_COUNT        row 3: SYNs, 300000 (30000)
 //	ATTACK_BIG_RATE         row 3: SYNs a second, 30000 (10000)
 //	ATTACK_RSS_AFTER        row 3: when the "after" RSS is read, 60s (10s)
-//	ATTACK_RSS_CAP_MB       row 3: the stated RSS cap in MiB (none)
+//	ATTACK_RSS_CAP_MB       row 3: how far above its start RSS may peak, 64 (the README's bound)
 //	ATTACK_RSS_RETURN_MB    row 3: how far above its start RSS may stay, 32
 //	ATTACK_LOG_COUNT        row 4: SYNs in each flood, 50000 (10000)
 //	ATTACK_LOG_RATE         row 4: SYNs a second, 10000 (5000)
