@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,8 +23,8 @@ import (
 // (AnyIP: `ip route add local 198.51.100.128/25 dev lo`) in any routing
 // table a connection of this process may consult. It is kept up to date
 // through one netlink subscription (addresses, routes, rules), so that an
-// address or a local route added after start is known at once, and Contains
-// answers from memory, with no system call.
+// address or a local route added after start is known within
+// reloadGap, and Contains answers from memory, with no system call.
 //
 // Which tables count: those of the policy routing rules (ip rule) that can
 // match an outgoing connection of this process: no firewall mark, no input
@@ -35,6 +37,8 @@ type LocalAddrs struct {
 	set  atomic.Pointer[localSet]
 	sock *nl.NetlinkSocket // nil for a snapshot (ReadLocalAddrs)
 	uid  uint32
+	log  *slog.Logger
+	kick chan struct{} // a change was notified (or lost): read again
 	done chan struct{}
 	wg   sync.WaitGroup
 }
@@ -63,8 +67,13 @@ type localRoute struct {
 	dst   netip.Prefix
 }
 
-// WatchLocalAddrs starts tracking the local destinations. Close stops it.
-func WatchLocalAddrs() (*LocalAddrs, error) {
+// WatchLocalAddrs starts tracking the local destinations, logging to log
+// (nil: slog.Default()) when a reading fails and when one succeeds again.
+// Close stops it.
+func WatchLocalAddrs(log *slog.Logger) (*LocalAddrs, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	sock, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV4_RULE)
 	if err != nil {
 		return nil, fmt.Errorf("watch local addresses: %w", err)
@@ -72,15 +81,20 @@ func WatchLocalAddrs() (*LocalAddrs, error) {
 	// A routing daemon's churn arrives here too (and is skipped at once):
 	// room for bursts, and an overrun is answered by reading afresh.
 	sock.SetReceiveBufferSize(1<<20, false)
-	l := &LocalAddrs{sock: sock, uid: uint32(os.Geteuid()), done: make(chan struct{})}
+	l := &LocalAddrs{sock: sock, uid: uint32(os.Geteuid()), log: log, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	// Subscribed first, read second: a change in between is seen by both,
 	// and a reading is the whole state.
 	if err := l.reload(); err != nil {
 		sock.Close()
 		return nil, err
 	}
-	l.wg.Add(1)
+	rl := &reloader{load: l.reload, clock: realClock{}, log: log, kick: l.kick, done: l.done}
+	l.wg.Add(2)
 	go l.watch()
+	go func() {
+		defer l.wg.Done()
+		rl.run(time.Now())
+	}()
 	return l, nil
 }
 
@@ -92,9 +106,11 @@ func ReadLocalAddrs() (*LocalAddrs, error) {
 }
 
 // watch reads the subscription until Close: any change of an IPv4
-// address, a local route or a rule means a new reading.
+// address, a local route or a rule means a new reading, which the reloader
+// makes (coalesced: a burst of changes is one reading).
 func (l *LocalAddrs) watch() {
 	defer l.wg.Done()
+	failing := false
 	for {
 		msgs, _, err := l.sock.Receive()
 		select {
@@ -103,25 +119,43 @@ func (l *LocalAddrs) watch() {
 		default:
 		}
 		if err != nil {
-			// ENOBUFS: changes were lost. Anything else: wait a little
-			// rather than spin. Either way, read the whole state again.
-			if !errors.Is(err, unix.ENOBUFS) {
-				select {
-				case <-l.done:
-					return
-				case <-time.After(time.Second):
-				}
+			// ENOBUFS: changes were lost; read the whole state again.
+			// Anything else: the same, and wait a little rather than
+			// spin, saying so once.
+			l.changed()
+			if errors.Is(err, unix.ENOBUFS) {
+				continue
 			}
-			l.reload()
+			if !failing {
+				l.log.Warn("local addresses: reading netlink notifications failed; retrying every second",
+					"error", err.Error())
+				failing = true
+			}
+			select {
+			case <-l.done:
+				return
+			case <-time.After(time.Second):
+			}
 			continue
 		}
-		changed := false
+		if failing {
+			l.log.Info("local addresses: reading netlink notifications again")
+			failing = false
+		}
 		for _, m := range msgs {
-			changed = changed || relevant(m.Header.Type, m.Data)
+			if relevant(m.Header.Type, m.Data) {
+				l.changed()
+				break
+			}
 		}
-		if changed {
-			l.reload()
-		}
+	}
+}
+
+// changed asks the reloader for a new reading.
+func (l *LocalAddrs) changed() {
+	select {
+	case l.kick <- struct{}{}:
+	default: // one is asked for already
 	}
 }
 
@@ -165,25 +199,70 @@ func (l *LocalAddrs) reload() error {
 	return nil
 }
 
-// listLocalRoutes dumps the IPv4 routes of every table and keeps those of
-// type local; the others (a full routing table, perhaps) are skipped
-// without being decoded. A dump the kernel says was interrupted by a change
-// is read again, a few times.
+// listLocalRoutes lists the IPv4 routes of type local of every table. A
+// dump the kernel says was interrupted by a change is read again, a few
+// times.
 func listLocalRoutes() ([]localRoute, error) {
+	strict := true
 	for try := 0; ; try++ {
-		req := nl.NewNetlinkRequest(unix.RTM_GETROUTE, unix.NLM_F_DUMP)
-		req.AddData(&nl.RtMsg{RtMsg: unix.RtMsg{Family: unix.AF_INET}})
 		var out []localRoute
-		err := req.ExecuteIter(unix.NETLINK_ROUTE, unix.RTM_NEWROUTE, func(m []byte) bool {
+		err := dumpRoutes(strict, func(m []byte) {
 			if r, ok := parseLocalRoute(m); ok {
 				out = append(out, r)
 			}
-			return true
 		})
+		if strict && (errors.Is(err, errNoStrictCheck) || errors.Is(err, unix.EINVAL)) {
+			// A kernel before 4.20, or one that refuses the filter:
+			// filter here instead.
+			strict = false
+			try--
+			continue
+		}
 		if !interrupted(err) || try == 3 {
 			return out, settled(err)
 		}
 	}
+}
+
+// errNoStrictCheck: the kernel has no strict checking of dump requests.
+var errNoStrictCheck = errors.New("netlink: no NETLINK_GET_STRICT_CHK")
+
+// dumpRoutes dumps IPv4 routes, passing each RTM_NEWROUTE payload to each.
+//
+// With strict, the kernel filters (NETLINK_GET_STRICT_CHK, Linux 4.20 and
+// later: inet_dump_fib honours the request's rtm_type, rtm_table,
+// rtm_protocol and RTA_OIF): the request asks for type local, in every
+// table (rtm_table 0), and no other route crosses to user space: a router
+// holding a full BGP table still sends only its few local routes, in one
+// dump. One dump of every table filtered by type is less than one per table
+// the rules use (each of which the kernel would walk as well); the tables
+// are chosen afterwards (buildLocalSet). vishvananda/netlink's
+// RouteListFiltered does not help: it sets no strict check, so the kernel
+// sends every route and it filters them after decoding each. Without
+// strict (an older kernel), the kernel ignores the filter and sends every
+// IPv4 route of every table (the request's family limits it to IPv4): the
+// filtering is then in user space (parseLocalRoute), each other route
+// skipped after reading its header, not decoded.
+func dumpRoutes(strict bool, each func(m []byte)) error {
+	sock, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer sock.Close()
+	sock.SetSendTimeout(&nl.SocketTimeoutTv)
+	sock.SetReceiveTimeout(&nl.SocketTimeoutTv)
+	if strict {
+		if err := unix.SetsockoptInt(sock.GetFd(), unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1); err != nil {
+			return fmt.Errorf("%w: %w", errNoStrictCheck, err)
+		}
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_GETROUTE, unix.NLM_F_DUMP)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}}
+	req.AddData(&nl.RtMsg{RtMsg: unix.RtMsg{Family: unix.AF_INET, Type: unix.RTN_LOCAL}})
+	return req.ExecuteIter(unix.NETLINK_ROUTE, unix.RTM_NEWROUTE, func(m []byte) bool {
+		each(m)
+		return true
+	})
 }
 
 // interrupted reports whether a netlink dump was interrupted by a change;
@@ -313,4 +392,94 @@ func (l *LocalAddrs) Close() {
 		l.sock.Close()
 	}
 	l.wg.Wait()
+}
+
+// How often the local destinations may be read again (reloader).
+const (
+	// reloadGap is the least time between two readings: a burst of
+	// changes (a routing daemon converging, an overrun) is one reading.
+	reloadGap = 100 * time.Millisecond
+	// reloadBackoff is the wait after a failed reading, doubled after each
+	// further failure up to reloadBackoffMax.
+	reloadBackoff    = time.Second
+	reloadBackoffMax = 30 * time.Second
+)
+
+// clock is time as the reloader sees it; tests inject their own.
+type clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// reloader reads the local destinations again (load) when kicked, at most
+// once per reloadGap: kicks that arrive meanwhile are one reading at the
+// end of the gap. A failed reading keeps the last good set (load swaps it
+// only on success) and is retried after reloadBackoff, doubling up to
+// reloadBackoffMax, whether or not anything changes meanwhile. The first
+// failure of a run of them is logged with its error, and the success that
+// ends the run with how many failed and for how long.
+type reloader struct {
+	load  func() error
+	clock clock
+	log   *slog.Logger
+	kick  <-chan struct{}
+	done  <-chan struct{}
+}
+
+// run serves kicks until done is closed; last is when the state was last
+// read.
+func (r *reloader) run(last time.Time) {
+	var (
+		pending  bool             // a reading is due
+		timer    <-chan time.Time // armed until the next reading may start
+		gap      = reloadGap      // the least time from last to the next
+		failures int              // in the current run of failures
+		since    time.Time        // when that run began
+		next     = reloadBackoff  // the wait after the next failure
+	)
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-r.kick:
+			pending = true
+		case <-timer:
+			timer = nil
+		}
+		if !pending || timer != nil {
+			continue
+		}
+		now := r.clock.Now()
+		if wait := last.Add(gap).Sub(now); wait > 0 {
+			timer = r.clock.After(wait)
+			continue
+		}
+		pending, last = false, now
+		select {
+		case <-r.kick: // notified before this reading starts: it sees it
+		default:
+		}
+		err := r.load()
+		switch {
+		case err != nil:
+			if failures == 0 {
+				since = now
+				r.log.Warn("local addresses: reading them failed; the last reading stays in force until one succeeds",
+					"error", err.Error(), "retry_in", next.String())
+			}
+			failures++
+			pending, gap = true, next
+			next = min(2*next, reloadBackoffMax)
+			timer = r.clock.After(gap)
+		case failures > 0:
+			r.log.Info("local addresses: read again after failing", "failures", failures,
+				"failing_for", r.clock.Now().Sub(since).String())
+			failures, gap, next = 0, reloadGap, reloadBackoff
+		}
+	}
 }

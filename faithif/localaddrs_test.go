@@ -1,10 +1,16 @@
 package faithif
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
+	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -182,7 +188,7 @@ func TestReadLocalAddrs(t *testing.T) {
 // TestWatchLocalAddrs starts and stops the watcher: it reads at start, and
 // Close ends its goroutine (goleak checks at the end of the package).
 func TestWatchLocalAddrs(t *testing.T) {
-	l, err := WatchLocalAddrs()
+	l, err := WatchLocalAddrs(nil)
 	if err != nil {
 		t.Skip(err) // no netlink here
 	}
@@ -191,4 +197,261 @@ func TestWatchLocalAddrs(t *testing.T) {
 	}
 	l.Close()
 	l.Close()
+}
+
+// TestDumpRoutesFiltered: with strict checking the kernel sends only the
+// local routes (none of table local's broadcast routes, none of main's);
+// without, everything, which parseLocalRoute then filters.
+func TestDumpRoutesFiltered(t *testing.T) {
+	count := func(strict bool) (local, other int, err error) {
+		err = dumpRoutes(strict, func(m []byte) {
+			if _, ok := parseLocalRoute(m); ok {
+				local++
+			} else {
+				other++
+			}
+		})
+		return local, other, settled(err)
+	}
+	local, other, err := count(true)
+	if errors.Is(err, errNoStrictCheck) || errors.Is(err, unix.EINVAL) {
+		t.Skipf("the kernel does not filter route dumps: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if local == 0 || other != 0 {
+		t.Errorf("strict dump: %d local routes, %d others; want some, and no other", local, other)
+	}
+	local2, other2, err := count(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if local2 != local {
+		t.Errorf("unfiltered dump: %d local routes; the filtered one %d", local2, local)
+	}
+	t.Logf("filtered by the kernel: %d local routes; unfiltered: %d local, %d others", local, local2, other2)
+}
+
+// fakeClock is a clock whose timers the test fires: After announces each
+// timer on armed, and fire moves the time to the timer's end.
+type fakeClock struct {
+	mu    sync.Mutex
+	now   time.Time
+	armed chan fakeTimer
+}
+
+type fakeTimer struct {
+	d  time.Duration
+	ch chan time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	c.armed <- fakeTimer{d, ch}
+	return ch
+}
+
+func (c *fakeClock) advance(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	return c.now
+}
+
+func (c *fakeClock) fire(tm fakeTimer) { tm.ch <- c.advance(tm.d) }
+
+// lockedBuffer is a log destination safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// lines returns the lines written since the last call.
+func (b *lockedBuffer) lines() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := strings.TrimSuffix(b.b.String(), "\n")
+	b.b.Reset()
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// reloaderTest runs a reloader with a fake clock and a loader that returns
+// the errors of script in turn (then nil), telling loads each call's time.
+type reloaderTest struct {
+	t     *testing.T
+	clock *fakeClock
+	kick  chan struct{}
+	loads chan time.Time
+	log   lockedBuffer
+}
+
+func startReloader(t *testing.T, script ...error) *reloaderTest {
+	rt := &reloaderTest{
+		t:     t,
+		clock: &fakeClock{now: time.Unix(1_700_000_000, 0), armed: make(chan fakeTimer, 16)},
+		kick:  make(chan struct{}, 1),
+		loads: make(chan time.Time, 16),
+	}
+	done := make(chan struct{})
+	r := &reloader{
+		load: func() error {
+			rt.loads <- rt.clock.Now()
+			if len(script) == 0 {
+				return nil
+			}
+			err := script[0]
+			script = script[1:]
+			return err
+		},
+		clock: rt.clock,
+		log:   slog.New(slog.NewTextHandler(&rt.log, nil)),
+		kick:  rt.kick,
+		done:  done,
+	}
+	exited := make(chan struct{})
+	start := rt.clock.Now() // as if the first reading were now
+	go func() {
+		defer close(exited)
+		r.run(start)
+	}()
+	t.Cleanup(func() {
+		close(done)
+		<-exited
+	})
+	return rt
+}
+
+// changed kicks as LocalAddrs.changed does.
+func (rt *reloaderTest) changed() {
+	select {
+	case rt.kick <- struct{}{}:
+	default:
+	}
+}
+
+// timer waits for the reloader to arm a timer and checks its duration.
+func (rt *reloaderTest) timer(want time.Duration) fakeTimer {
+	rt.t.Helper()
+	select {
+	case tm := <-rt.clock.armed:
+		if tm.d != want {
+			rt.t.Fatalf("timer armed for %v; want %v", tm.d, want)
+		}
+		return tm
+	case at := <-rt.loads:
+		rt.t.Fatalf("read at +%v; want a timer of %v first", at.Sub(time.Unix(1_700_000_000, 0)), want)
+	case <-time.After(5 * time.Second):
+		rt.t.Fatalf("no timer armed; want one of %v", want)
+	}
+	return fakeTimer{}
+}
+
+// load waits for a reading and checks when it was, after the start. (A
+// timer armed meanwhile is not an error: a failed reading arms one at
+// once.)
+func (rt *reloaderTest) load(want time.Duration) {
+	rt.t.Helper()
+	select {
+	case at := <-rt.loads:
+		if got := at.Sub(time.Unix(1_700_000_000, 0)); got != want {
+			rt.t.Fatalf("read at +%v; want +%v", got, want)
+		}
+	case <-time.After(5 * time.Second): // a timer armed instead, perhaps
+		rt.t.Fatalf("no reading; want one at +%v", want)
+	}
+}
+
+// quiet checks that nothing happens for a moment: no reading, no timer.
+func (rt *reloaderTest) quiet() {
+	rt.t.Helper()
+	select {
+	case at := <-rt.loads:
+		rt.t.Fatalf("a reading at +%v; want none", at.Sub(time.Unix(1_700_000_000, 0)))
+	case tm := <-rt.clock.armed:
+		rt.t.Fatalf("a timer of %v armed; want none", tm.d)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestReloaderCoalesces: a burst of changes is one reading, at most one per
+// reloadGap, the gap counted from the last reading; after a quiet spell a
+// change is read at once.
+func TestReloaderCoalesces(t *testing.T) {
+	rt := startReloader(t)
+	rt.changed() // just after the first reading: wait for the gap
+	tm := rt.timer(reloadGap)
+	for range 50 { // a convergence storm, an overrun
+		rt.changed()
+	}
+	rt.clock.fire(tm)
+	rt.load(reloadGap)
+	rt.quiet() // the 50 changes were one reading
+
+	rt.clock.advance(30 * time.Millisecond)
+	rt.changed()
+	rt.clock.fire(rt.timer(reloadGap - 30*time.Millisecond))
+	rt.load(2 * reloadGap)
+
+	rt.clock.advance(time.Second)
+	rt.changed()
+	rt.load(2*reloadGap + time.Second) // at once
+	rt.quiet()
+	if lines := rt.log.lines(); lines != nil {
+		t.Errorf("logged %q; want nothing while readings succeed", lines)
+	}
+}
+
+// TestReloaderBackoff: a failed reading is retried, unasked, after 1 s,
+// then 2, 4, ... up to 30 s, changes meanwhile adding nothing; the first
+// failure is logged with its error, the success that ends the run with the
+// count; then the gap is 100 ms again.
+func TestReloaderBackoff(t *testing.T) {
+	fail := errors.New("list local routes: no buffer space available")
+	rt := startReloader(t, fail, fail, fail, fail, fail, fail, fail)
+	rt.clock.advance(time.Second)
+	rt.changed()
+	at := time.Second
+	rt.load(at)
+	for i, d := range []time.Duration{1, 2, 4, 8, 16, 30, 30} {
+		tm := rt.timer(d * time.Second)
+		if i == 0 { // logged before the timer was armed
+			lines := rt.log.lines()
+			if len(lines) != 1 || !strings.Contains(lines[0], "level=WARN") || !strings.Contains(lines[0], "reading them failed") ||
+				!strings.Contains(lines[0], `error="list local routes: no buffer space available"`) || !strings.Contains(lines[0], "retry_in=1s") {
+				t.Fatalf("log after a failure: %q; want one warning with the error", lines)
+			}
+		}
+		rt.changed() // a change during the backoff: no earlier reading
+		rt.changed()
+		rt.clock.fire(tm)
+		at += d * time.Second
+		rt.load(at)
+	}
+	rt.quiet() // the last one succeeded: no retry
+	rt.clock.advance(10 * time.Millisecond)
+	rt.changed()
+	tm := rt.timer(reloadGap - 10*time.Millisecond) // the gap is back to 100 ms
+	lines := rt.log.lines()
+	if len(lines) != 1 || !strings.Contains(lines[0], "level=INFO") || !strings.Contains(lines[0], "read again after failing") ||
+		!strings.Contains(lines[0], "failures=7") || !strings.Contains(lines[0], "failing_for=1m31s") {
+		t.Fatalf("log after the failures: %q; want one line: 7 failures over 1m31s", lines)
+	}
+	rt.clock.fire(tm)
+	rt.load(at + reloadGap)
 }

@@ -44,7 +44,10 @@ func KeepFaithValue(on bool) int {
 // create names in those). Every directory above it must be owned the same
 // way and not writable by group or others, unless sticky (like /tmp: no one
 // else can rename or remove what faithif created there). Files in it are
-// opened without following symbolic links.
+// opened without following symbolic links, and only if they have one link
+// (name): a hard link planted while the directory was open to others could
+// name any file of root's elsewhere on the file system, which owner and
+// mode alone would not reveal, and the log would be appended to it.
 //
 // A missing run directory is created with mode 0755, like /run itself and
 // wireguard-go's socket directory: nothing in it is secret (the control
@@ -72,17 +75,23 @@ func (d RunDir) LogPath(name string) string {
 	return filepath.Join(string(d), name+".log")
 }
 
-// Instances returns the names of the interfaces that have a control socket,
-// sorted. Whether each one answers is for the caller to find out.
+// Instances returns the names of the interfaces that have a control socket
+// (a name faithN.sock), sorted; none if the run directory does not exist.
+// Whether each one answers is for the caller to find out.
 func (d RunDir) Instances() ([]string, error) {
-	matches, err := filepath.Glob(filepath.Join(string(d), "faith*.sock"))
+	// Read the directory rather than glob it: a glob would take a run
+	// directory named with '[' or '*' as a pattern, and hide read errors.
+	entries, err := os.ReadDir(string(d))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("run directory %s: list the running interfaces: %w", d, err)
 	}
 	var names []string
-	for _, m := range matches {
-		name := strings.TrimSuffix(filepath.Base(m), ".sock")
-		if ValidateName(name) == nil {
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".sock")
+		if ok && ValidateName(name) == nil {
 			names = append(names, name)
 		}
 	}
@@ -206,6 +215,25 @@ func checkOwner(fi os.FileInfo) error {
 	return nil
 }
 
+// checkLinks returns an error, to follow a path, unless the file fi
+// describes has exactly one link: a file with another name may be a hard
+// link planted to a file elsewhere (same owner and mode, so nothing else
+// tells), and faithif would write to that file.
+func checkLinks(fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return errors.New("has no link count faithif can read")
+	}
+	switch {
+	case st.Nlink == 0:
+		return errors.New("was removed while faithif opened it")
+	case st.Nlink > 1:
+		return fmt.Errorf("has %d links (names), not 1: it may be a hard link to a file elsewhere, "+
+			"so faithif does not use it (remove it)", st.Nlink)
+	}
+	return nil
+}
+
 // checkWritable returns an error, to follow a path, if group or others may
 // write to fi; if stickyOK, a sticky directory (like /tmp) is accepted.
 func checkWritable(fi os.FileInfo, stickyOK bool) error {
@@ -234,8 +262,9 @@ func checkWritable(fi os.FileInfo, stickyOK bool) error {
 
 // openFile opens the file name in the run directory with flag (O_NOFOLLOW
 // and O_CLOEXEC added) and checks that it is a regular file faithif can
-// trust (CheckTrusted). A symbolic link there is refused, never followed.
-// Check the directory first.
+// trust (CheckTrusted: owner and mode) with a single link (no other name,
+// elsewhere), checked on the file it opened. A symbolic link there is
+// refused, never followed. Check the directory first.
 func (d RunDir) openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
 	path := filepath.Join(string(d), name)
 	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, perm)
@@ -243,7 +272,7 @@ func (d RunDir) openFile(name string, flag int, perm os.FileMode) (*os.File, err
 		return nil, fmt.Errorf("%s is a symbolic link: faithif does not follow links in its run directory (remove it)", path)
 	}
 	if err != nil {
-		return nil, err
+		return nil, err // an *os.PathError: it names the path
 	}
 	fi, err := f.Stat()
 	if err == nil && !fi.Mode().IsRegular() {
@@ -251,6 +280,11 @@ func (d RunDir) openFile(name string, flag int, perm os.FileMode) (*os.File, err
 	}
 	if err == nil {
 		err = CheckTrusted(path, fi)
+	}
+	if err == nil {
+		if lerr := checkLinks(fi); lerr != nil {
+			err = fmt.Errorf("%s %w", path, lerr)
+		}
 	}
 	if err != nil {
 		f.Close()

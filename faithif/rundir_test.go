@@ -224,3 +224,92 @@ func TestRunDirFiles(t *testing.T) {
 		t.Errorf("OpenLog of a FIFO succeeded; want it refused")
 	}
 }
+
+// TestRunDirHardLinkRefused: a hard link planted in the run directory (while
+// it was open to others) to a file elsewhere, owned by root (or by us) and
+// mode 0640, passes the owner and mode checks; its link count gives it away,
+// and faithif neither appends its log to it nor reads keepfaith from it.
+func TestRunDirHardLinkRefused(t *testing.T) {
+	base := t.TempDir() // one file system, so that the link can be made
+	d := RunDir(filepath.Join(base, "run"))
+	if err := d.Make(); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(base, "shadow")
+	if err := os.WriteFile(target, []byte("root:x:0:0\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	chmod(t, target, 0o640)
+	if os.Geteuid() == 0 {
+		if err := os.Chown(target, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	untouched := func(what string) {
+		t.Helper()
+		if b, err := os.ReadFile(target); err != nil || string(b) != "root:x:0:0\n" {
+			t.Errorf("%s: the linked file now holds %q (%v)", what, b, err)
+		}
+	}
+
+	if err := os.Link(target, d.LogPath("faith0")); err != nil {
+		t.Fatal(err)
+	}
+	f, err := d.OpenLog("faith0")
+	if f != nil {
+		f.Write([]byte("appended through the hard link\n"))
+		f.Close()
+	}
+	wantRefused(t, "OpenLog of a hard link", err, d.LogPath("faith0"), "has 2 links", "hard link")
+	untouched("OpenLog")
+	// Once the planted name is removed, the log is created afresh.
+	if err := os.Remove(d.LogPath("faith0")); err != nil {
+		t.Fatal(err)
+	}
+	if f, err = d.OpenLog("faith0"); err != nil {
+		t.Fatalf("OpenLog after the link is removed: %v", err)
+	}
+	f.Close()
+
+	// keepfaith: reading refuses the link; setting replaces the name, never
+	// writing to the file it shares.
+	if err := os.Link(target, d.keepFaithPath()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.KeepFaith()
+	wantRefused(t, "KeepFaith of a hard link", err, d.keepFaithPath(), "has 2 links")
+	if err := d.SetKeepFaith(true); err != nil {
+		t.Fatal(err)
+	}
+	untouched("SetKeepFaith")
+	if on, err := d.KeepFaith(); err != nil || !on {
+		t.Errorf("KeepFaith after SetKeepFaith = %v, %v; want 1", on, err)
+	}
+
+}
+
+// TestRunDirInstances: the sockets named faithN.sock, sorted; none for a
+// missing run directory; a run directory whose name looks like a glob
+// pattern is read as a name; an unreadable one is an error that says so.
+func TestRunDirInstances(t *testing.T) {
+	base := t.TempDir()
+	if names, err := RunDir(filepath.Join(base, "missing")).Instances(); err != nil || len(names) != 0 {
+		t.Fatalf("Instances of a missing run dir = %v, %v; want none", names, err)
+	}
+	dir := filepath.Join(base, "run[1]*")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"faith2.sock", "faith10.sock", "faith0.sock", "faith0.log", "faithx.sock", "keepfaith", "other.sock"} {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names, err := RunDir(dir).Instances()
+	if err != nil || strings.Join(names, " ") != "faith0 faith10 faith2" {
+		t.Fatalf("Instances = %v, %v; want [faith0 faith10 faith2]", names, err)
+	}
+	notDir := filepath.Join(dir, "keepfaith")
+	_, err = RunDir(notDir).Instances()
+	wantRefused(t, "Instances of a file", err, notDir, "run directory", "list the running interfaces")
+}

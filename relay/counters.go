@@ -34,7 +34,7 @@ func outcomeOf(reason string) Outcome {
 		return OutcomeUnreachable
 	case "timeout":
 		return OutcomeTimedOut
-	case "limit", reasonFDLimit:
+	case "limit", reasonFDLimit, reasonDials:
 		return OutcomeLimited
 	}
 	return OutcomeError
@@ -61,8 +61,11 @@ type stats struct {
 	open     atomic.Int64               // relayed flows open now
 	fdLimit  atomic.Uint64              // refused for want of a descriptor (within OutcomeLimited)
 	repeated atomic.Uint64              // SYNs answered from recentRefusals (in no outcome)
-	bytesIn  atomic.Uint64              // client to server
-	bytesOut atomic.Uint64              // server to client
+	// dialsLimited counts flows refused because Limits.MaxHandshakesTotal
+	// IPv4 connections were being set up (within OutcomeLimited).
+	dialsLimited atomic.Uint64
+	bytesIn      atomic.Uint64 // client to server
+	bytesOut     atomic.Uint64 // server to client
 	// handshakeFirst counts flows whose client's handshake was completed
 	// before their dial, under pressure (within the outcomes).
 	handshakeFirst atomic.Uint64
@@ -105,6 +108,12 @@ type Counters struct {
 	// the last 5 s, answered the same way without a second dial; they are
 	// not new flows, so not in FlowsTotal.
 	RefusalsRepeated uint64 `json:"refusals_repeated" text:"flows,refusals repeated" metric:"counter refusals_repeated_total" help:"SYNs of a 4-tuple whose IPv4 dial failed in the last 5 s, answered as before without a second dial (not counted in flows_total)."`
+	// DialsInProgress is how many IPv4 connections are being set up, in
+	// either order (dialling, or dialled first and waiting for the
+	// client); FlowsDialsLimited counts the flows (within FlowsLimited)
+	// refused because max_handshakes of them were.
+	DialsInProgress   int64  `json:"dials_in_progress" text:"flows,dialling" metric:"gauge dials_in_progress" help:"IPv4 connections being set up (dialling, or dialled and waiting for the client's handshake); at most max_handshakes."`
+	FlowsDialsLimited uint64 `json:"flows_dials_limited" text:"flows,dials limited" metric:"counter flows_dials_limited_total" help:"Flows refused because max_handshakes IPv4 connections were being set up (a SYN dropped, or after the handshake a RST); within flows_total{outcome=limited}."`
 }
 
 // Counters returns a snapshot of the relay's counters.
@@ -123,6 +132,8 @@ func (r *Relay) Counters() Counters {
 		FlowsFDLimit:        s.fdLimit.Load(),
 		FlowsHandshakeFirst: s.handshakeFirst.Load(),
 		RefusalsRepeated:    s.repeated.Load(),
+		DialsInProgress:     r.dialing.Load(),
+		FlowsDialsLimited:   s.dialsLimited.Load(),
 	}
 	var n [numOutcomes]uint64
 	for o := range numOutcomes {

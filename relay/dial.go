@@ -14,6 +14,50 @@ import (
 // that is not a flow: the TUN, netlink, the control socket, logs.
 const fdReserve = 32
 
+// Refusal reasons of the dial's own limits.
+const (
+	// reasonFDLimit: faithif is (nearly) out of descriptors.
+	reasonFDLimit = "fd-limit"
+	// reasonDials: Limits.MaxHandshakesTotal IPv4 connections are being
+	// set up.
+	reasonDials = "dials"
+)
+
+// startDial reserves a place among the IPv4 connections being set up
+// (Relay.dialing), in either order, and checks that a descriptor is left
+// for it; if not, it returns the refusal reason (reasonDials,
+// reasonFDLimit) and attributes to log, and reserves nothing. This is the
+// one global bound on dials: a dial-first flow is in the stack's handshake
+// table as well, but a handshake-first flow left it at Accept and is bound
+// otherwise only by its client's per-address and per-/64 limits, so
+// without it clients with enough /64s could hold a dial each to a server
+// that never answers until the descriptors ran out. A reserved place is
+// given back when the flow is relayed (Relay.relay) or fails.
+func (r *Relay) startDial() (reason string, attrs []any) {
+	n := r.dialing.Add(1)
+	if limit := int64(r.cfg.Limits.MaxHandshakesTotal); n > limit {
+		r.dialing.Add(-1)
+		return reasonDials, []any{"dials_in_progress", n - 1, "max_handshakes", limit}
+	}
+	if short, attrs := r.fdShort(n - 1); short {
+		r.dialing.Add(-1)
+		return reasonFDLimit, attrs
+	}
+	return "", nil
+}
+
+// fdShort reports whether one more descriptor would eat into fdReserve,
+// with the relayed flows and dialing other IPv4 connections being set up
+// each holding one, and if so the attributes to log.
+func (r *Relay) fdShort(dialing int64) (bool, []any) {
+	lim := r.fdLimit()
+	open := r.stats.open.Load()
+	if lim == 0 || uint64(open+dialing)+fdReserve < lim {
+		return false, nil
+	}
+	return true, []any{"fd_limit", lim, "flows_open", open, "dials_in_progress", dialing}
+}
+
 // fdLimitEvery is how often the relay rereads the open-files limit, so that
 // a limit changed at run time (prlimit) is honoured without a getrlimit
 // call per flow.
@@ -70,4 +114,29 @@ func dialFailure(err error) (string, flow.Refusal) {
 		// trouble, not the destination's: a RST says "not now".
 		return "error", flow.RefuseReset
 	}
+}
+
+// dial connects to the flow's IPv4 server.
+func (r *Relay) dial(f *flowSetup) (*kernelConn, time.Duration, error) {
+	dialStart := time.Now()
+	var nc net.Conn
+	var err error
+	if r.dialVia != nil {
+		nc, err = r.dialVia(r.ctx, f.dialer, f.to.String())
+	} else {
+		nc, err = f.dialer.DialContext(r.ctx, "tcp4", f.to.String())
+	}
+	took := time.Since(dialStart)
+	if r.cfg.ObserveDial != nil {
+		r.cfg.ObserveDial(took, err == nil)
+	}
+	if err != nil {
+		return nil, took, err
+	}
+	server, err := newKernelConn(nc.(*net.TCPConn))
+	if err != nil {
+		nc.Close()
+		return nil, took, err
+	}
+	return server, took, nil
 }

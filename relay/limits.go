@@ -37,9 +37,10 @@ type Limits struct {
 	MaxFlowsPerAddress      int // per client address: flows open or being set up
 	MaxHandshakesPerAddress int // per client address: flows being set up
 	// MaxHandshakesTotal is the global cap on flows being set up, the
-	// stack's MaxInFlight. The relay dials first (before the client's
-	// handshake completes) only while fewer than a quarter of it are
-	// half-open (DialFirst).
+	// stack's MaxInFlight, and on the IPv4 connections being set up
+	// (Relay.startDial), in either order. The relay dials first (before
+	// the client's handshake completes) only while fewer than a quarter of
+	// it are half-open (DialFirst).
 	MaxHandshakesTotal int
 }
 

@@ -54,9 +54,15 @@ type Relay struct {
 	// handshake first and the end of their client's handshake (Accept):
 	// the half-open handshakes the relay waits on.
 	halfOpen atomic.Int64
-	recent   recentRefusals
-	logs     *logLimiter
-	stats    stats
+	// dialing counts the IPv4 connections being set up, in either order:
+	// from the start of a flow's dial until the flow is relayed or has
+	// failed (a dial-first flow's connection waiting for its client
+	// included). Each holds a descriptor. At most
+	// Limits.MaxHandshakesTotal (startDial).
+	dialing atomic.Int64
+	recent  recentRefusals
+	logs    *logLimiter
+	stats   stats
 
 	flows  tracker            // flows being decided or relayed
 	ctx    context.Context    // the flows' context, cancelled by Close
@@ -108,8 +114,10 @@ func (r *Relay) Limits() Limits { return r.cfg.Limits }
 // client's handshake first, which proves the client's address, then dials;
 // a failed dial then resets the client's connection. Dial-first flows are
 // thus at most Limits.DialFirst, and a flood that keeps the handshake table
-// full costs no IPv4 connection beyond them. Once Shutdown or Close has
-// begun, new flows are refused with a RST.
+// full costs no IPv4 connection beyond them. Whatever the order, at most
+// Limits.MaxHandshakesTotal IPv4 connections are being set up at once, and
+// they count against the descriptor limit (startDial). Once Shutdown or
+// Close has begun, new flows are refused with a RST.
 func (r *Relay) Handle(req flow.Request) {
 	if !r.flows.begin() {
 		req.Refuse(flow.RefuseReset) // draining: no new flows
@@ -184,10 +192,11 @@ func (r *Relay) handle(req flow.Request) bool {
 		r.refuse(f, r.cfg.DenyWith, "denied", "rule", rule)
 		return false
 	}
-	if lim := r.fdLimit(); lim > 0 && uint64(r.stats.open.Load())+fdReserve >= lim {
+	if short, attrs := r.fdShort(r.dialing.Load()); short {
 		// Keep descriptors for the control socket and netlink: refuse
-		// before the kernel does.
-		r.refuse(f, flow.RefuseReset, reasonFDLimit, "fd_limit", lim, "flows_open", r.stats.open.Load())
+		// before the kernel does (and, under pressure, before the
+		// client's handshake; startDial checks again at the dial).
+		r.refuse(f, flow.RefuseReset, reasonFDLimit, attrs...)
 		return false
 	}
 	f.to, f.dialer = v.To, &r.dialer
@@ -208,8 +217,20 @@ func (r *Relay) handle(req flow.Request) bool {
 // dialThenAccept dials first, and completes the client's handshake only if
 // the IPv4 server answered; otherwise the client hears why not.
 func (r *Relay) dialThenAccept(f *flowSetup) bool {
+	if reason, attrs := r.startDial(); reason != "" {
+		// No room to dial: as a full handshake table, the SYN is
+		// dropped and the client retries (out of descriptors: a RST).
+		answer := flow.RefuseDrop
+		if reason == reasonFDLimit {
+			answer = flow.RefuseReset
+		}
+		r.halfOpen.Add(-1)
+		r.refuse(f, answer, reason, attrs...)
+		return false
+	}
 	server, took, err := r.dial(f)
 	if err != nil {
+		r.dialing.Add(-1)
 		reason, answer := dialFailure(err)
 		r.refuse(f, answer, reason, "error", err.Error(), "dial_seconds", took.Seconds())
 		r.halfOpen.Add(-1)
@@ -218,6 +239,7 @@ func (r *Relay) dialThenAccept(f *flowSetup) bool {
 	c, err := r.accept(f)
 	if err != nil {
 		server.Abort()
+		r.dialing.Add(-1)
 		r.clientGone(f, err)
 		return false
 	}
@@ -227,27 +249,41 @@ func (r *Relay) dialThenAccept(f *flowSetup) bool {
 
 // acceptThenDial completes the client's handshake first (a spoofed source
 // never does, so it costs no IPv4 connection), then dials; if the dial
-// fails, the client's connection is reset.
+// fails, or there is no room to dial (startDial), the client's connection
+// is reset.
 func (r *Relay) acceptThenDial(f *flowSetup) bool {
 	c, err := r.accept(f)
 	if err != nil {
 		r.clientGone(f, err)
 		return false
 	}
+	if reason, attrs := r.startDial(); reason != "" {
+		c.Abort()
+		r.resetAfterHandshake(f, reason, flow.RefuseReset, attrs...)
+		return false
+	}
 	server, took, err := r.dial(f)
 	if err != nil {
+		r.dialing.Add(-1)
 		c.Abort()
 		reason, answer := dialFailure(err)
-		outcome := r.count(reason)
-		if remembered(outcome) {
-			r.recent.remember(f.tuple, answer, reason, time.Now())
-		}
-		r.logRefusal(f, reason, "reason", reason, "outcome", outcome.String(), "answer", flow.RefuseReset.String(),
-			"after_handshake", true, "error", err.Error(), "dial_seconds", took.Seconds())
+		r.resetAfterHandshake(f, reason, answer, "error", err.Error(), "dial_seconds", took.Seconds())
 		return false
 	}
 	r.relay(f, c, server, took, true)
 	return true
+}
+
+// resetAfterHandshake counts and logs a flow whose client's connection was
+// reset after its handshake, for reason; answer is what a SYN of the same
+// 4-tuple gets for a while if the reason's outcome is remembered.
+func (r *Relay) resetAfterHandshake(f *flowSetup, reason string, answer flow.Refusal, attrs ...any) {
+	outcome := r.count(reason)
+	if remembered(outcome) {
+		r.recent.remember(f.tuple, answer, reason, time.Now())
+	}
+	r.logRefusal(f, reason, append([]any{"reason", reason, "outcome", outcome.String(), "answer", flow.RefuseReset.String(),
+		"after_handshake", true}, attrs...)...)
 }
 
 // accept completes the client's handshake; the flow is no longer
@@ -255,31 +291,6 @@ func (r *Relay) acceptThenDial(f *flowSetup) bool {
 func (r *Relay) accept(f *flowSetup) (flow.Conn, error) {
 	defer r.halfOpen.Add(-1)
 	return f.req.Accept()
-}
-
-// dial connects to the flow's IPv4 server.
-func (r *Relay) dial(f *flowSetup) (*kernelConn, time.Duration, error) {
-	dialStart := time.Now()
-	var nc net.Conn
-	var err error
-	if r.dialVia != nil {
-		nc, err = r.dialVia(r.ctx, f.dialer, f.to.String())
-	} else {
-		nc, err = f.dialer.DialContext(r.ctx, "tcp4", f.to.String())
-	}
-	took := time.Since(dialStart)
-	if r.cfg.ObserveDial != nil {
-		r.cfg.ObserveDial(took, err == nil)
-	}
-	if err != nil {
-		return nil, took, err
-	}
-	server, err := newKernelConn(nc.(*net.TCPConn))
-	if err != nil {
-		nc.Close()
-		return nil, took, err
-	}
-	return server, took, nil
 }
 
 // clientGone counts and logs a flow whose client's handshake failed.
@@ -294,6 +305,7 @@ func (r *Relay) relay(f *flowSetup, c flow.Conn, server *kernelConn, dialTime ti
 	r.limits.established(addr)
 	r.stats.outcomes[OutcomeAccepted].Add(1)
 	r.stats.open.Add(1)
+	r.dialing.Add(-1) // after open: the descriptor is never uncounted
 	attrs := []any{"outcome", OutcomeAccepted.String(), "src4", server.LocalAddr().String(), "dial_seconds", dialTime.Seconds()}
 	if afterHandshake {
 		attrs = append(attrs, "after_handshake", true)
@@ -316,9 +328,6 @@ func (r *Relay) relay(f *flowSetup, c flow.Conn, server *kernelConn, dialTime ti
 	})
 }
 
-// reasonFDLimit is the refusal reason when faithif is out of descriptors.
-const reasonFDLimit = "fd-limit"
-
 // refuse answers the flow with how, counts it under the reason's outcome,
 // remembers a failed dial's answer for the 4-tuple, and logs one line with
 // the reason and attrs (rate-limited).
@@ -336,8 +345,11 @@ func (r *Relay) refuse(f *flowSetup, how flow.Refusal, reason string, attrs ...a
 func (r *Relay) count(reason string) Outcome {
 	outcome := outcomeOf(reason)
 	r.stats.outcomes[outcome].Add(1)
-	if reason == reasonFDLimit {
+	switch reason {
+	case reasonFDLimit:
 		r.stats.fdLimit.Add(1) // after the outcome: see Counters
+	case reasonDials:
+		r.stats.dialsLimited.Add(1)
 	}
 	return outcome
 }
@@ -353,6 +365,8 @@ func (r *Relay) logRefusal(f *flowSetup, reason string, attrs ...any) {
 		msg = "flow refused: out of file descriptors; raise the hard RLIMIT_NOFILE (LimitNOFILE= in systemd, ulimit -Hn) or lower the flow limits"
 	case "limit":
 		level = slog.LevelWarn
+	case reasonDials:
+		level, msg = slog.LevelWarn, "flow refused: max_handshakes IPv4 connections are being set up"
 	}
 	if !f.log.Enabled(context.Background(), level) || !r.logs.allow(reason, clientOf(f.tuple.client.Addr()), level) {
 		return

@@ -5,7 +5,7 @@ import "gvisor.dev/gvisor/pkg/tcpip/header"
 // Counters is a snapshot of a Stack's counters: packets through the TUN
 // device, what the capture filter discarded, ICMPv6 in and out, handshakes
 // waiting for a decision and what a SYN flood did to them (pressure.go), the
-// SYNs the flow table holds (flows.go).
+// SYNs the flow table holds (flows.go), the SYN challenge (challenge.go).
 //
 // The struct tags describe each counter once for every reader (see package
 // faithif/status): json is its key in `faithif show --json`, text its group
@@ -20,15 +20,29 @@ type Counters struct {
 	// HandshakesEvicted counts the half-open handshakes aborted, oldest
 	// first, to make room for a new SYN.
 	HandshakesEvicted uint64 `json:"handshakes_evicted" text:"handshakes,evicted" metric:"counter handshakes_evicted_total" help:"Half-open handshakes aborted, oldest first, to make room for new SYNs."`
-	// HandshakesExpired counts the half-open handshakes aborted after the
-	// short SYN-ACK budget that holds under pressure.
-	HandshakesExpired uint64 `json:"handshakes_expired" text:"handshakes,expired under pressure" metric:"counter handshakes_expired_total" help:"Half-open handshakes aborted after 3 s while the handshake table was at least half full."`
+	// HandshakesExpired counts the half-open handshakes aborted after
+	// their SYN-ACK budget (pressure.go).
+	HandshakesExpired uint64 `json:"handshakes_expired" text:"handshakes,expired" metric:"counter handshakes_expired_total" help:"Half-open handshakes aborted after their SYN-ACK budget: 16 s, 3 s under pressure."`
 	// SYNsHeld is how many flow-table entries have no connection yet: a
 	// SYN held while its flow waits or is decided.
 	SYNsHeld int64 `json:"syns_held" text:"syns,held" metric:"gauge syns_held" help:"SYNs held while their flow is decided (capped at twice max_handshakes)."`
 	// SYNsNotHeld counts the SYNs delivered without being held because the
 	// flow table's cap was reached: a refusal of such a flow is a RST.
 	SYNsNotHeld uint64 `json:"syns_not_held" text:"syns,not held (cap reached)" metric:"counter syns_not_held_total" help:"SYNs delivered without being held, the flow table's cap reached (a refusal is then a RST)."`
+	// UnderPressure says the Stack is under pressure (pressure.go): SYNs
+	// from addresses not validated are challenged.
+	UnderPressure bool `json:"under_pressure" text:"syn challenge,under pressure" metric:"gauge under_pressure" help:"1 while the stack is under pressure (a SYN flood): SYNs from client addresses not validated get a challenge."`
+	// SYNsChallenged counts the SYNs answered with a challenge SYN-ACK
+	// and dropped (challenge.go).
+	SYNsChallenged uint64 `json:"syns_challenged" text:"syn challenge,challenged" metric:"counter syns_challenged_total" help:"SYNs from client addresses not validated, answered under pressure with a challenge SYN-ACK and dropped."`
+	// SYNsValidated counts the RSTs that answered a challenge: client
+	// addresses validated.
+	SYNsValidated uint64 `json:"syns_validated" text:"syn challenge,validated" metric:"counter syns_validated_total" help:"Client addresses validated by a RST answering a challenge SYN-ACK."`
+	// ChallengesRateLimited counts the SYNs that would have been
+	// challenged, dropped unanswered by the challenges' rate limit.
+	ChallengesRateLimited uint64 `json:"syn_challenges_rate_limited" text:"syn challenge,suppressed by the rate limit" metric:"counter syn_challenges_rate_limited_total" help:"SYNs dropped under pressure without a challenge, the challenges' rate limit (20,000/s) reached."`
+	// ValidatedSources is how many client addresses are validated now.
+	ValidatedSources int64 `json:"validated_sources" text:"syn challenge,validated addresses" metric:"gauge validated_sources" help:"Client addresses validated by a challenge in the last 5 minutes (at most 16,384)."`
 
 	PacketsIn  uint64 `json:"packets_in" text:"packets,in" metric:"counter packets_total direction=in" help:"Packets crossing the TUN device, by direction."`
 	PacketsOut uint64 `json:"packets_out" text:"packets,out" metric:"counter packets_total direction=out" help:"Packets crossing the TUN device, by direction."`
@@ -57,17 +71,22 @@ func (s *Stack) Counters() Counters {
 	ls := &s.link.stats
 	sent := s.gs.Stats().ICMP.V6.PacketsSent
 	return Counters{
-		HandshakesInFlight: s.inFlight.Load(),
-		HandshakesDropped:  s.gs.Stats().TCP.ForwardMaxInFlightDrop.Value(),
-		HandshakesEvicted:  s.halfOpen.evicted.Load(),
-		HandshakesExpired:  s.halfOpen.expired.Load(),
-		SYNsHeld:           int64(s.flows.held()),
-		SYNsNotHeld:        s.flows.notHeld.Load(),
-		PTBMTURaised:       ls.PTBRaised.Load(),
-		PacketsIn:          ls.PacketsIn.Load(),
-		PacketsOut:         ls.PacketsOut.Load(),
-		PacketsDiscarded:   ls.discardedByReason(),
-		ICMPv6In:           ls.icmpv6ByType(),
+		HandshakesInFlight:    s.inFlight.Load(),
+		HandshakesDropped:     s.gs.Stats().TCP.ForwardMaxInFlightDrop.Value(),
+		HandshakesEvicted:     s.halfOpen.evicted.Load(),
+		HandshakesExpired:     s.halfOpen.expired.Load(),
+		SYNsHeld:              int64(s.flows.held()),
+		SYNsNotHeld:           s.flows.notHeld.Load(),
+		UnderPressure:         s.underPressure(),
+		SYNsChallenged:        s.link.chal.sent.Load(),
+		SYNsValidated:         s.link.chal.validated.Load(),
+		ChallengesRateLimited: s.link.chal.limited.Load(),
+		ValidatedSources:      int64(s.link.chal.valid.len()),
+		PTBMTURaised:          ls.PTBRaised.Load(),
+		PacketsIn:             ls.PacketsIn.Load(),
+		PacketsOut:            ls.PacketsOut.Load(),
+		PacketsDiscarded:      ls.discardedByReason(),
+		ICMPv6In:              ls.icmpv6ByType(),
 		ICMPv6Out: map[string]uint64{
 			icmpv6Names[header.ICMPv6DstUnreachable]: sent.DstUnreachable.Value(),
 			icmpv6Names[header.ICMPv6PacketTooBig]:   sent.PacketTooBig.Value(),

@@ -9,7 +9,8 @@
 //     virtio-net header (virtio.go), one TSO super-packet at a time.
 //   - filter.go: the faith(4) capture filter (keepfaith, IPv6 TCP with
 //     possible flags and ICMPv6 errors only, plausible sources) discards and
-//     counts everything else, and shows each SYN to the flow table.
+//     counts everything else, shows each SYN to the flow table (or the
+//     challenge) and takes a RST answering a challenge.
 //   - window.go: each flow's send window, followed from the segments
 //     crossing the link endpoint both ways, against which a Packet Too Big
 //     is checked (and its MTU raised to 1280) before gVisor sees it.
@@ -21,8 +22,13 @@
 //     callback, which wraps it in a request and passes it to the
 //     flow.Handler; the request's Accept completes the handshake, its Refuse
 //     answers with a RST or an ICMPv6 error quoting the held SYN.
-//   - pressure.go: under a SYN flood, the oldest half-open handshake is
-//     evicted for a new SYN, and half-open ones get a shorter budget.
+//   - pressure.go: whether the Stack is under pressure (a SYN flood), with
+//     hysteresis; the half-open handshakes' budgets; the oldest half-open
+//     handshake evicted for a new SYN when the table is nearly full.
+//   - challenge.go: under pressure, a SYN from an address not validated is
+//     answered by the link endpoint with a SYN-ACK carrying a cookie
+//     (cookie.go) and dropped; the client's RST carrying it back validates
+//     the address (validated.go).
 //   - conn.go: an accepted flow is a Conn, read and written by the relay.
 //
 // The write path goes back the same way: a Conn's writes, gVisor's segments

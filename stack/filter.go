@@ -101,7 +101,9 @@ func (s *linkStats) discardedByReason() map[string]uint64 {
 // segment with a possible combination of flags, or an ICMPv6 Destination
 // Unreachable, Time Exceeded, or Packet Too Big that passes checkPTB (which
 // may rewrite it). It also shows SYNs to the synHook (the IPv6 header and as
-// much payload as its length says) and the client's ACKs to the send windows.
+// much payload as its length says), which may challenge them (pressure.go),
+// the client's ACKs to the send windows, and takes a RST without ACK that
+// answers a challenge (challenge.go).
 // validated says the packet's checksum is known good; if it is not and gVisor
 // is told to trust every checksum (see Capabilities), a TCP checksum is
 // checked here.
@@ -144,6 +146,9 @@ func (e *LinkEndpoint) classify(b []byte, validated bool) (DiscardReason, bool) 
 		if flags&header.TCPFlagAck != 0 && e.wins.n.Load() != 0 {
 			k := makeKey(b[8:24], b[24:40], tcp.SourcePort(), tcp.DestinationPort())
 			e.wins.acked(&k, tcp.AckNumber())
+		}
+		if flags&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagFin|header.TCPFlagRst) == header.TCPFlagRst && e.answersChallenge(b, tcp) {
+			return taken, false
 		}
 		if e.synHook != nil && flags&(header.TCPFlagSyn|header.TCPFlagAck) == header.TCPFlagSyn {
 			id := stack.TransportEndpointID{

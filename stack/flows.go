@@ -131,6 +131,15 @@ func (t *flowTable) holdLocked(id stack.TransportEndpointID, syn []byte) {
 	t.putLocked(id, heldEntry(syn))
 }
 
+// known reports whether the table has an entry for id: a SYN held or being
+// decided, a connection, or one closing.
+func (t *flowTable) known(id stack.TransportEndpointID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.m[id]
+	return ok
+}
+
 // held returns how many entries have no connection: SYNs held, flows being
 // decided.
 func (t *flowTable) held() int {

@@ -45,6 +45,13 @@ type LinkEndpoint struct {
 
 	writeMu  sync.Mutex
 	writeBuf [][]byte // one buffer with room for a 64 KiB packet and headroom
+
+	// noFlow, if set, reports whether the Stack has no flow for id: a RST
+	// answering a challenge (challenge.go) is recognised only then.
+	noFlow func(id stack.TransportEndpointID) bool
+	// chal is the SYN challenge's state (challenge.go), last: the fields
+	// above are the ones every packet reads.
+	chal synChallenge
 }
 
 // gsoMaxSize is the largest packet, IPv6 payload, that the endpoint takes
@@ -62,6 +69,7 @@ func newLinkEndpoint(dev tun.Device, mtu int) *LinkEndpoint {
 		gso:      dev != nil && dev.BatchSize() > 1,
 	}
 	e.mtu.Store(uint32(mtu))
+	e.initChallenge()
 	return e
 }
 
@@ -149,6 +157,32 @@ func (e *LinkEndpoint) write(pkt *stack.PacketBuffer) error {
 	e.trackSent(buf[virtioNetHdrLen:])
 	_, err := e.dev.File().Write(buf)
 	e.writeBuf[0] = buf[:cap(buf)]
+	return err
+}
+
+// writeRaw writes pkt, a whole IPv6 packet the link endpoint made itself
+// (a challenge SYN-ACK), through the same path as gVisor's: behind a zero
+// virtio-net header (no offload: the checksum is complete) when the device
+// has one. It is not recorded in any send window.
+func (e *LinkEndpoint) writeRaw(pkt []byte) error {
+	e.writeMu.Lock()
+	defer e.writeMu.Unlock()
+	var err error
+	if !e.gso {
+		buf := append(e.writeBuf[0][:writeOffset], pkt...)
+		e.writeBuf[0] = buf
+		_, err = e.dev.Write(e.writeBuf, writeOffset)
+		e.writeBuf[0] = buf[:cap(buf)]
+	} else {
+		buf := e.writeBuf[0][:virtioNetHdrLen]
+		clear(buf)
+		buf = append(buf, pkt...)
+		_, err = e.dev.File().Write(buf)
+		e.writeBuf[0] = buf[:cap(buf)]
+	}
+	if err == nil {
+		e.stats.PacketsOut.Add(1)
+	}
 	return err
 }
 

@@ -16,27 +16,42 @@ import (
 // ends only after gVisor's SYN-ACK retransmissions: 1+2+...+64 s, about
 // 127 s (transport/tcp/connect.go: a backoff from InitialRTO, 1 s, bounded
 // by the package constant MaxRTO, 120 s). gVisor has no SYN cookies for
-// forwarded flows. So:
+// forwarded flows, and its TCPSynRetriesOption is stored but read by no
+// handshake at this version. So:
 //
-//   - Eviction: when a SYN wanting a forwarder slot arrives while the flows in
-//     flight are within evictHeadroom of MaxInFlight, the oldest half-open
-//     handshake (a flow whose Accept waits in gVisor's handshake) is aborted,
-//     as Linux drops the oldest request of a full SYN queue. Its endpoint is
-//     found with FindTransportEndpoint and aborted; gVisor then ends the
-//     handshake at once (Abort on SYN-RCVD: closeNoShutdownLocked ->
-//     handshakeFailed(ErrAborted), which stops the SYN-ACK timer, unregisters
-//     the endpoint and notifies the waiter queue), so CreateEndpoint returns
-//     ErrAborted, Accept fails and calls Complete, and the slot is free. The
-//     evicted client is not told (as Linux); its ACK, if it ever comes, gets
-//     a RST. Flows still being decided (no Accept yet) are never evicted: the
-//     relay bounds those.
-//   - A shorter SYN-ACK budget under pressure: while the flows in flight are
-//     at least half of MaxInFlight, a half-open handshake older than
-//     pressureBudget (the SYN-ACK and two retransmissions, at 1 s and 3 s) is
-//     aborted by the sweep (every second); below half, gVisor's own budget
-//     holds again. gVisor's TCPSynRetriesOption cannot do this: it is stored
-//     but no handshake reads it (at this gVisor version the SYN-ACK
-//     retransmissions are bounded only by MaxRTO).
+//   - Pressure, with hysteresis. The Stack comes under pressure at the first
+//     sign of a flood: the flows in flight (being decided or in their
+//     handshake) reach DialFirst, the relay's own bound on flows that dial
+//     first (a quarter of MaxInFlight), so that the stack and the relay
+//     change together; or staleCount half-open handshakes have waited
+//     longer than staleAge for their client, which no round trip explains:
+//     a slow flood of spoofed SYNs (10 a second) shows it within a second or
+//     two, long before it fills anything. While under pressure, more
+//     challenges going unanswered than answered (at least staleCount in a
+//     second) is a sign too. Signs are looked for on each SYN that reaches
+//     the flow table and every second; pressure ends pressureHold after the
+//     last one.
+//   - Under pressure, a SYN from a client address not yet validated is
+//     answered by the link endpoint with a challenge and dropped
+//     (challenge.go): spoofed sources reach neither the flow table nor
+//     gVisor nor the relay, so the handshakes in flight fall back, and the
+//     relay dials first again for the validated clients, which hear the
+//     IPv4 server's own answer.
+//   - Budgets: a half-open handshake (the SYN-ACK sent, no ACK yet) older
+//     than halfOpenBudget, or pressureBudget under pressure, is aborted by
+//     the sweep (every second), counted in HandshakesExpired.
+//   - Eviction, the last resort, when the table is full anyway (validated
+//     clients flooding): when a SYN wanting a forwarder slot arrives while
+//     the flows in flight are within evictHeadroom of MaxInFlight, the
+//     oldest half-open handshake is aborted, counted in HandshakesEvicted.
+//   - Aborting: a handshake's endpoint is found with FindTransportEndpoint
+//     and aborted; gVisor then ends the handshake at once (Abort on
+//     SYN-RCVD: closeNoShutdownLocked -> handshakeFailed(ErrAborted), which
+//     stops the SYN-ACK timer, unregisters the endpoint and notifies the
+//     waiter queue), so CreateEndpoint returns ErrAborted, Accept fails and
+//     calls Complete, and the slot is free. The client is not told (as
+//     Linux); its ACK, if it ever comes, gets a RST. Flows still being
+//     decided (no Accept yet) are never aborted: the relay bounds those.
 //   - Counting: SYNs the forwarder drops for lack of room
 //     (Stats().TCP.ForwardMaxInFlightDrop), evictions, expiries.
 //
@@ -45,7 +60,24 @@ import (
 // before the abort, so the window is short.
 const (
 	maxEvictHeadroom = 64
-	pressureBudget   = 3 * time.Second
+	// halfOpenBudget: the SYN-ACK and four retransmissions (at 1, 3, 7
+	// and 15 s), instead of gVisor's seven.
+	halfOpenBudget = 16 * time.Second
+	// pressureBudget: the SYN-ACK and two retransmissions (at 1 and 3 s).
+	pressureBudget = 3 * time.Second
+	// staleAge: a handshake unanswered for longer has had its SYN-ACK
+	// retransmitted (gVisor's first retransmission is at 1 s); a real
+	// client answers within a round trip, and a lost ACK is repaired by
+	// the client's first data segment or by that retransmission.
+	staleAge = time.Second
+	// staleCount: so many stale handshakes at once are a flood, not lost
+	// packets (a lost ACK leaves one stale for a round trip), yet a flood
+	// of 10 SYNs a second shows them in under two seconds: its first 18
+	// SYNs or so get through before the challenge starts (make attack).
+	staleCount = 8
+	// pressureHold: pressure ends this long after its last sign, so that
+	// a flood in bursts does not let a burst through each time.
+	pressureHold = 10 * time.Second
 )
 
 // evictHeadroom returns the headroom below maxInFlight at which eviction
@@ -83,6 +115,18 @@ func (h *halfOpen) add(r *request) bool {
 	}
 	h.tail = r
 	return true
+}
+
+// stale returns how many of the half-open handshakes have waited at least
+// staleAge at now, counting at most n (the oldest are first).
+func (h *halfOpen) stale(now time.Time, n int) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := 0
+	for r := h.head; r != nil && c < n && now.Sub(r.hsAt) >= staleAge; r = r.hsNext {
+		c++
+	}
+	return c
 }
 
 // remove takes r out of the list if it is in it.
@@ -145,26 +189,86 @@ func (s *Stack) evictOldest() bool {
 	return true
 }
 
-// underPressure reports whether the flows in flight (being decided or in
-// their handshake) are at least half of MaxInFlight: while they are, a
-// half-open handshake gets pressureBudget instead of gVisor's ~127 s. A
-// relay can take it as its own sign of a SYN flood, since with a fast IPv4
-// dial a flood fills the table with half-open handshakes, not dials.
-func (s *Stack) underPressure() bool {
-	return s.inFlight.Load() >= int64(s.maxInFlight/2)
+// pressure is whether a Stack is under pressure, with hysteresis: a sign
+// puts it under pressure at once; it ends pressureHold after the last sign.
+type pressure struct {
+	on atomic.Bool // read on the SYN path
+
+	mu   sync.Mutex
+	last time.Time // the last sign
+	// asked and answered are the challenges asked (sent or suppressed)
+	// and answered (validated) at the last tick.
+	asked, answered uint64
 }
 
-// expire aborts the half-open handshakes older than pressureBudget while the
-// Stack is under pressure.
+// sign records a sign of pressure at now.
+func (p *pressure) sign(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if now.After(p.last) {
+		p.last = now
+	}
+	p.on.Store(true)
+}
+
+// settle ends pressure if pressureHold has passed at now since the last
+// sign, and reports whether the Stack is still under pressure.
+func (p *pressure) settle(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.on.Load() && now.Sub(p.last) >= pressureHold {
+		p.on.Store(false)
+	}
+	return p.on.Load()
+}
+
+// unanswered records the challenge counters at now's tick and returns the
+// challenges asked and not answered since the last tick, and those
+// answered.
+func (p *pressure) unanswered(asked, answered uint64) (int64, int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	da, dv := int64(asked-p.asked), int64(answered-p.answered)
+	p.asked, p.answered = asked, answered
+	return da - dv, dv
+}
+
+// underPressure reports whether the Stack is under pressure.
+func (s *Stack) underPressure() bool { return s.press.on.Load() }
+
+// pressureSign reports whether the handshakes at now show a flood: the
+// flows in flight at DialFirst, or staleCount half-open handshakes stale.
+func (s *Stack) pressureSign(now time.Time) bool {
+	return s.inFlight.Load() >= s.dialFirst || s.halfOpen.stale(now, staleCount) >= staleCount
+}
+
+// pressureTick is the sweep's look at the pressure, every second: the
+// handshakes, and, under pressure, the challenges asked and answered in
+// the last second; then pressure ends if its hold has passed. Unanswered
+// challenges count only when more than the answered ones: clients that
+// never answer (a lost RST, a firewall that drops the challenge) cannot
+// keep a busy relay under pressure on their own, a flood can.
+func (s *Stack) pressureTick(now time.Time) {
+	c := &s.link.chal
+	unanswered, answered := s.press.unanswered(c.sent.Load()+c.limited.Load(), c.validated.Load())
+	if s.pressureSign(now) || (unanswered >= staleCount && unanswered > answered) {
+		s.press.sign(now)
+	}
+	s.press.settle(now)
+}
+
+// expire aborts the half-open handshakes older than their budget:
+// halfOpenBudget, or pressureBudget under pressure.
 func (s *Stack) expire(now time.Time) {
-	if !s.underPressure() {
-		return
+	budget := halfOpenBudget
+	if s.underPressure() {
+		budget = pressureBudget
 	}
 	h := &s.halfOpen
 	for {
 		h.mu.Lock()
 		r := h.head
-		if r == nil || now.Sub(r.hsAt) < pressureBudget {
+		if r == nil || now.Sub(r.hsAt) < budget {
 			h.mu.Unlock()
 			return
 		}
@@ -211,11 +315,30 @@ func (s *Stack) closeHalfOpen() {
 // closeBound bounds how long Close waits for the handshakes to end.
 const closeBound = 5 * time.Second
 
-// syn is the link endpoint's synHook: the flow table's, plus eviction when
-// a SYN wants a forwarder slot and the table is nearly full.
+// syn is the link endpoint's synHook. Under pressure, a SYN from an address
+// not validated, for a 4-tuple the flow table does not know (not a
+// retransmission of a SYN it holds, not a flow reopening), is challenged
+// and taken. Any other goes to the flow table; if it wants a forwarder
+// slot, it is looked at for a sign of pressure, and evicts the oldest
+// half-open handshake if the table is nearly full.
 func (s *Stack) syn(id stack.TransportEndpointID, pkt []byte) bool {
+	if s.underPressure() {
+		now := time.Now()
+		if !s.link.chal.validatedSource(pkt[8:24], now) && !s.flows.known(id) {
+			s.link.challenge(pkt, now)
+			return true
+		}
+	}
 	taken, fresh := s.flows.syn(id, pkt)
-	if fresh && s.inFlight.Load() >= s.evictAt {
+	if !fresh {
+		return taken
+	}
+	if !s.underPressure() {
+		if now := time.Now(); s.pressureSign(now) {
+			s.press.sign(now)
+		}
+	}
+	if s.inFlight.Load() >= s.evictAt {
 		s.evictOldest()
 	}
 	return taken

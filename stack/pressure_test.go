@@ -40,7 +40,9 @@ type acceptResult struct {
 
 // acceptingStack runs a Stack whose handler accepts every flow at once
 // (the handshake then waits for the client's ACK, which the tests never
-// send unless they say so) and reports each Accept's result.
+// send unless they say so) and reports each Accept's result. The test
+// client's address is validated, as a client flooding the table with real
+// handshakes is: the tests see what the table does, not the challenge.
 func acceptingStack(t *testing.T, maxInFlight int) (*Stack, *memDevice, chan acceptResult) {
 	t.Helper()
 	results := make(chan acceptResult, 64)
@@ -51,7 +53,15 @@ func acceptingStack(t *testing.T, maxInFlight int) (*Stack, *memDevice, chan acc
 		}
 		results <- acceptResult{r.Client().Port(), err}
 	}, Options{MTU: 1500, MaxInFlight: maxInFlight})
+	validate(s, client)
 	return s, dev, results
+}
+
+// validate marks addr validated in s's challenge, as a RST answering a
+// challenge would.
+func validate(s *Stack, addr string) {
+	a := netip.MustParseAddr(addr).As16()
+	s.link.chal.valid.add(a, time.Since(s.link.chal.key.epoch))
 }
 
 // next returns the next Accept result, bounded by hangGuard.
@@ -131,6 +141,7 @@ func TestFullTableDropsAndCounts(t *testing.T) {
 		<-release
 		r.Refuse(flow.RefuseReset)
 	}, Options{MTU: 1500, MaxInFlight: 2})
+	validate(s, client)
 	t.Cleanup(func() { close(release) })
 	dev.in <- segmentFrom(41001, 1000, 0, header.TCPFlagSyn)
 	dev.in <- segmentFrom(41002, 1000, 0, header.TCPFlagSyn)
@@ -155,45 +166,47 @@ func TestFullTableDropsAndCounts(t *testing.T) {
 	}
 }
 
-// TestExpireUnderPressure: half-open handshakes older than pressureBudget
-// are aborted only while the flows in flight are at least half of
-// MaxInFlight.
-func TestExpireUnderPressure(t *testing.T) {
-	s, dev, results := acceptingStack(t, 8) // pressure from 4 in flight
-	for port := uint16(41001); port <= 41003; port++ {
+// TestExpireBudgets: a half-open handshake is aborted once older than
+// halfOpenBudget (16 s), or pressureBudget (3 s) under pressure, and not
+// before.
+func TestExpireBudgets(t *testing.T) {
+	s, dev, results := acceptingStack(t, 64)
+	for port := uint16(41001); port <= 41002; port++ {
 		halfOpenFrom(t, dev, port)
 	}
-	if !settles(func() bool { return s.Counters().HandshakesInFlight == 3 }) {
-		t.Fatalf("handshakes in flight = %d; want 3", s.Counters().HandshakesInFlight)
+	if !settles(func() bool { return s.Counters().HandshakesInFlight == 2 }) {
+		t.Fatalf("handshakes in flight = %d; want 2", s.Counters().HandshakesInFlight)
 	}
 	if s.underPressure() {
-		t.Error("under pressure with 3 of 8 in flight")
+		t.Fatal("under pressure with 2 of 64 in flight")
 	}
-	later := time.Now().Add(time.Hour)
-	s.expire(later)
+	start := time.Now()
+	s.expire(start.Add(pressureBudget + time.Second))
+	s.expire(start.Add(halfOpenBudget - time.Second))
 	if n := s.Counters().HandshakesExpired; n != 0 {
-		t.Fatalf("expired %d without pressure; want 0", n)
+		t.Fatalf("expired %d handshakes younger than %v without pressure; want 0", n, halfOpenBudget)
 	}
-	halfOpenFrom(t, dev, 41004)
-	if !settles(func() bool { return s.Counters().HandshakesInFlight == 4 }) {
-		t.Fatalf("handshakes in flight = %d; want 4", s.Counters().HandshakesInFlight)
-	}
-	if !s.underPressure() {
-		t.Error("not under pressure with 4 of 8 in flight")
-	}
-	s.expire(time.Now()) // none is old enough
-	if n := s.Counters().HandshakesExpired; n != 0 {
-		t.Fatalf("expired %d young handshakes; want 0", n)
-	}
-	s.expire(later)
-	for range 4 {
+	s.expire(start.Add(halfOpenBudget + time.Second))
+	for range 2 {
 		if r := next(t, results); r.err == nil {
 			t.Errorf("Accept of %d succeeded; want it expired", r.port)
 		}
 	}
-	if !settles(func() bool { c := s.Counters(); return c.HandshakesExpired == 4 && c.HandshakesInFlight == 0 }) {
+	// Under pressure, the shorter budget.
+	halfOpenFrom(t, dev, 41003)
+	s.press.sign(time.Now())
+	start = time.Now()
+	s.expire(start.Add(pressureBudget - time.Second))
+	if n := s.Counters().HandshakesExpired; n != 2 {
+		t.Fatalf("expired %d; want 2 (a young handshake expired under pressure)", n)
+	}
+	s.expire(start.Add(pressureBudget + time.Second))
+	if r := next(t, results); r.port != 41003 || r.err == nil {
+		t.Errorf("Accept of %d returned %v; want 41003 expired under pressure", r.port, r.err)
+	}
+	if !settles(func() bool { c := s.Counters(); return c.HandshakesExpired == 3 && c.HandshakesInFlight == 0 }) {
 		c := s.Counters()
-		t.Errorf("expired %d, in flight %d; want 4, 0", c.HandshakesExpired, c.HandshakesInFlight)
+		t.Errorf("expired %d, in flight %d; want 3, 0", c.HandshakesExpired, c.HandshakesInFlight)
 	}
 }
 

@@ -34,10 +34,20 @@ type Options struct {
 	// oldest half-open handshake is evicted for a new SYN (pressure.go).
 	// It also sizes the flow table's cap on held SYNs (twice it).
 	MaxInFlight int
+	// DialFirst is the flows in flight at which the Stack comes under
+	// pressure and challenges SYNs from unvalidated addresses
+	// (pressure.go). It is the relay's bound on flows that dial first
+	// (relay.Limits.DialFirst), so that both change together: pass that.
+	// Zero: DefaultDialFirst(MaxInFlight), the relay's own rule.
+	DialFirst int
 	// TimeWaitTimeout is how long a flow closed first by the relay stays in
 	// TIME_WAIT. A new SYN for the same 4-tuple reopens it at once.
 	TimeWaitTimeout time.Duration
 }
+
+// DefaultDialFirst is Options.DialFirst when it is zero: a quarter of
+// maxInFlight (at least 1), as relay.Limits.DialFirst computes it.
+func DefaultDialFirst(maxInFlight int) int { return max(1, maxInFlight/4) }
 
 // Stack is a gVisor netstack bound to one TUN device that captures every
 // IPv6 TCP flow reaching it, whatever its destination, as an IPV6_FAITH
@@ -50,12 +60,15 @@ type Stack struct {
 	// timeWait is how long a closed flow's endpoint stays in TIME_WAIT.
 	timeWait time.Duration
 	// inFlight counts the handshakes waiting for a decision or in their
-	// handshake; maxInFlight is the forwarder's cap on them, and evictAt
-	// where eviction starts (pressure.go).
+	// handshake; maxInFlight is the forwarder's cap on them, evictAt
+	// where eviction starts and dialFirst where pressure does
+	// (pressure.go).
 	inFlight    atomic.Int64
 	maxInFlight int
 	evictAt     int64
+	dialFirst   int64
 	halfOpen    halfOpen
+	press       pressure
 }
 
 // New returns a Stack reading from and writing to dev that hands each
@@ -73,11 +86,16 @@ func New(dev tun.Device, handler flow.Handler, opts Options) (*Stack, error) {
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
 	})
 	s := &Stack{gs: gs, handler: handler, link: newLinkEndpoint(dev, opts.MTU), timeWait: opts.TimeWaitTimeout}
+	if opts.DialFirst <= 0 {
+		opts.DialFirst = DefaultDialFirst(opts.MaxInFlight)
+	}
 	s.maxInFlight = opts.MaxInFlight
 	s.evictAt = int64(opts.MaxInFlight - evictHeadroom(opts.MaxInFlight))
+	s.dialFirst = int64(opts.DialFirst)
 	s.flows.inject = s.link.inject
 	s.flows.maxHeld = 2 * opts.MaxInFlight
 	s.link.synHook = s.syn
+	s.link.noFlow = func(id stack.TransportEndpointID) bool { return !s.flows.known(id) && !s.hasEndpoint(id) }
 
 	if err := s.configure(); err != nil {
 		gs.Destroy()
@@ -140,8 +158,9 @@ func (s *Stack) Run(ready func()) error {
 }
 
 // sweepEvery sweeps the flow table (closed endpoints, stale SYNs), the send
-// windows (flows without an endpoint) and, under pressure, the half-open
-// handshakes every interval until ctx is done.
+// windows (flows without an endpoint), the pressure, the half-open
+// handshakes past their budget and the expired validated addresses every
+// interval until ctx is done.
 func (s *Stack) sweepEvery(ctx context.Context, interval time.Duration) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -152,7 +171,9 @@ func (s *Stack) sweepEvery(ctx context.Context, interval time.Duration) {
 		case now := <-tick.C:
 			s.flows.sweep(false)
 			s.link.wins.sweep(s.hasEndpoint)
+			s.pressureTick(now)
 			s.expire(now)
+			s.link.chal.valid.sweep(now.Sub(s.link.chal.key.epoch))
 		}
 	}
 }

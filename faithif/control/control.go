@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -51,6 +52,16 @@ const MaxRequest = 64 << 10
 // few KiB).
 const maxAnswer = 4 << 20
 
+// MaxConns is the number of connections the server serves at once. Beyond
+// it, connections are not accepted until one being served ends: they wait
+// in the listen queue, costing no goroutine and no buffer, and are served in
+// the order they came (see the package doc).
+const MaxConns = 16
+
+// connTimeout is how long a connection may take to send its request and
+// read the answer.
+const connTimeout = 5 * time.Second
+
 // errTooLarge is the error of a request over MaxRequest bytes.
 var errTooLarge = fmt.Errorf("request too large: over %d bytes", MaxRequest)
 
@@ -84,10 +95,15 @@ func readRequest(r io.Reader) (request, error) {
 
 // Server serves an instance's control socket.
 type Server struct {
-	path string
-	ln   *net.UnixListener
-	c    Controller
-	log  *slog.Logger
+	path    string
+	ln      *net.UnixListener
+	c       Controller
+	log     *slog.Logger
+	timeout time.Duration // connTimeout; shorter in tests
+
+	slots     chan struct{} // one per connection being served, MaxConns
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
 }
 
 // Errors about whether an instance is running.
@@ -127,32 +143,55 @@ func Listen(path string, c Controller, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	ln.SetUnlinkOnClose(true)
-	return &Server{path: path, ln: ln, c: c, log: log}, nil
+	return &Server{
+		path:    path,
+		ln:      ln,
+		c:       c,
+		log:     log,
+		timeout: connTimeout,
+		slots:   make(chan struct{}, MaxConns),
+		done:    make(chan struct{}),
+	}, nil
 }
 
-// Serve answers requests until the server is closed. Running out of file
+// Serve answers requests until the server is closed, at most MaxConns at
+// once: it accepts a connection only when fewer are being served, so the
+// others wait in the listen queue, in order. Running out of file
 // descriptors (or any other accept error) only pauses it.
 func (s *Server) Serve() {
 	for {
-		conn, err := s.ln.AcceptUnix()
-		if errors.Is(err, net.ErrClosed) {
+		select {
+		case s.slots <- struct{}{}:
+		case <-s.done:
 			return
 		}
+		conn, err := s.ln.AcceptUnix()
 		if err != nil {
+			<-s.slots
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
 			s.log.Warn("control socket: accept", "error", err.Error())
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		go s.handle(conn)
+		go func() {
+			defer func() { <-s.slots }()
+			s.handle(conn)
+		}()
 	}
 }
 
-// Close removes the control socket.
-func (s *Server) Close() error { return s.ln.Close() }
+// Close removes the control socket. Connections being served end by
+// themselves, within the per-connection timeout.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() { close(s.done) })
+	return s.ln.Close()
+}
 
 func (s *Server) handle(conn *net.UnixConn) {
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn.SetDeadline(time.Now().Add(s.timeout))
 	req, err := readRequest(conn)
 	if errors.Is(err, errTooLarge) {
 		s.log.Warn("control socket: request refused", "error", err.Error())
@@ -204,7 +243,7 @@ func (c Client) call(ctx context.Context, req request) (*status.Status, error) {
 		conn.SetDeadline(dl)
 	}
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("send request to %s: %w", c.Path, err)
 	}
 	var resp response
 	if err := json.NewDecoder(io.LimitReader(conn, maxAnswer)).Decode(&resp); err != nil {
@@ -231,14 +270,14 @@ func (c Client) dial(ctx context.Context) (*net.UnixConn, error) {
 		return nil, notRunning
 	}
 	if err != nil {
-		return nil, err
+		return nil, err // it names the run directory and what is wrong
 	}
 	fi, err := os.Lstat(c.Path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, notRunning
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("control socket: %w", err) // lstat PATH: ...
 	}
 	if fi.Mode()&os.ModeSocket == 0 {
 		return nil, fmt.Errorf("%s is not a socket (%s): not trusting it", c.Path, fi.Mode().Type())
@@ -252,7 +291,7 @@ func (c Client) dial(ctx context.Context) (*net.UnixConn, error) {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, notRunning
 		}
-		return nil, err
+		return nil, fmt.Errorf("control socket: %w", err) // dial unix PATH: ...
 	}
 	conn := nc.(*net.UnixConn)
 	if err := checkPeer(conn); err != nil {
@@ -267,14 +306,14 @@ func (c Client) dial(ctx context.Context) (*net.UnixConn, error) {
 func checkPeer(conn *net.UnixConn) error {
 	raw, err := conn.SyscallConn()
 	if err != nil {
-		return err
+		return fmt.Errorf("peer credentials: %w", err)
 	}
 	var cred *unix.Ucred
 	var credErr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return err
+		return fmt.Errorf("peer credentials: %w", err)
 	}
 	if credErr != nil {
 		return fmt.Errorf("peer credentials: %w", credErr)
@@ -311,11 +350,11 @@ func (c Client) Reload(ctx context.Context) (*status.Status, error) {
 // there.
 func SetKeepFaith(ctx context.Context, dir faithif.RunDir, on bool) error {
 	if err := dir.SetKeepFaith(on); err != nil {
-		return err
+		return err // "set net.inet6.ip6.keepfaith: ..."
 	}
 	names, err := dir.Instances()
 	if err != nil {
-		return err
+		return fmt.Errorf("set %s: %w", faithif.KeepFaithName, err)
 	}
 	var errs []error
 	for _, name := range names {
@@ -337,11 +376,11 @@ func Statuses(ctx context.Context, dir faithif.RunDir) ([]*status.Status, error)
 	if err := dir.Check(); errors.Is(err, os.ErrNotExist) {
 		return all, nil
 	} else if err != nil {
-		return nil, err
+		return nil, err // it names the run directory and what is wrong
 	}
 	names, err := dir.Instances()
 	if err != nil {
-		return nil, err
+		return nil, err // "run directory D: list the running interfaces: ..."
 	}
 	for _, n := range names {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -344,3 +344,127 @@ func TestClientRefusesPlantedSocket(t *testing.T) {
 		t.Errorf("the planted server got a request: %s", rest)
 	}
 }
+
+// handlers counts the goroutines serving a control connection.
+func handlers() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "control.(*Server).handle(")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// waitHandlers waits until want goroutines serve a connection.
+func waitHandlers(t *testing.T, want int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); handlers() != want; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines serve a connection; want %d", handlers(), want)
+		}
+	}
+}
+
+// TestControlSocketConnCap: MaxConns slow connections (that never send
+// their request) each get a goroutine; the next one does not (it is not
+// accepted, so it has no answer either), nor does a normal request behind
+// it; once the slow ones end, or once they time out, the normal request is
+// answered.
+func TestControlSocketConnCap(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration // the server's per-connection timeout
+		end     bool          // the slow clients hang up; else they time out
+	}{
+		{"slow ones end", connTimeout, true},
+		{"slow ones time out", 500 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := faithif.RunDir(t.TempDir()).SocketPath("faith0")
+			srv, err := Listen(path, &fakeController{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv.timeout = tc.timeout
+			served := make(chan struct{})
+			go func() { srv.Serve(); close(served) }()
+			defer func() { srv.Close(); <-served; waitHandlers(t, 0) }()
+
+			var slow []net.Conn
+			defer func() {
+				for _, c := range slow {
+					c.Close()
+				}
+			}()
+			dial := func() net.Conn {
+				t.Helper()
+				c, err := net.Dial("unix", path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				slow = append(slow, c)
+				return c
+			}
+			for range MaxConns {
+				dial()
+			}
+			waitHandlers(t, MaxConns)
+			extra := dial() // the 17th: waits in the listen queue
+
+			start := time.Now()
+			answered := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_, err := (Client{Path: path}).Status(ctx)
+				answered <- err
+			}()
+			time.Sleep(200 * time.Millisecond)
+			if n := handlers(); n != MaxConns {
+				t.Fatalf("%d goroutines serve a connection with %d slow ones, one more and a request waiting; want %d", n, MaxConns, MaxConns)
+			}
+			extra.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			if n, err := extra.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("the connection over the cap got an answer (%d bytes, %v); want it not accepted yet", n, err)
+			}
+			select {
+			case err := <-answered:
+				t.Fatalf("a request over the cap was answered (%v) while %d slow ones are served", err, MaxConns)
+			default:
+			}
+
+			if tc.end {
+				for _, c := range slow[:MaxConns] {
+					c.Close()
+				}
+			}
+			select {
+			case err := <-answered:
+				if err != nil {
+					t.Fatalf("Status once the slow connections %s: %v", map[bool]string{true: "ended", false: "timed out"}[tc.end], err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Status not answered once the slow connections were gone")
+			}
+			took := time.Since(start)
+			if tc.end && took >= connTimeout {
+				t.Errorf("Status answered after %v; want it served as soon as the slow ones end, before they would time out (%v)", took, connTimeout)
+			}
+			if !tc.end {
+				// The server dropped the slow ones (the answer's write
+				// falls under the same deadline, so they read just EOF).
+				slow[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+				if n, err := slow[0].Read(make([]byte, 512)); !errors.Is(err, io.EOF) {
+					t.Errorf("a slow connection after its timeout: %d bytes, %v; want it closed", n, err)
+				}
+			}
+			// The 17th slow connection is served now, in its turn.
+			if tc.end {
+				waitHandlers(t, 1)
+			}
+			t.Logf("answered after %v", took)
+		})
+	}
+}

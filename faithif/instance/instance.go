@@ -115,7 +115,7 @@ func (in *Instance) Run(ready func()) error {
 	if err != nil {
 		return err
 	}
-	local, err := faithif.WatchLocalAddrs()
+	local, err := faithif.WatchLocalAddrs(log)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", cfg.Name, err)
 	}
@@ -134,7 +134,11 @@ func (in *Instance) Run(ready func()) error {
 	}
 	in.started = time.Now()
 
-	in.stack, err = stack.New(in.iface.Device(), in.relay.Handle, stack.Options{MTU: cfg.MTU, MaxInFlight: in.relay.Limits().MaxHandshakesTotal})
+	in.stack, err = stack.New(in.iface.Device(), in.relay.Handle, stack.Options{
+		MTU: cfg.MTU, MaxInFlight: in.relay.Limits().MaxHandshakesTotal,
+		// The stack comes under pressure where the relay stops dialling first: one number.
+		DialFirst: in.relay.Limits().DialFirst(),
+	})
 	if err != nil {
 		return fmt.Errorf("create %s: %w", cfg.Name, err)
 	}

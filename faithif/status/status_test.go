@@ -76,8 +76,11 @@ func TestMetricNames(t *testing.T) {
 		"packets_total": "direction", "packets_discarded_total": "reason", "icmp6_received_total": "type",
 		"icmp6_sent_total": "type", "icmp6_errors_rate_limited_total": "", "fd_limit": "",
 		"flows_fd_limit_total": "", "rules": "", "flows_handshake_first_total": "", "refusals_repeated_total": "",
+		"dials_in_progress": "", "flows_dials_limited_total": "",
 		"handshakes_dropped_total": "", "handshakes_evicted_total": "", "handshakes_expired_total": "",
 		"syns_held": "", "syns_not_held_total": "", "icmp6_ptb_mtu_raised_total": "",
+		"under_pressure": "", "syns_challenged_total": "", "syns_validated_total": "",
+		"syn_challenges_rate_limited_total": "", "validated_sources": "",
 	}
 	got := map[string]string{}
 	for _, f := range Fields() {
@@ -134,10 +137,12 @@ func TestJSONKeys(t *testing.T) {
 		"name", "pid", "uptime_seconds", "prefixes", "routes", "rules", "rule_count", "mtu", "keepfaith",
 		"draining", "interface_up", "flows_open", "flows_total", "flows_accepted", "flows_refused",
 		"flows_denied", "flows_limited", "flow_outcomes", "flow_ends", "clients", "bytes_in", "bytes_out",
-		"fd_limit", "flows_fd_limit", "flows_handshake_first", "refusals_repeated", "max_flows_per_client",
+		"fd_limit", "flows_fd_limit", "flows_handshake_first", "refusals_repeated", "dials_in_progress",
+		"flows_dials_limited", "max_flows_per_client",
 		"max_handshakes_per_client", "max_flows_per_address", "max_handshakes_per_address", "max_handshakes",
 		"handshakes_in_flight", "handshakes_dropped", "handshakes_evicted", "handshakes_expired", "syns_held",
-		"syns_not_held", "packets_in", "packets_out", "packets_discarded", "icmp6_in", "icmp6_ptb_mtu_raised", "icmp6_out",
+		"syns_not_held", "under_pressure", "syns_challenged", "syns_validated", "syn_challenges_rate_limited",
+		"validated_sources", "packets_in", "packets_out", "packets_discarded", "icmp6_in", "icmp6_ptb_mtu_raised", "icmp6_out",
 		"icmp6_errors_sent", "icmp6_errors_rate_limited",
 	}
 	var got []string

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -15,24 +16,39 @@ type config struct {
 	verbose bool
 	out     string
 
-	deadline, settle                      time.Duration
-	legitInterval, legitOK, legitTimeout  time.Duration
-	ptbMBps                               float64
-	ptbDownloads, ptbSpray                int
-	ptbWindow                             time.Duration
-	synCount                              int
-	synRate                               float64
-	synRateSet                            bool
-	bigCount                              int
-	bigRate                               float64
-	bigRateSet                            bool
-	rssAfter                              time.Duration
-	rssCapMB, rssReturnMB                 float64
-	logCount                              int
-	logRate, logLinesPerSec               float64
-	logRateSet                            bool
-	lanConns, lanAddrs                    int
-	ctlMB, flagsCount, rstConnects, flows int
+	deadline, settle                     time.Duration
+	legitInterval, legitOK, legitTimeout time.Duration
+	ptbMBps                              float64
+	ptbDownloads, ptbSpray               int
+	ptbWindow                            time.Duration
+	synCount                             int
+	synRate                              float64
+	synRateSet                           bool
+	legitRTT, release                    time.Duration
+	slowCount                            int
+	slowRate                             float64
+	bigCount                             int
+	bigRate                              float64
+	bigRateSet                           bool
+	rssAfter                             time.Duration
+	rssCapMB, rssReturnMB                float64
+	logCount                             int
+	logRate, logLinesPerSec              float64
+	logRateSet                           bool
+	lanConns, lanAddrs                   int
+	ctlMB, flagsCount, flows             int
+
+	// capacity is the attacker's send rate, measured once per run by the
+	// first row that needs it (env.sendCapacity).
+	capacity *sendCapacity
+}
+
+// sendCapacity is how many SYNs a second the attacker can send through
+// the router, measured once.
+type sendCapacity struct {
+	once sync.Once
+	rate float64
+	err  error
 }
 
 // allRows are the rows, in order.
@@ -43,7 +59,7 @@ var allRows = []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
 func loadConfig() (*config, error) {
 	var errs []string
 	e := envReader{errs: &errs}
-	c := &config{quick: e.bool("ATTACK_QUICK"), verbose: e.bool("ATTACK_VERBOSE"), out: os.Getenv("ATTACK_OUT")}
+	c := &config{quick: e.bool("ATTACK_QUICK"), verbose: e.bool("ATTACK_VERBOSE"), out: os.Getenv("ATTACK_OUT"), capacity: &sendCapacity{}}
 	q := func(full, quick float64) float64 {
 		if c.quick {
 			return quick
@@ -82,6 +98,10 @@ func loadConfig() (*config, error) {
 	c.ptbSpray = e.int("ATTACK_PTB_SPRAY", 28232)
 	c.synCount = e.int("ATTACK_SYN_COUNT", q(100000, 20000))
 	c.synRate, c.synRateSet = e.numSet("ATTACK_SYN_RATE", q(10000, 5000))
+	c.legitRTT = e.dur("ATTACK_LEGIT_RTT", 150*time.Millisecond)
+	c.release = e.dur("ATTACK_RELEASE", 60*time.Second)
+	c.slowCount = e.int("ATTACK_SLOW_COUNT", q(300, 150))
+	c.slowRate = e.num("ATTACK_SLOW_RATE", 10)
 	c.bigCount = e.int("ATTACK_BIG_COUNT", q(300000, 30000))
 	c.bigRate, c.bigRateSet = e.numSet("ATTACK_BIG_RATE", q(30000, 10000))
 	c.rssAfter = e.dur("ATTACK_RSS_AFTER", qd(60*time.Second, 10*time.Second))
@@ -94,10 +114,12 @@ func loadConfig() (*config, error) {
 	c.lanAddrs = e.int("ATTACK_LAN_ADDRS", q(100, 20))
 	c.ctlMB = e.int("ATTACK_CTL_MB", q(256, 64))
 	c.flagsCount = e.int("ATTACK_FLAGS_COUNT", q(100, 20))
-	c.rstConnects = e.int("ATTACK_RST_CONNECTS", q(50, 20))
 	c.flows = e.int("ATTACK_LINKDEL_FLOWS", 20)
 	if c.lanAddrs < 1 || c.lanAddrs > 60000 {
 		errs = append(errs, fmt.Sprintf("ATTACK_LAN_ADDRS: %d: want 1 to 60000", c.lanAddrs))
+	}
+	if c.slowRate <= 0 {
+		errs = append(errs, fmt.Sprintf("ATTACK_SLOW_RATE: %v: want > 0", c.slowRate))
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%s", strings.Join(errs, "\n"))

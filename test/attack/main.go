@@ -31,7 +31,7 @@ var rows = map[int]struct {
 	7:  {"many connections from one LAN /64", rowLAN},
 	8:  {"run directory writable by others", rowRunDir},
 	9:  {"huge control request", rowControl},
-	10: {"bad flags, retransmit after refusal, RST during connect", rowFlags},
+	10: {"bad flags, retransmit after the server refused", rowFlags},
 	11: {"ip link del faith0 with flows open", rowLinkDel},
 }
 

@@ -58,13 +58,15 @@ func rowEmptyRules(ctx context.Context, p *netlab.Program, cfg *config, r *resul
 	if err := os.WriteFile(conf, nil, 0o644); err != nil {
 		p.Fatalf("%v", err)
 	}
-	warns0 := strings.Count(e.f.Stderr(), "level=WARN")
+	// The warning of relay.Rules.Warning for a file without rules.
+	const noRules = `level=WARN msg="access file has no rules: every flow is denied"`
+	warns0 := strings.Count(e.f.Stderr(), noRules)
 	res := e.lab.Faithif("reload", netlab.FaithIf)
 	r.note("faithif reload: exit %d: %s", res.ExitCode, strings.TrimSpace(res.Stdout+" "+res.Stderr))
 	if line := lastLine(e.f.Stderr(), "reload"); line != "" {
 		r.note("log: %s", line)
 	}
-	warned := strings.Count(e.f.Stderr(), "level=WARN") > warns0
+	warned := strings.Count(e.f.Stderr(), noRules) > warns0
 	st0 := e.mustShow()
 	served0 := e.echoConn.Load()
 	lg2 := e.startLegit()
@@ -80,7 +82,7 @@ func rowEmptyRules(ctx context.Context, p *netlab.Program, cfg *config, r *resul
 	r.sent = "1 reload of an empty access file"
 	r.legit = &before
 	r.legitText = fmt.Sprintf("before %d/%d, after %d/%d", before.ok, before.attempts, after.ok, after.attempts)
-	r.note("after the reload: legitimate connects %d/%d succeeded; 5 probes: %v; rule_count %.0f; flows_denied +%.0f; a warning logged: %v",
+	r.note("after the reload: legitimate connects %d/%d succeeded; 5 probes: %v; rule_count %.0f; flows_denied +%.0f; access file has no rules logged: %v",
 		after.ok, after.attempts, outcomes, st.n("rule_count"), denied, warned)
 	held := res.ExitCode == 0 && after.ok == 0 && outcomes["EACCES"] == 5 && served == 0
 	r.verdict(held, "after the reload: %d of %d flows connected, probes %v, server got %d", after.ok, after.attempts+5, outcomes, served)

@@ -23,9 +23,17 @@ import (
 // attack; then six PTBs (MTU 68 three times, MTU 1 three times) quoting
 // the first download's 4-tuple with random sequence numbers, a window;
 // then a spray of PTBs (MTU 68, random sequence numbers) over ptbSpray
-// client ports from 32768 (Linux's ephemeral range), a window. Holds if
-// the first download keeps at least half its throughput after the six,
-// and all of them together at least half after the spray.
+// client ports from 32768 (Linux's ephemeral range), a window. During each
+// window the client's link is captured (offloads off at both ends, so each
+// segment the client receives has the payload size faithif's TCP chose)
+// and the downloads' most common segment size is taken. Holds if the
+// segments stay at the full size of the window before the attack (at
+// least 1280 bytes) after the six and after the spray (the PTBs quote
+// random sequence numbers, outside the send window: ignored, not clamped
+// to 1280), at least 95% of the PTBs reached faithif
+// (icmp6_in.packet_too_big), the first download keeps at least half its
+// throughput after the six, and all of them together at least half after
+// the spray.
 func rowPTB(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 	e := newEnv(ctx, p, cfg, func(lab *netlab.Lab) {
 		for _, end := range []struct {
@@ -62,8 +70,27 @@ func rowPTB(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 			}
 		}()
 	}
-	// window returns each download's MB/s over one ptbWindow.
-	window := func() []float64 {
+	faith := netip.MustParseAddr(netlab.ServerFaithAddr)
+	client := netip.MustParseAddr(netlab.ClientAddr)
+	// window returns each download's MB/s over one ptbWindow, and the most
+	// common payload size of the downloads' segments reaching the client
+	// meanwhile (captured on its link; 0 if none was seen).
+	window := func() ([]float64, int) {
+		capt, err := e.lab.Client.Capture(netlab.ClientLink, 128)
+		if err != nil {
+			p.Fatalf("%v", err)
+		}
+		defer capt.Close()
+		sizes := map[int]int{}
+		stop, done := make(chan struct{}), make(chan error, 1)
+		go func() {
+			done <- capt.Each(stop, func(pk []byte) bool {
+				if pl := netlab.TCPPayload(pk, faith, client, port, -1); pl > 0 {
+					sizes[pl]++
+				}
+				return true
+			})
+		}()
 		b0 := make([]int64, n)
 		for i := range n {
 			b0[i] = got[i].Load()
@@ -71,25 +98,38 @@ func rowPTB(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 		start := time.Now()
 		select {
 		case <-ctx.Done():
-			p.Fatalf("interrupted")
 		case <-time.After(cfg.ptbWindow):
 		}
 		d := time.Since(start).Seconds()
+		close(stop)
+		if err := <-done; err != nil {
+			p.Fatalf("%v", err)
+		}
+		if ctx.Err() != nil {
+			p.Fatalf("interrupted")
+		}
 		out := make([]float64, n)
 		for i := range n {
 			out[i] = float64(got[i].Load()-b0[i]) / 1e6 / d
 		}
-		return out
+		mode := 0
+		for sz, k := range sizes {
+			if k > sizes[mode] || k == sizes[mode] && sz > mode {
+				mode = sz
+			}
+		}
+		return out, mode
 	}
 	time.Sleep(500 * time.Millisecond) // past slow start
-	base := window()
+	base, fullSeg := window()
+	if fullSeg < 1280 {
+		p.Fatalf("segments of %d bytes before any PTB; want full-size ones for MTU 1500: the row would prove nothing", fullSeg)
+	}
 	st0 := e.mustShow()
 	r.before, _ = e.metrics()
 	s := e.sample(250 * time.Millisecond)
 	lg := e.startLegit()
 
-	faith := netip.MustParseAddr(netlab.ServerFaithAddr)
-	client := netip.MustParseAddr(netlab.ClientAddr)
 	attacker := netip.MustParseAddr(netlab.AttackerAddr)
 	rng := rand.New(rand.NewPCG(1, 12))
 	ptb := func(mtu uint32, dport int) []byte {
@@ -104,12 +144,12 @@ func rowPTB(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 	if err := e.atk.SendIPv6(forged...); err != nil {
 		p.Fatalf("%v", err)
 	}
-	after6 := window()
+	after6, seg6 := window()
 	spray, err := e.atk.Flood(ctx, cfg.ptbSpray, 0, 30*time.Second, func(i int) []byte { return ptb(68, 32768+i%28232) })
 	if err != nil {
 		p.Fatalf("%v", err)
 	}
-	afterSpray := window()
+	afterSpray, segSpray := window()
 	r.legit = ptr(lg.summary(e))
 	r.peak = s.stop()
 	st := e.mustShow()
@@ -123,9 +163,12 @@ func rowPTB(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 		r.note("icmp6_ptb_mtu_raised +%.0f", v)
 	}
 	r.note("MB/s per download: before %s; after the 6 forged %s; after the spray %s", mbps(base), mbps(after6), mbps(afterSpray))
-	held := after6[0] >= base[0]/2 && sum(afterSpray) >= sum(base)/2
-	r.verdict(held, "download 1: %.1f → %.1f MB/s after 6 forged PTBs; all %d: %.1f → %.1f MB/s after the spray",
-		base[0], after6[0], n, sum(base), sum(afterSpray))
+	r.note("segments the client received (most common payload): %d bytes before, %d after the 6 forged, %d after the spray", fullSeg, seg6, segSpray)
+	sent := float64(len(forged) + spray.Sent)
+	held := seg6 == fullSeg && segSpray == fullSeg && ptbs >= 0.95*sent &&
+		after6[0] >= base[0]/2 && sum(afterSpray) >= sum(base)/2
+	r.verdict(held, "segments %d → %d → %d bytes (must stay %d); PTBs counted %.0f of %.0f; download 1: %.1f → %.1f MB/s after 6 forged PTBs; all %d: %.1f → %.1f MB/s after the spray",
+		fullSeg, seg6, segSpray, fullSeg, ptbs, sent, base[0], after6[0], n, sum(base), sum(afterSpray))
 }
 
 // pacedSend writes to c at rate bytes a second until c or ctx ends.

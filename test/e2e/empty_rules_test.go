@@ -19,10 +19,12 @@ import (
 // TestEmptyAccessFileDenies reloads the access file of a running faithif
 // with an empty file, then with a file of comments only: each reload
 // succeeds and from then on every new flow is denied (EACCES, logged
-// reason=denied, nothing reaches the server); a permitting file in between
-// lets flows through again. A reload to "::/0 permit 0.0.0.0/0" logs a
-// warning. A faithif started with an empty access file denies from the
-// start.
+// reason=denied, nothing reaches the server) and the reload logs the
+// warning "access file has no rules: every flow is denied"; a permitting
+// file in between lets flows through again, without that warning. A reload
+// from that narrow file to "::/0 permit 0.0.0.0/0" logs the warning
+// "reload widened access to every flow". A faithif started with an empty
+// access file denies from the start.
 func TestEmptyAccessFileDenies(t *testing.T) {
 	lab := netlab.New(t)
 	ctx := testCtx(t, 45*time.Second)
@@ -64,19 +66,42 @@ func TestEmptyAccessFileDenies(t *testing.T) {
 		}
 	}
 
+	// The warnings of a reload, as relay.Rules.Warning and the instance's
+	// reload word them.
+	const (
+		noRules = `level=WARN msg="access file has no rules: every flow is denied"`
+		widened = `level=WARN msg="reload widened access to every flow`
+	)
+	// reloadLogs reloads text and fails the test unless the reload logs
+	// the line holding want (once), and no line holding notWant.
+	reloadLogs := func(text, want, notWant string) {
+		t.Helper()
+		n0, bad0 := countLines(f.Stderr(), want), countLines(f.Stderr(), notWant)
+		reload(text)
+		if want != "" {
+			if _, ok := f.WaitLog(2*time.Second, func(string) bool { return countLines(f.Stderr(), want) > n0 }); !ok {
+				t.Errorf("reload of %q: no log line %s:\n%s", text, want, f.Stderr())
+			}
+		} else {
+			time.Sleep(200 * time.Millisecond) // what the reload logs is logged by now
+		}
+		if n := countLines(f.Stderr(), notWant); notWant != "" && n > bad0 {
+			t.Errorf("reload of %q logged %s:\n%s", text, notWant, f.Stderr())
+		}
+	}
+
 	permitted("with a permitting rule")
-	reload("")
+	reloadLogs("", noRules, widened)
 	denied("after reloading an empty access file", 0)
-	reload(permit)
+	reloadLogs(permit, "", noRules)
 	permitted("after reloading the permitting rule")
-	reload("# no rules here\n\n   # nor here\n")
+	reloadLogs("# no rules here\n\n   # nor here\n", noRules, widened)
 	denied("after reloading an access file of comments only", 0)
 
-	warns := countLines(f.Stderr(), "level=WARN")
-	reload("::/0 permit 0.0.0.0/0\n")
-	if _, ok := f.WaitLog(2*time.Second, func(string) bool { return countLines(f.Stderr(), "level=WARN") > warns }); !ok {
-		t.Errorf("no warning logged by a reload that permits everything:\n%s", f.Stderr())
-	}
+	// From a narrow rule to one that permits everything: the warning.
+	reloadLogs(permit, "", widened)
+	permitted("after reloading the permitting rule again")
+	reloadLogs("::/0 permit 0.0.0.0/0\n", widened, noRules)
 	permitted("after reloading ::/0 permit 0.0.0.0/0")
 
 	// Started with an empty file: denied from the first flow.

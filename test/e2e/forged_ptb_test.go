@@ -92,7 +92,7 @@ func TestForgedPacketTooBig(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			done <- capt.Each(stop, func(p []byte) bool {
-				if pl := tcpPayload(p, faith, client, port, cport); pl > 0 {
+				if pl := netlab.TCPPayload(p, faith, client, port, cport); pl > 0 {
 					sizes[pl]++
 				}
 				return true
@@ -192,7 +192,7 @@ func TestForgedPacketTooBig(t *testing.T) {
 	st0 = mustShow(t, lab)
 	const inWindow = 10
 	for range inWindow {
-		p, err := capt.Next(5*time.Second, func(p []byte) bool { return tcpPayload(p, faith, client, port, cport) > 0 })
+		p, err := capt.Next(5*time.Second, func(p []byte) bool { return netlab.TCPPayload(p, faith, client, port, cport) > 0 })
 		if err != nil {
 			t.Fatalf("no data segment of the download seen on %s: %v", netlab.FaithIf, err)
 		}
@@ -206,17 +206,6 @@ func TestForgedPacketTooBig(t *testing.T) {
 	if m := segmentSize("after PTBs (MTU 68) quoting segments in flight", 4<<20); m != full-220 {
 		t.Errorf("segments of %d bytes after an in-window PTB with MTU 68; want %d (the MTU taken as 1280)", m, full-220)
 	}
-}
-
-// tcpPayload returns the TCP payload length of the IPv6 packet p if it is a
-// segment from src:sport to dst:dport, and -1 otherwise.
-func tcpPayload(p []byte, src, dst netip.Addr, sport, dport int) int {
-	if len(p) < 60 || p[0]>>4 != 6 || p[6] != syscall.IPPROTO_TCP ||
-		netip.AddrFrom16([16]byte(p[8:24])) != src || netip.AddrFrom16([16]byte(p[24:40])) != dst ||
-		be.BigEndian.Uint16(p[40:]) != uint16(sport) || be.BigEndian.Uint16(p[42:]) != uint16(dport) {
-		return -1
-	}
-	return int(be.BigEndian.Uint16(p[4:])) - int(p[52]>>4)*4
 }
 
 // streamHandler sends data until the client goes away.

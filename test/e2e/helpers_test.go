@@ -355,6 +355,13 @@ func mibps(n int64, d time.Duration) float64 {
 // the echo, and checks that the echo is byte-exact.
 func echoExchange(t *testing.T, c *net.TCPConn, seed uint64, size int) {
 	t.Helper()
+	if err := tryEchoExchange(c, seed, size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryEchoExchange is echoExchange returning what went wrong.
+func tryEchoExchange(c *net.TCPConn, seed uint64, size int) error {
 	data := randBytes(seed, size)
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	defer c.SetDeadline(time.Time{})
@@ -366,14 +373,15 @@ func echoExchange(t *testing.T, c *net.TCPConn, seed uint64, size int) {
 	got := make([]byte, size)
 	_, rerr := io.ReadFull(c, got)
 	if err := <-werr; err != nil {
-		t.Fatalf("write %d bytes on the open flow: %v", size, err)
+		return fmt.Errorf("write %d bytes on the open flow: %w", size, err)
 	}
 	if rerr != nil {
-		t.Fatalf("read the echo of %d bytes on the open flow: %v", size, rerr)
+		return fmt.Errorf("read the echo of %d bytes on the open flow: %w", size, rerr)
 	}
 	if !bytes.Equal(got, data) {
-		t.Fatalf("the echo of %d bytes on the open flow differs", size)
+		return fmt.Errorf("the echo of %d bytes on the open flow differs", size)
 	}
+	return nil
 }
 
 // echoRoundTrip sends msg on a new connection from the client to an echo

@@ -171,7 +171,9 @@ func (s FloodStats) Rate() float64 {
 // RawIPv6 is a raw IPv6 socket of a namespace (AF_INET6, SOCK_RAW,
 // IPPROTO_RAW, which implies IPV6_HDRINCL): it sends whole IPv6 packets
 // as they are, routed by their destination, whatever their source. Open
-// it once with Namespace.RawIPv6 to send packets without delay.
+// it once with Namespace.RawIPv6 to send packets without delay; SendIPv6
+// and Flood open one for their packets. It is the only place netlab opens
+// a raw IPv6 socket.
 type RawIPv6 struct {
 	fd int
 	sa syscall.SockaddrInet6
@@ -193,13 +195,17 @@ func (n *Namespace) RawIPv6() (*RawIPv6, error) {
 	return &RawIPv6{fd: fd}, nil
 }
 
-// Send sends one whole IPv6 packet (as BuildIPv6 returns it).
+// Send sends one whole IPv6 packet (as BuildIPv6 returns it) to the
+// destination in its header.
 func (r *RawIPv6) Send(p []byte) error {
 	if len(p) < 40 || p[0]>>4 != 6 {
 		return fmt.Errorf("netlab: not an IPv6 packet (%d bytes)", len(p))
 	}
 	copy(r.sa.Addr[:], p[24:40])
-	return syscall.Sendto(r.fd, p, 0, &r.sa)
+	if err := syscall.Sendto(r.fd, p, 0, &r.sa); err != nil {
+		return fmt.Errorf("netlab: send to %s: %w", netip.AddrFrom16(r.sa.Addr), err)
+	}
+	return nil
 }
 
 // Close closes the socket.

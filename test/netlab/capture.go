@@ -1,9 +1,11 @@
 package netlab
 
 import (
+	be "encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"syscall"
 	"time"
 )
@@ -103,3 +105,15 @@ func (c *Capture) Each(stop <-chan struct{}, fn func(p []byte) bool) error {
 func (c *Capture) Close() error { return syscall.Close(c.fd) }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// TCPPayload returns the TCP payload length of the IPv6 packet p (as a
+// Capture returns it) if it is a segment from src:sport to dst:dport, and
+// -1 otherwise. A port below 0 matches any port.
+func TCPPayload(p []byte, src, dst netip.Addr, sport, dport int) int {
+	if len(p) < 60 || p[0]>>4 != 6 || p[6] != syscall.IPPROTO_TCP ||
+		netip.AddrFrom16([16]byte(p[8:24])) != src || netip.AddrFrom16([16]byte(p[24:40])) != dst ||
+		sport >= 0 && be.BigEndian.Uint16(p[40:]) != uint16(sport) || dport >= 0 && be.BigEndian.Uint16(p[42:]) != uint16(dport) {
+		return -1
+	}
+	return int(be.BigEndian.Uint16(p[4:])) - int(p[52]>>4)*4
+}

@@ -8,29 +8,19 @@ import (
 )
 
 // SendIPv6 sends whole IPv6 packets (fixed header included, as built by
-// BuildIPv6) from the namespace through a raw socket (AF_INET6, SOCK_RAW,
-// IPPROTO_RAW, which implies IPV6_HDRINCL): the kernel routes each packet by
-// the destination in its header and sends it as it is, whatever its source
-// address or payload. The kernel only rewrites the payload length field.
+// BuildIPv6) from the namespace through one raw socket (see RawIPv6): the
+// kernel routes each packet by the destination in its header and sends it
+// as it is, whatever its source address or payload. The kernel only
+// rewrites the payload length field.
 func (n *Namespace) SendIPv6(pkts ...[]byte) error {
-	var fd int
-	err := n.Do(func() error {
-		var err error
-		fd, err = syscall.Socket(syscall.AF_INET6, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.IPPROTO_RAW)
-		return err
-	})
+	raw, err := n.RawIPv6()
 	if err != nil {
-		return fmt.Errorf("netlab: raw IPv6 socket in %s: %w", n.Name, err)
+		return err
 	}
-	defer syscall.Close(fd)
+	defer raw.Close()
 	for i, p := range pkts {
-		if len(p) < 40 || p[0]>>4 != 6 {
-			return fmt.Errorf("netlab: packet %d is not an IPv6 packet", i)
-		}
-		sa := &syscall.SockaddrInet6{}
-		copy(sa.Addr[:], p[24:40])
-		if err := syscall.Sendto(fd, p, 0, sa); err != nil {
-			return fmt.Errorf("netlab: send packet %d (%d bytes) to %s from %s: %w", i, len(p), netip.AddrFrom16(sa.Addr), n.Name, err)
+		if err := raw.Send(p); err != nil {
+			return fmt.Errorf("netlab: send packet %d (%d bytes) from %s: %w", i, len(p), n.Name, err)
 		}
 	}
 	return nil
