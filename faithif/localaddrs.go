@@ -93,7 +93,9 @@ func WatchLocalAddrs(log *slog.Logger) (*LocalAddrs, error) {
 	go l.watch()
 	go func() {
 		defer l.wg.Done()
-		rl.run(time.Now())
+		// The reading above is not counted against the gap: the first
+		// change after the start is read at once.
+		rl.run(time.Time{})
 	}()
 	return l, nil
 }
