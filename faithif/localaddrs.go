@@ -405,6 +405,11 @@ const (
 	// further failure up to reloadBackoffMax.
 	reloadBackoff    = time.Second
 	reloadBackoffMax = 30 * time.Second
+	// reloadChanged is the longest a change notified during a backoff
+	// waits to be read: the failure may have been passing (an overrun, a
+	// dump interrupted too often), and a local route added meanwhile is
+	// not refused until a reading sees it.
+	reloadChanged = time.Second
 )
 
 // clock is time as the reloader sees it; tests inject their own.
@@ -421,10 +426,13 @@ func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) 
 // reloader reads the local destinations again (load) when kicked, at most
 // once per reloadGap: kicks that arrive meanwhile are one reading at the
 // end of the gap. A failed reading keeps the last good set (load swaps it
-// only on success) and is retried after reloadBackoff, doubling up to
-// reloadBackoffMax, whether or not anything changes meanwhile. The first
-// failure of a run of them is logged with its error, and the success that
-// ends the run with how many failed and for how long.
+// only on success) and is retried after reloadBackoff, doubling after each
+// further failure up to reloadBackoffMax; a kick during that wait brings the
+// retry forward to at most reloadChanged after it (then the backoff goes on
+// doubling if that reading fails too: a failing kernel is read at most
+// once a second however much changes). The first failure of a run of them
+// is logged with its error, and the success that ends the run with how
+// many failed and for how long.
 type reloader struct {
 	load  func() error
 	clock clock
@@ -450,6 +458,15 @@ func (r *reloader) run(last time.Time) {
 			return
 		case <-r.kick:
 			pending = true
+			if failures > 0 && timer != nil {
+				// A change during the backoff: read it within
+				// reloadChanged rather than at the backoff's end.
+				now := r.clock.Now()
+				if due := last.Add(gap); due.Sub(now) > reloadChanged {
+					gap = now.Add(reloadChanged).Sub(last)
+					timer = r.clock.After(reloadChanged)
+				}
+			}
 		case <-timer:
 			timer = nil
 		}

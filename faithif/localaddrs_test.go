@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -377,15 +378,45 @@ func (rt *reloaderTest) load(want time.Duration) {
 	}
 }
 
-// quiet checks that nothing happens for a moment: no reading, no timer.
+// quiet checks that the reloader has done everything the test asked of it
+// and is waiting with nothing under way: no reading, no timer armed. It
+// waits until the reloader's goroutine is parked (every kick and fired
+// timer it was sent is taken and dealt with: the helpers' sends return
+// only once a parked reloader is made runnable), not for a span of real
+// time, which a slow machine could outlast.
 func (rt *reloaderTest) quiet() {
 	rt.t.Helper()
+	rt.parked()
 	select {
 	case at := <-rt.loads:
 		rt.t.Fatalf("a reading at +%v; want none", at.Sub(time.Unix(1_700_000_000, 0)))
 	case tm := <-rt.clock.armed:
 		rt.t.Fatalf("a timer of %v armed; want none", tm.d)
-	case <-time.After(100 * time.Millisecond):
+	default:
+	}
+}
+
+// parked waits until the reloader's goroutine is blocked in its select with
+// its kick taken. A goroutine parked in a select has no ready case: a send
+// to one of its channels makes it runnable before the send returns.
+func (rt *reloaderTest) parked() {
+	rt.t.Helper()
+	buf := make([]byte, 1<<20)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		for g := range strings.SplitSeq(stacks, "\n\n") {
+			if strings.Contains(g, "faithif.(*reloader).run(") && len(rt.kick) == 0 {
+				header, _, _ := strings.Cut(g, "\n")
+				if strings.Contains(header, " [select") {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			rt.t.Fatalf("the reloader is not waiting after 5 s")
+		}
+		runtime.Gosched()
 	}
 }
 
@@ -418,17 +449,20 @@ func TestReloaderCoalesces(t *testing.T) {
 }
 
 // TestReloaderBackoff: a failed reading is retried, unasked, after 1 s,
-// then 2, 4, ... up to 30 s, changes meanwhile adding nothing; the first
-// failure is logged with its error, the success that ends the run with the
-// count; then the gap is 100 ms again.
+// then 2, 4, ... up to 30 s; a change notified during that wait is read
+// within reloadChanged (1 s) of it, or at the backoff's end if that is
+// sooner, and the backoff goes on doubling if that reading fails too. The
+// first failure is logged with its error, the success that ends the run
+// with the count; then the gap is 100 ms again.
 func TestReloaderBackoff(t *testing.T) {
 	fail := errors.New("list local routes: no buffer space available")
-	rt := startReloader(t, fail, fail, fail, fail, fail, fail, fail)
+	rt := startReloader(t, fail, fail, fail, fail, fail, fail, fail, fail)
 	rt.clock.advance(time.Second)
 	rt.changed()
 	at := time.Second
 	rt.load(at)
-	for i, d := range []time.Duration{1, 2, 4, 8, 16, 30, 30} {
+	// No change: each retry waits out the backoff.
+	for i, d := range []time.Duration{1, 2, 4, 8, 16} {
 		tm := rt.timer(d * time.Second)
 		if i == 0 { // logged before the timer was armed
 			lines := rt.log.lines()
@@ -437,20 +471,48 @@ func TestReloaderBackoff(t *testing.T) {
 				t.Fatalf("log after a failure: %q; want one warning with the error", lines)
 			}
 		}
-		rt.changed() // a change during the backoff: no earlier reading
-		rt.changed()
+		rt.quiet() // nothing before the timer fires
 		rt.clock.fire(tm)
 		at += d * time.Second
 		rt.load(at)
 	}
+	// A change 5 s into a 30 s backoff: read 1 s later, not 25 s later;
+	// further changes meanwhile add nothing.
+	rt.timer(30 * time.Second)
+	rt.clock.advance(5 * time.Second)
+	rt.changed()
+	tm := rt.timer(reloadChanged)
+	rt.changed()
+	rt.changed()
+	rt.quiet()
+	rt.clock.fire(tm)
+	at += 5*time.Second + reloadChanged
+	rt.load(at)
+	// That reading failed too: the backoff goes on (30 s, the cap), and a
+	// change within 1 s of its end is read at its end.
+	tm = rt.timer(30 * time.Second)
+	rt.clock.advance(29500 * time.Millisecond)
+	rt.changed()
+	rt.quiet() // no sooner timer: the backoff's end is sooner than 1 s
+	rt.clock.fire(fakeTimer{d: 500 * time.Millisecond, ch: tm.ch})
+	at += 30 * time.Second
+	rt.load(at)
+	// Failed again; a change 10 s into the next 30 s: read 1 s later, and
+	// that reading succeeds.
+	rt.timer(30 * time.Second)
+	rt.clock.advance(10 * time.Second)
+	rt.changed()
+	rt.clock.fire(rt.timer(reloadChanged))
+	at += 10*time.Second + reloadChanged
+	rt.load(at)
 	rt.quiet() // the last one succeeded: no retry
 	rt.clock.advance(10 * time.Millisecond)
 	rt.changed()
-	tm := rt.timer(reloadGap - 10*time.Millisecond) // the gap is back to 100 ms
+	tm = rt.timer(reloadGap - 10*time.Millisecond) // the gap is back to 100 ms
 	lines := rt.log.lines()
 	if len(lines) != 1 || !strings.Contains(lines[0], "level=INFO") || !strings.Contains(lines[0], "read again after failing") ||
-		!strings.Contains(lines[0], "failures=7") || !strings.Contains(lines[0], "failing_for=1m31s") {
-		t.Fatalf("log after the failures: %q; want one line: 7 failures over 1m31s", lines)
+		!strings.Contains(lines[0], "failures=8") || !strings.Contains(lines[0], "failing_for=1m18s") {
+		t.Fatalf("log after the failures: %q; want one line: 8 failures over 1m18s", lines)
 	}
 	rt.clock.fire(tm)
 	rt.load(at + reloadGap)

@@ -126,7 +126,7 @@ func TestChallengeRST(t *testing.T) {
 	e.Attach(&d)
 	flowExists := false
 	e.noFlow = func(id stack.TransportEndpointID) bool {
-		if id.RemotePort != 40000 || id.LocalPort != 80 || addrOf(id.RemoteAddress) != netip.MustParseAddr(client) {
+		if id.LocalPort != 80 || addrOf(id.LocalAddress) != netip.MustParseAddr(faith) {
 			t.Errorf("noFlow asked for %+v", id)
 		}
 		return !flowExists
@@ -137,21 +137,26 @@ func TestChallengeRST(t *testing.T) {
 
 	src := netip.MustParseAddr(client).As16()
 	for _, tc := range []struct {
-		name string
-		pkt  []byte
-		flow bool
+		name     string
+		pkt      []byte
+		flow     bool
+		rejected bool // counted as a RST with a wrong cookie
 	}{
-		{"wrong sequence number", clientSegment(cookie+1, 0, header.TCPFlagRst), false},
-		{"RST with ACK", clientSegment(cookie, 1001, header.TCPFlagRst|header.TCPFlagAck), false},
-		{"another 4-tuple", segmentFrom(40001, cookie, 0, header.TCPFlagRst), false},
-		{"another source", segmentFromAddr(client2, 40000, cookie, 0, header.TCPFlagRst), false},
-		{"the 4-tuple has a flow", clientSegment(cookie, 0, header.TCPFlagRst), true},
+		{"wrong sequence number", clientSegment(cookie+1, 0, header.TCPFlagRst), false, true},
+		{"RST with ACK", clientSegment(cookie, 1001, header.TCPFlagRst|header.TCPFlagAck), false, false},
+		{"another 4-tuple", segmentFrom(40001, cookie, 0, header.TCPFlagRst), false, true},
+		{"another source", segmentFromAddr(client2, 40000, cookie, 0, header.TCPFlagRst), false, true},
+		{"the 4-tuple has a flow", clientSegment(cookie, 0, header.TCPFlagRst), true, false},
 	} {
 		flowExists = tc.flow
 		n := len(d.pkts)
+		r0 := e.chal.rejected.Load()
 		e.deliver(tc.pkt)
 		if len(d.pkts) != n+1 {
 			t.Errorf("%s: not delivered to gVisor", tc.name)
+		}
+		if got := e.chal.rejected.Load() - r0; got != map[bool]uint64{true: 1}[tc.rejected] {
+			t.Errorf("%s: rejected +%d; want +%d", tc.name, got, map[bool]uint64{true: 1}[tc.rejected])
 		}
 		if e.chal.validated.Load() != 0 || e.chal.validatedSource(src[:], time.Now()) {
 			t.Fatalf("%s: validated the source", tc.name)
@@ -165,6 +170,14 @@ func TestChallengeRST(t *testing.T) {
 	}
 	if v := e.chal.validated.Load(); v != 1 || !e.chal.validatedSource(src[:], time.Now()) || e.chal.valid.len() != 1 {
 		t.Errorf("validated %d, source validated %v, set %d; want 1, true, 1", v, e.chal.validatedSource(src[:], time.Now()), e.chal.valid.len())
+	}
+	// The same RST again (a replay): dropped as an answer, but it
+	// validates nothing anew.
+	n = len(d.pkts)
+	e.deliver(clientSegment(cookie, 0, header.TCPFlagRst))
+	if len(d.pkts) != n || e.chal.validated.Load() != 1 || e.chal.answered.Load() != 1 {
+		t.Errorf("a replayed RST: delivered %v, validated %d, answered %d; want false, 1, 1",
+			len(d.pkts) != n, e.chal.validated.Load(), e.chal.answered.Load())
 	}
 	for r := range e.stats.Discarded {
 		if n := e.stats.Discarded[r].Load(); n != 0 {
@@ -260,29 +273,43 @@ func TestPressureHysteresis(t *testing.T) {
 		}
 	}
 
-	// Under pressure, challenges unanswered: at least staleCount, and
-	// more than answered.
+	// Under pressure, challenges unanswered: at least staleCount in each
+	// of challengeTicks ticks running, and more than answered over them.
+	// A tick a second, as the sweep's.
 	c := &s.link.chal
 	at := last.Add(40 * time.Second)
 	s.press.sign(at)
 	for i, st := range []struct {
-		sent, limited, validated uint64
-		want                     bool
+		sent, limited, validated, answered uint64
+		want                               bool
+		signed                             bool // a sign at this tick
 	}{
-		{20, 0, 2, true},  // 18 unanswered
-		{10, 10, 0, true}, // suppressed ones count too
-		{7, 0, 0, true},   // 7: not a sign, the hold goes on
-		{30, 0, 15, true}, // 15 unanswered, 15 answered: not a sign
-		{0, 0, 0, true},
-		{0, 0, 0, false}, // 12 s since the last sign, {10, 10, 0}
+		{20, 0, 0, 0, true, false},       // 20 unanswered: one tick running
+		{10, 10, 0, 0, true, false},      // suppressed ones count too: two
+		{20, 0, 2, 2, true, true},        // 18: three running, 58 > 2: a sign
+		{30, 0, 15, 15, true, true},      // 15: 53 unanswered > 17 answered
+		{30, 0, 15, 0, true, true},       // new validations that forgot their own /64's are not answers: 48 > 17
+		{7, 0, 0, 0, true, false},        // 7: the run is broken
+		{20, 0, 0, 0, true, false},       // one tick running again
+		{20, 0, 0, 0, true, false},       // two
+		{100, 0, 90, 90, true, false},    // 10 unanswered, three running, but 50 < 107 answered
+		{20, 0, 0, 0, true, false},       // 50 unanswered, 90 answered over the last three
+		{0, 0, 0, 0, true, false},        //
+		{0, 0, 0, 0, true, false},        //
+		{0, 0, 0, 0, true, false},        //
+		{0, 0, 0, 0, true, false},        // 9 s after the last sign (tick 4)
+		{0, 0, 0, 0, false, false},       // 10 s: the hold is over
+		{1000, 0, 1000, 0, false, false}, // replays and one /64: no unanswered, no sign
 	} {
 		c.sent.Add(st.sent)
 		c.limited.Add(st.limited)
 		c.validated.Add(st.validated)
-		at = at.Add(3 * time.Second)
+		c.answered.Add(st.answered)
+		at = at.Add(time.Second)
 		s.pressureTick(at)
 		if got := s.underPressure(); got != st.want {
-			t.Errorf("tick %d (+%d sent, +%d limited, +%d validated): under pressure %v; want %v", i, st.sent, st.limited, st.validated, got, st.want)
+			t.Errorf("tick %d (+%d sent, +%d limited, +%d validated, +%d answered): under pressure %v; want %v",
+				i, st.sent, st.limited, st.validated, st.answered, got, st.want)
 		}
 	}
 }

@@ -35,14 +35,19 @@ type Counters struct {
 	// SYNsChallenged counts the SYNs answered with a challenge SYN-ACK
 	// and dropped (challenge.go).
 	SYNsChallenged uint64 `json:"syns_challenged" text:"syn challenge,challenged" metric:"counter syns_challenged_total" help:"SYNs from client addresses not validated, answered under pressure with a challenge SYN-ACK and dropped."`
-	// SYNsValidated counts the RSTs that answered a challenge: client
-	// addresses validated.
-	SYNsValidated uint64 `json:"syns_validated" text:"syn challenge,validated" metric:"counter syns_validated_total" help:"Client addresses validated by a RST answering a challenge SYN-ACK."`
+	// SYNsValidated counts the RSTs that answered a challenge and
+	// validated their client address anew (not one validated in the last
+	// 2.5 minutes: a replayed RST counts once).
+	SYNsValidated uint64 `json:"syns_validated" text:"syn challenge,validated" metric:"counter syns_validated_total" help:"Client addresses validated by a RST answering a challenge SYN-ACK (replays not counted)."`
 	// ChallengesRateLimited counts the SYNs that would have been
 	// challenged, dropped unanswered by the challenges' rate limit.
-	ChallengesRateLimited uint64 `json:"syn_challenges_rate_limited" text:"syn challenge,suppressed by the rate limit" metric:"counter syn_challenges_rate_limited_total" help:"SYNs dropped under pressure without a challenge, the challenges' rate limit (20,000/s) reached."`
+	ChallengesRateLimited uint64 `json:"syn_challenges_rate_limited" text:"syn challenge,suppressed by the rate limit" metric:"counter syn_challenges_rate_limited_total" help:"SYNs dropped under pressure without a challenge, the challenges' rate limit (50,000/s) reached."`
+	// ChallengeRSTsRejected counts the RSTs without ACK for no flow whose
+	// sequence number is not a cookie of their 4-tuple: guesses at a
+	// cookie, or stray RSTs for flows already gone. They go on to gVisor.
+	ChallengeRSTsRejected uint64 `json:"syn_challenge_rsts_rejected" text:"syn challenge,RSTs with a wrong cookie" metric:"counter syn_challenge_rsts_rejected_total" help:"RSTs without ACK for no flow whose sequence number is not a challenge's cookie (guesses, or strays)."`
 	// ValidatedSources is how many client addresses are validated now.
-	ValidatedSources int64 `json:"validated_sources" text:"syn challenge,validated addresses" metric:"gauge validated_sources" help:"Client addresses validated by a challenge in the last 5 minutes (at most 16,384)."`
+	ValidatedSources int64 `json:"validated_sources" text:"syn challenge,validated addresses" metric:"gauge validated_sources" help:"Client addresses validated by a challenge in the last 5 minutes (at most 16,384, 64 per /64)."`
 
 	PacketsIn  uint64 `json:"packets_in" text:"packets,in" metric:"counter packets_total direction=in" help:"Packets crossing the TUN device, by direction."`
 	PacketsOut uint64 `json:"packets_out" text:"packets,out" metric:"counter packets_total direction=out" help:"Packets crossing the TUN device, by direction."`
@@ -81,6 +86,7 @@ func (s *Stack) Counters() Counters {
 		SYNsChallenged:        s.link.chal.sent.Load(),
 		SYNsValidated:         s.link.chal.validated.Load(),
 		ChallengesRateLimited: s.link.chal.limited.Load(),
+		ChallengeRSTsRejected: s.link.chal.rejected.Load(),
 		ValidatedSources:      int64(s.link.chal.valid.len()),
 		PTBMTURaised:          ls.PTBRaised.Load(),
 		PacketsIn:             ls.PacketsIn.Load(),

@@ -26,11 +26,11 @@ import (
 //     change together; or staleCount half-open handshakes have waited
 //     longer than staleAge for their client, which no round trip explains:
 //     a slow flood of spoofed SYNs (10 a second) shows it within a second or
-//     two, long before it fills anything. While under pressure, more
-//     challenges going unanswered than answered (at least staleCount in a
-//     second) is a sign too. Signs are looked for on each SYN that reaches
-//     the flow table and every second; pressure ends pressureHold after the
-//     last one.
+//     two, long before it fills anything. While under pressure, challenges
+//     going unanswered is a sign too: at least staleCount in each of
+//     challengeTicks seconds running, and more than were answered over
+//     them. Signs are looked for on each SYN that reaches the flow table
+//     and every second; pressure ends pressureHold after the last one.
 //   - Under pressure, a SYN from a client address not yet validated is
 //     answered by the link endpoint with a challenge and dropped
 //     (challenge.go): spoofed sources reach neither the flow table nor
@@ -78,6 +78,12 @@ const (
 	// pressureHold: pressure ends this long after its last sign, so that
 	// a flood in bursts does not let a burst through each time.
 	pressureHold = 10 * time.Second
+	// challengeTicks: unanswered challenges are a sign only when they
+	// dominate for so many ticks (seconds) running, so that a second of
+	// noise (a few clients behind firewalls that drop the challenge, a
+	// burst of lost RSTs) does not hold pressure for pressureHold, and a
+	// burst of answers in one tick does not end it.
+	challengeTicks = 3
 )
 
 // evictHeadroom returns the headroom below maxInFlight at which eviction
@@ -196,9 +202,16 @@ type pressure struct {
 
 	mu   sync.Mutex
 	last time.Time // the last sign
-	// asked and answered are the challenges asked (sent or suppressed)
-	// and answered (validated) at the last tick.
-	asked, answered uint64
+	// asked, validated and answered are the challenge counters at the last
+	// tick: challenges sent or suppressed, new validations, and those of
+	// them that count against a flood (validSet.add).
+	asked, validated, answered uint64
+	// ticks are the unanswered and answered challenges of the last
+	// challengeTicks ticks (tick i at i%challengeTicks); run is how many
+	// ticks running had at least staleCount unanswered.
+	ticks [challengeTicks]struct{ unanswered, answered int64 }
+	tick  int
+	run   int
 }
 
 // sign records a sign of pressure at now.
@@ -222,15 +235,34 @@ func (p *pressure) settle(now time.Time) bool {
 	return p.on.Load()
 }
 
-// unanswered records the challenge counters at now's tick and returns the
-// challenges asked and not answered since the last tick, and those
-// answered.
-func (p *pressure) unanswered(asked, answered uint64) (int64, int64) {
+// unanswered records the challenge counters at a tick (see the fields) and
+// reports whether the challenges are a sign: in each of the last
+// challengeTicks ticks at least staleCount were asked and not validated,
+// and over those ticks more went unanswered than were answered. A
+// challenge whose RST only replays one already seen, or validates an
+// address that forgets another of its /64, is not answered: replays and
+// one /64's addresses cannot outweigh a flood.
+func (p *pressure) unanswered(asked, validated, answered uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	da, dv := int64(asked-p.asked), int64(answered-p.answered)
-	p.asked, p.answered = asked, answered
-	return da - dv, dv
+	du := int64(asked-p.asked) - int64(validated-p.validated)
+	p.ticks[p.tick%challengeTicks].unanswered = du
+	p.ticks[p.tick%challengeTicks].answered = int64(answered - p.answered)
+	p.tick++
+	p.asked, p.validated, p.answered = asked, validated, answered
+	if du < staleCount {
+		p.run = 0
+		return false
+	}
+	p.run++
+	if p.run < challengeTicks {
+		return false
+	}
+	var u, a int64
+	for _, t := range p.ticks {
+		u, a = u+t.unanswered, a+t.answered
+	}
+	return u > a
 }
 
 // underPressure reports whether the Stack is under pressure.
@@ -243,15 +275,15 @@ func (s *Stack) pressureSign(now time.Time) bool {
 }
 
 // pressureTick is the sweep's look at the pressure, every second: the
-// handshakes, and, under pressure, the challenges asked and answered in
-// the last second; then pressure ends if its hold has passed. Unanswered
-// challenges count only when more than the answered ones: clients that
-// never answer (a lost RST, a firewall that drops the challenge) cannot
-// keep a busy relay under pressure on their own, a flood can.
+// handshakes, and the challenges asked and answered in the last seconds;
+// then pressure ends if its hold has passed. Unanswered challenges count
+// only when more than the answered ones: clients that never answer (a lost
+// RST, a firewall that drops the challenge) cannot keep a busy relay under
+// pressure on their own, a flood can.
 func (s *Stack) pressureTick(now time.Time) {
 	c := &s.link.chal
-	unanswered, answered := s.press.unanswered(c.sent.Load()+c.limited.Load(), c.validated.Load())
-	if s.pressureSign(now) || (unanswered >= staleCount && unanswered > answered) {
+	flood := s.press.unanswered(c.sent.Load()+c.limited.Load(), c.validated.Load(), c.answered.Load())
+	if s.pressureSign(now) || flood {
 		s.press.sign(now)
 	}
 	s.press.settle(now)

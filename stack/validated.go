@@ -7,11 +7,18 @@ import (
 
 // Bounds of the set of validated client addresses (challenge.go).
 const (
-	// validMax bounds the addresses kept; the oldest is forgotten for a
-	// new one. 16,384 entries cost 1.1 MiB at most (68 bytes each: 24 in
-	// the ring, the rest in the map; TestValidSetMemory measures it), and
-	// a client forgotten early is only challenged again, one round trip.
+	// validMax bounds the addresses kept. 16,384 cost about 2.5 MiB at
+	// most, each in a /64 of its own (TestValidSetMemory measures it),
+	// and a client forgotten early is only challenged again, one round
+	// trip.
 	validMax = 16384
+	// validPerNet bounds the addresses kept per /64: a /64 holds 2^64
+	// addresses and one holder can answer challenges for all of them, so
+	// a new address beyond it forgets its own /64's oldest, never another
+	// /64's. 64 is more hosts than a LAN connects through faithif within
+	// the 5 minutes of a validation in a flood; one forgotten early is
+	// only challenged again.
+	validPerNet = 64
 	// validTTL is how long a validation holds: a client connecting again
 	// during a long flood is challenged once every 5 minutes, and an
 	// attacker who learns a validated address and forges it gets only as
@@ -19,83 +26,234 @@ const (
 	validTTL = 5 * time.Minute
 )
 
-// validSet is the client addresses that answered a challenge (their RST
-// carried the cookie), each for validTTL, at most max of them, oldest
-// forgotten first. It is a ring of entries in the order they were made,
-// and a map from address to its entry's index; an address validated again
-// gets a new entry, and its old one is passed over. Both are made as they
-// fill and given back once the set has emptied or shrunk to a quarter of
-// its peak. Safe for concurrent use.
-type validSet struct {
-	max int           // 0: validMax
-	ttl time.Duration // 0: validTTL
+// noEntry is the null index of the set's lists.
+const noEntry = -1
 
-	mu      sync.Mutex
-	m       map[[16]byte]int32
-	ring    []validEntry // grown up to max; index i%max
-	head, n int          // the oldest entry's index; entries in the ring
-	peak    int          // the largest len(m) since m was made
+// validSet is the client addresses that answered a challenge (their RST
+// carried the cookie), each for ttl; at most perNet of one /64 (beyond,
+// the /64's oldest is forgotten) and at most max in all (beyond, the oldest
+// address of the /64 with the most is forgotten: a holder of many /64s
+// forgets its own before a client alone in its /64 is). Entries and /64s
+// are in slices linked by index: every address in a list by age, every
+// /64's in a list of its own, every /64 in a list of the /64s of its size.
+// The slices and maps grow as they fill and are given back once the set
+// has emptied (slices) or shrunk to a quarter of its peak (maps). Safe for
+// concurrent use.
+type validSet struct {
+	max, perNet int           // 0: validMax, validPerNet
+	ttl         time.Duration // 0: validTTL
+
+	mu               sync.Mutex
+	addrs            map[[16]byte]int32 // address -> entry
+	nets             map[[8]byte]int32  // /64 -> its validNet
+	ents             []validEntry       // grown up to max; free ones reused
+	netv             []validNet
+	freeEnt, freeNet int32
+	oldest, newest   int32      // every entry, by age
+	bySize           []sizeList // [c]: the /64s with c entries, oldest-sized first
+	top              int        // the largest c with a /64 in bySize[c]
+	peak             int        // the largest len(addrs) since addrs was made
 }
 
 // validEntry is an address and when it was validated, as a duration since
-// the cookie key's epoch (no pointer: the ring is not scanned by the GC).
+// the cookie key's epoch, in the set's list by age and its /64's list.
 type validEntry struct {
-	addr [16]byte
-	at   time.Duration
+	addr               [16]byte
+	at                 time.Duration
+	older, newer       int32 // by age; newer links the free entries
+	netOlder, netNewer int32 // in its /64
+	net                int32
 }
 
-func (v *validSet) limits() (int, time.Duration) {
-	limit, ttl := v.max, v.ttl
+// validNet is a /64 with addresses in the set: its entries, oldest first,
+// and its place in the list of the /64s of its size.
+type validNet struct {
+	prefix         [8]byte
+	oldest, newest int32
+	n              int32
+	prev, next     int32 // in bySize[n]; next links the free ones
+}
+
+// sizeList is a list of /64s, by index.
+type sizeList struct{ head, tail int32 }
+
+func (v *validSet) limits() (int, int, time.Duration) {
+	limit, perNet, ttl := v.max, v.perNet, v.ttl
 	if limit <= 0 {
 		limit = validMax
+	}
+	if perNet <= 0 {
+		perNet = validPerNet
 	}
 	if ttl <= 0 {
 		ttl = validTTL
 	}
-	return limit, ttl
+	return limit, perNet, ttl
 }
 
-// add validates addr at now.
-func (v *validSet) add(addr [16]byte, now time.Duration) {
-	limit, _ := v.limits()
+// add validates addr at now. An address validated less than half ttl ago
+// is left as it is: no new entry, not counted, its expiry not refreshed. A
+// cookie is good for at most two slots, 128 s, less than half validTTL, so
+// however often one RST is replayed it validates once, and it cannot keep
+// its address validated past the ttl either. Later (a client challenged
+// again, its validation about to expire) the entry is made anew, the
+// newest. fresh reports a new validation. counts reports one that forgot
+// no other address of its own /64: only those count as challenges answered
+// against a flood (pressure.go), so that one /64 cannot answer for more
+// than perNet addresses a ttl.
+func (v *validSet) add(addr [16]byte, now time.Duration) (fresh, counts bool) {
+	limit, perNet, ttl := v.limits()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.n == limit {
-		v.popLocked()
+	if v.addrs == nil {
+		v.addrs, v.nets = make(map[[16]byte]int32), make(map[[8]byte]int32)
+		v.bySize = make([]sizeList, perNet+1)
+		for c := range v.bySize {
+			v.bySize[c] = sizeList{noEntry, noEntry}
+		}
+		v.resetLocked()
 	}
-	i := (v.head + v.n) % limit
-	e := validEntry{addr: addr, at: now}
-	if i == len(v.ring) {
-		v.ring = append(v.ring, e)
+	if i, ok := v.addrs[addr]; ok {
+		if now-v.ents[i].at < ttl/2 {
+			return false, false
+		}
+		v.removeLocked(i) // and added again as the newest
+	}
+	g, ok := v.nets[[8]byte(addr[:8])]
+	victim := int32(noEntry)
+	switch {
+	case ok && int(v.netv[g].n) >= perNet:
+		victim = v.netv[g].oldest
+	case len(v.addrs) >= limit:
+		victim = v.netv[v.bySize[v.top].head].oldest
+	}
+	counts = victim == noEntry || !ok || v.ents[victim].net != g
+	if victim != noEntry {
+		v.removeLocked(victim)
+	}
+	if g, ok = v.nets[[8]byte(addr[:8])]; !ok {
+		g = v.newNetLocked([8]byte(addr[:8]))
+	}
+	i := v.freeEnt
+	if i != noEntry {
+		v.freeEnt = v.ents[i].newer
 	} else {
-		v.ring[i] = e
+		i = int32(len(v.ents))
+		v.ents = append(v.ents, validEntry{})
 	}
-	v.n++
-	if v.m == nil {
-		v.m = make(map[[16]byte]int32)
+	n := &v.netv[g]
+	v.ents[i] = validEntry{addr: addr, at: now, older: v.newest, newer: noEntry, netOlder: n.newest, netNewer: noEntry, net: g}
+	if v.newest != noEntry {
+		v.ents[v.newest].newer = i
+	} else {
+		v.oldest = i
 	}
-	v.m[addr] = int32(i)
-	v.peak = max(v.peak, len(v.m))
+	v.newest = i
+	if n.newest != noEntry {
+		v.ents[n.newest].netNewer = i
+	} else {
+		n.oldest = i
+	}
+	n.newest = i
+	v.resizeLocked(g, +1)
+	v.addrs[addr] = i
+	v.peak = max(v.peak, len(v.addrs))
+	return true, counts
 }
 
-// popLocked forgets the oldest entry; v.mu is held and v.n > 0.
-func (v *validSet) popLocked() {
-	limit, _ := v.limits()
-	e := &v.ring[v.head]
-	if i, ok := v.m[e.addr]; ok && int(i) == v.head {
-		delete(v.m, e.addr)
+// resetLocked empties the lists; v.mu is held and the set is empty.
+func (v *validSet) resetLocked() {
+	v.ents, v.netv = nil, nil
+	v.freeEnt, v.freeNet, v.oldest, v.newest, v.top = noEntry, noEntry, noEntry, noEntry, 0
+}
+
+// newNetLocked adds the /64 prefix, without entries; v.mu is held.
+func (v *validSet) newNetLocked(prefix [8]byte) int32 {
+	g := v.freeNet
+	if g != noEntry {
+		v.freeNet = v.netv[g].next
+	} else {
+		g = int32(len(v.netv))
+		v.netv = append(v.netv, validNet{})
 	}
-	v.head = (v.head + 1) % limit
-	v.n--
+	v.netv[g] = validNet{prefix: prefix, oldest: noEntry, newest: noEntry, prev: noEntry, next: noEntry}
+	v.nets[prefix] = g
+	return g
+}
+
+// resizeLocked moves /64 g, whose entries change by d (±1), to the list
+// of its new size, and frees it once it has none; v.mu is held.
+func (v *validSet) resizeLocked(g int32, d int32) {
+	n := &v.netv[g]
+	if n.n > 0 {
+		l := &v.bySize[n.n]
+		if n.prev != noEntry {
+			v.netv[n.prev].next = n.next
+		} else {
+			l.head = n.next
+		}
+		if n.next != noEntry {
+			v.netv[n.next].prev = n.prev
+		} else {
+			l.tail = n.prev
+		}
+	}
+	n.n += d
+	if n.n == 0 {
+		delete(v.nets, n.prefix)
+		n.next, v.freeNet = v.freeNet, g
+	} else {
+		l := &v.bySize[n.n]
+		n.prev, n.next = l.tail, noEntry
+		if l.tail != noEntry {
+			v.netv[l.tail].next = g
+		} else {
+			l.head = g
+		}
+		l.tail = g
+		v.top = max(v.top, int(n.n))
+	}
+	for v.top > 0 && v.bySize[v.top].head == noEntry {
+		v.top--
+	}
+}
+
+// removeLocked forgets entry i; v.mu is held.
+func (v *validSet) removeLocked(i int32) {
+	e := &v.ents[i]
+	if e.older != noEntry {
+		v.ents[e.older].newer = e.newer
+	} else {
+		v.oldest = e.newer
+	}
+	if e.newer != noEntry {
+		v.ents[e.newer].older = e.older
+	} else {
+		v.newest = e.older
+	}
+	n := &v.netv[e.net]
+	if e.netOlder != noEntry {
+		v.ents[e.netOlder].netNewer = e.netNewer
+	} else {
+		n.oldest = e.netNewer
+	}
+	if e.netNewer != noEntry {
+		v.ents[e.netNewer].netOlder = e.netOlder
+	} else {
+		n.newest = e.netOlder
+	}
+	v.resizeLocked(e.net, -1)
+	delete(v.addrs, e.addr)
+	e.newer, v.freeEnt = v.freeEnt, i
 }
 
 // contains reports whether addr is validated at now.
 func (v *validSet) contains(addr [16]byte, now time.Duration) bool {
-	_, ttl := v.limits()
+	_, _, ttl := v.limits()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	i, ok := v.m[addr]
-	return ok && now-v.ring[i].at < ttl
+	i, ok := v.addrs[addr]
+	return ok && now-v.ents[i].at < ttl
 }
 
 // len returns how many addresses the set holds (some may have expired
@@ -103,23 +261,26 @@ func (v *validSet) contains(addr [16]byte, now time.Duration) bool {
 func (v *validSet) len() int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return len(v.m)
+	return len(v.addrs)
 }
 
 // sweep forgets the entries expired at now and gives memory back: the
-// ring once empty, the map once under a quarter of its peak.
+// slices once empty, the maps once under a quarter of their peak.
 func (v *validSet) sweep(now time.Duration) {
-	_, ttl := v.limits()
+	_, _, ttl := v.limits()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	for v.n > 0 && now-v.ring[v.head].at >= ttl {
-		v.popLocked()
+	if v.addrs == nil {
+		return
 	}
-	if v.n == 0 {
-		v.ring, v.head = nil, 0
+	for v.oldest != noEntry && now-v.ents[v.oldest].at >= ttl {
+		v.removeLocked(v.oldest)
 	}
-	if v.peak >= shrinkMin && len(v.m) < v.peak/4 {
-		v.m = remake(v.m)
-		v.peak = len(v.m)
+	if len(v.addrs) == 0 {
+		v.resetLocked()
+	}
+	if v.peak >= shrinkMin && len(v.addrs) < v.peak/4 {
+		v.addrs, v.nets = remake(v.addrs), remake(v.nets)
+		v.peak = len(v.addrs)
 	}
 }

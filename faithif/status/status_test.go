@@ -80,7 +80,7 @@ func TestMetricNames(t *testing.T) {
 		"handshakes_dropped_total": "", "handshakes_evicted_total": "", "handshakes_expired_total": "",
 		"syns_held": "", "syns_not_held_total": "", "icmp6_ptb_mtu_raised_total": "",
 		"under_pressure": "", "syns_challenged_total": "", "syns_validated_total": "",
-		"syn_challenges_rate_limited_total": "", "validated_sources": "",
+		"syn_challenges_rate_limited_total": "", "syn_challenge_rsts_rejected_total": "", "validated_sources": "",
 	}
 	got := map[string]string{}
 	for _, f := range Fields() {
@@ -142,7 +142,7 @@ func TestJSONKeys(t *testing.T) {
 		"max_handshakes_per_client", "max_flows_per_address", "max_handshakes_per_address", "max_handshakes",
 		"handshakes_in_flight", "handshakes_dropped", "handshakes_evicted", "handshakes_expired", "syns_held",
 		"syns_not_held", "under_pressure", "syns_challenged", "syns_validated", "syn_challenges_rate_limited",
-		"validated_sources", "packets_in", "packets_out", "packets_discarded", "icmp6_in", "icmp6_ptb_mtu_raised", "icmp6_out",
+		"syn_challenge_rsts_rejected", "validated_sources", "packets_in", "packets_out", "packets_discarded", "icmp6_in", "icmp6_ptb_mtu_raised", "icmp6_out",
 		"icmp6_errors_sent", "icmp6_errors_rate_limited",
 	}
 	var got []string

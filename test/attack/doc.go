@@ -37,8 +37,12 @@
 //	   client ATTACK_LEGIT_RTT away (netem, or netlab's delay line where the
 //	   kernel has no netem); then, against a faithif of its own (not
 //	   already under pressure), a slow one: ATTACK_SLOW_COUNT SYNs at
-//	   ATTACK_SLOW_RATE a second. Holds if every legitimate connect
-//	   succeeds within 3 s with at most one SYN retransmission; the flooded
+//	   ATTACK_SLOW_RATE a second. Each legitimate connect during either
+//	   comes from a new address of the client's /64 (added to its link
+//	   first), so that each passes the SYN challenge, not only the first
+//	   (a validated address is trusted for 5 minutes). Holds if every
+//	   legitimate connect succeeds within 3 s with at most one SYN
+//	   retransmission (read from its socket); the flooded
 //	   port accepts at most a quarter of max_handshakes (the relay's
 //	   dial-first share) + 8 connections, and the slow flood's at most 8 +
 //	   1.5 s of SYNs (the stack's pressure trigger: 8 half-open handshakes

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -270,8 +271,13 @@ type legit struct {
 const minLegit = 2 * time.Second
 
 // startLegit starts the trickle: one connection every legitInterval, each
-// in its own goroutine, until the summary.
-func (e *env) startLegit() *legit {
+// in its own goroutine, until the summary. With fresh addresses (see
+// freshAddrs), each connection comes from the next one of them, a host of
+// the client's /64 that faithif has not seen: under a SYN flood's pressure
+// every one of them must pass the SYN challenge (a validated address is
+// trusted for minutes, so one address would be challenged once). Without,
+// from the client's own address.
+func (e *env) startLegit(fresh *freshAddrs) *legit {
 	lg := &legit{start: time.Now()}
 	loopCtx, stopLoop := context.WithCancel(e.ctx)
 	loopDone := make(chan struct{})
@@ -284,7 +290,7 @@ func (e *env) startLegit() *legit {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				a := e.legitOnce(e.ctx) // bounded by legitTimeout and the echo's deadline
+				a := e.legitFrom(e.ctx, fresh) // bounded by legitTimeout and the echo's deadline
 				lg.mu.Lock()
 				lg.res = append(lg.res, a)
 				lg.mu.Unlock()
@@ -308,13 +314,56 @@ func (e *env) startLegit() *legit {
 	return lg
 }
 
-// legitOnce makes one legitimate connection: connect, exchange 64 bytes,
-// close.
-func (e *env) legitOnce(ctx context.Context) attempt {
+// freshAddrs hands out addresses added to the client's link, each once.
+type freshAddrs struct {
+	addrs []netip.Addr
+	next  atomic.Int64
+}
+
+// freshAddrs adds n addresses of the client's /64 to its link, from
+// 2001:db8:1::2:1 on (row 7's are from 2001:db8:1::1:1), for as many
+// legitimate connections.
+func (e *env) freshAddrs(n int) *freshAddrs {
+	addrs, err := e.lab.AddClientAddrs(netip.MustParseAddr("2001:db8:1::2:1"), n)
+	if err != nil {
+		e.p.Fatalf("%v", err)
+	}
+	return &freshAddrs{addrs: addrs}
+}
+
+// take returns the next fresh address, or an error once all are used.
+func (f *freshAddrs) take() (netip.Addr, error) {
+	i := f.next.Add(1) - 1
+	if i >= int64(len(f.addrs)) {
+		return netip.Addr{}, fmt.Errorf("no fresh client address left (%d used): the trickle outlasted its plan", len(f.addrs))
+	}
+	return f.addrs[i], nil
+}
+
+// dialFrom connects from the client to addr, from the next fresh address
+// if fresh is not nil, else from the client's own.
+func (e *env) dialFrom(ctx context.Context, fresh *freshAddrs, addr string) (net.Conn, error) {
+	if fresh == nil {
+		return e.lab.Client.Dial(ctx, "tcp6", addr)
+	}
+	from, err := fresh.take()
+	if err != nil {
+		return nil, err
+	}
+	return e.lab.Client.DialFrom(ctx, "tcp6", netip.AddrPortFrom(from, 0).String(), addr)
+}
+
+// legitOnce makes one legitimate connection from the client's address:
+// connect, exchange 64 bytes, close.
+func (e *env) legitOnce(ctx context.Context) attempt { return e.legitFrom(ctx, nil) }
+
+// legitFrom is legitOnce from the next of fresh addresses (nil: the
+// client's own).
+func (e *env) legitFrom(ctx context.Context, fresh *freshAddrs) attempt {
 	dctx, cancel := context.WithTimeout(ctx, e.cfg.legitTimeout)
 	defer cancel()
 	start := time.Now()
-	c, err := e.lab.Client.Dial(dctx, "tcp6", netlab.FaithHostPort(netlab.ServerAddr, e.echoPort))
+	c, err := e.dialFrom(dctx, fresh, netlab.FaithHostPort(netlab.ServerAddr, e.echoPort))
 	a := attempt{connect: time.Since(start)}
 	if err != nil {
 		a.err = err

@@ -95,11 +95,16 @@ func spoofedSYNs(src netip.Prefix, dst netip.Addr, port int, seed uint64) func(i
 	}
 }
 
+// floodBound bounds a flood of count SYNs at rate in time: half as long
+// again as planned, plus 5 s.
+func floodBound(count int, rate float64) time.Duration {
+	return time.Duration(float64(count)/rate*1.5*float64(time.Second)) + 5*time.Second
+}
+
 // flood sends count SYNs at rate from the attacker with build, bounded
-// in time (half as long again as planned, plus 5 s), and records it in r.
+// in time (floodBound), and records it in r.
 func (e *env) flood(r *result, count int, rate float64, build func(int) []byte) netlab.FloodStats {
-	bound := time.Duration(float64(count)/rate*1.5*float64(time.Second)) + 5*time.Second
-	st, err := e.atk.Flood(e.ctx, count, rate, bound, build)
+	st, err := e.atk.Flood(e.ctx, count, rate, floodBound(count, rate), build)
 	if err != nil {
 		e.p.Fatalf("flood: %v", err)
 	}
@@ -155,11 +160,11 @@ func (e *env) idle() status {
 
 // pressureText lists how the counters that show a SYN flood's pressure
 // moved from st0 to st: handshakes evicted, expired, dropped, SYNs not
-// held, flows handshake first, and any counter named for the stack's SYN
-// challenge ("challenge", "cookie": round 2 of issue 12, its name not
-// fixed yet).
+// held, flows handshake first, client addresses validated by the SYN
+// challenge, and any counter named for the challenge ("challenge",
+// "cookie").
 func pressureText(st0, st status) string {
-	keys := []string{"handshakes_evicted", "handshakes_expired", "handshakes_dropped", "syns_not_held", "flows_handshake_first"}
+	keys := []string{"handshakes_evicted", "handshakes_expired", "handshakes_dropped", "syns_not_held", "flows_handshake_first", "syns_validated"}
 	var extra []string
 	for k := range st {
 		if strings.Contains(k, "challenge") || strings.Contains(k, "cookie") {
@@ -179,8 +184,11 @@ func pressureText(st0, st status) string {
 // floodRow is rows 2 and 3: a spoofed SYN flood to an open port of the
 // server (a floodServer) with the legitimate trickle beside it; after is
 // how long after the flood the "after" reading is taken; rtt, if not 0,
-// is given to the legitimate client's link (netlab.Lab.DelayClient).
-func floodRow(ctx context.Context, p *netlab.Program, cfg *config, r *result, count int, rate float64, set bool, after, rtt time.Duration) (*env, status, status, *floodServer) {
+// is given to the legitimate client's link (netlab.Lab.DelayClient). With
+// fresh, each legitimate connection of the trickle comes from an address
+// of the client's /64 not used before (env.startLegit), so that each one
+// is challenged under pressure.
+func floodRow(ctx context.Context, p *netlab.Program, cfg *config, r *result, count int, rate float64, set, fresh bool, after, rtt time.Duration) (*env, status, status, *floodServer) {
 	e := newEnv(ctx, p, cfg, nil)
 	// The client's SYN retransmissions at 1 s, 3 s, 7 s: connected within
 	// 3 s is at most one retransmission.
@@ -195,10 +203,18 @@ func floodRow(ctx context.Context, p *netlab.Program, cfg *config, r *result, co
 	if a := e.legitOnce(ctx); a.err != nil {
 		p.Fatalf("a legitimate connection before the flood: %v", a.err)
 	}
+	var addrs *freshAddrs
+	if fresh {
+		// One for each legitimate connection while the flood may last
+		// (env.flood's bound) and the summary's minimum, and a few more.
+		n := int((floodBound(count, rate)+minLegit)/cfg.legitInterval) + 8
+		addrs = e.freshAddrs(n)
+		r.note("each legitimate connection from a new address of the client's /64 (%d added)", n)
+	}
 	st0 := e.idle()
 	r.before, _ = e.metrics()
 	s := e.sample(250 * time.Millisecond)
-	lg := e.startLegit()
+	lg := e.startLegit(addrs)
 	fs := e.flood(r, count, rate, spoofedSYNs(netip.MustParsePrefix(netlab.SpoofPrefix), netip.MustParseAddr(netlab.ServerFaithAddr), srv.port, 2))
 	r.sent = floodText(fs, "SYNs")
 	r.legit = ptr(lg.summary(e))
@@ -238,8 +254,10 @@ func (e *env) released(before proc, srv *floodServer) (bool, string) {
 // Row 2: a spoofed SYN flood from random /64s of SpoofPrefix (blackholed
 // beyond the router) to an open port, the legitimate client ATTACK_LEGIT_RTT
 // away; then a slow one (slowFlood). Holds if
-//   - every legitimate connect succeeded within 3 s with at most one SYN
-//     retransmission (what a stateless SYN challenge costs);
+//   - every legitimate connect, each from a new address of the client's
+//     /64 (so each is challenged under pressure), succeeded within 3 s with
+//     at most one SYN retransmission (what a stateless SYN challenge
+//     costs);
 //   - the flooded port accepted at most the relay's dial-first quarter of
 //     max_handshakes plus dialFirstSlack connections (a spoofed SYN costs
 //     no IPv4 connection under pressure);
@@ -247,7 +265,7 @@ func (e *env) released(before proc, srv *floodServer) (bool, string) {
 //     back within ATTACK_RELEASE (released);
 //   - the slow flood held.
 func rowSYNFlood(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
-	e, _, st, srv := floodRow(ctx, p, cfg, r, cfg.synCount, cfg.synRate, cfg.synRateSet, cfg.settle, cfg.legitRTT)
+	e, _, st, srv := floodRow(ctx, p, cfg, r, cfg.synCount, cfg.synRate, cfg.synRateSet, true, cfg.settle, cfg.legitRTT)
 	maxHS, ok := st.num("max_handshakes")
 	if !ok {
 		maxHS = 1024
@@ -272,7 +290,8 @@ func rowSYNFlood(ctx context.Context, p *netlab.Program, cfg *config, r *result)
 // ATTACK_SLOW_RATE a second to an open port (too slow to fill the
 // handshake table, but each of whose handshakes, dialled first, pins an
 // IPv4 connection while it is kept), while the legitimate client connects
-// to a closed port of the server every 2 s. Holds if the port accepted at
+// to a closed port of the server every 2 s, each time from a new address
+// of its /64. Holds if the port accepted at
 // most pressureTrigger + triggerWindow seconds of SYNs (pressure starts
 // once pressureTrigger half-open handshakes are older than 1 s; by then
 // the SYNs of that second have dialled too), every connect to the closed
@@ -288,6 +307,9 @@ func slowFlood(ctx context.Context, p *netlab.Program, cfg *config, r *result) (
 	if a := e.legitOnce(ctx); a.err != nil {
 		p.Fatalf("a legitimate connection before the slow flood: %v", a.err)
 	}
+	// Each probe from a new address of the client's /64: one every 2 s
+	// while the flood may last, and a few more.
+	addrs := e.freshAddrs(int(floodBound(e.cfg.slowCount, e.cfg.slowRate)/(2*time.Second)) + 4)
 	e.idle()
 	before, err := e.metrics()
 	if err != nil {
@@ -313,7 +335,7 @@ func slowFlood(ctx context.Context, p *netlab.Program, cfg *config, r *result) (
 			}
 			dctx, cancel := context.WithTimeout(e.ctx, e.cfg.legitTimeout)
 			start := time.Now()
-			c, err := e.lab.Client.Dial(dctx, "tcp6", netlab.FaithHostPort(netlab.ServerAddr, closed))
+			c, err := e.dialFrom(dctx, addrs, netlab.FaithHostPort(netlab.ServerAddr, closed))
 			pb := probe{what: "connected", d: time.Since(start)}
 			cancel()
 			if err != nil {
@@ -353,7 +375,7 @@ func slowFlood(ctx context.Context, p *netlab.Program, cfg *config, r *result) (
 // ATTACK_RSS_AFTER after the flood is within ATTACK_RSS_RETURN_MB of where
 // it started.
 func rowBigFlood(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
-	_, _, _, srv := floodRow(ctx, p, cfg, r, cfg.bigCount, cfg.bigRate, cfg.bigRateSet, cfg.rssAfter, 0)
+	_, _, _, srv := floodRow(ctx, p, cfg, r, cfg.bigCount, cfg.bigRate, cfg.bigRateSet, false, cfg.rssAfter, 0)
 	r.note("the flooded port accepted %d connections", srv.accepted.Load())
 	b, pk, a := r.before.rss/(1<<20), r.peak.rss/(1<<20), r.after.rss/(1<<20)
 	if !r.before.ok || !r.peak.ok || !r.after.ok {
@@ -382,7 +404,7 @@ func rowLogFlood(ctx context.Context, p *netlab.Program, cfg *config, r *result)
 	port := srv.port
 	r.before, _ = e.metrics()
 	s := e.sample(250 * time.Millisecond)
-	lg := e.startLegit()
+	lg := e.startLegit(nil)
 
 	type part struct {
 		name         string
@@ -489,7 +511,7 @@ func rowFlags(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 	port := srv.port
 	r.before, _ = e.metrics()
 	s := e.sample(250 * time.Millisecond)
-	lg := e.startLegit()
+	lg := e.startLegit(nil)
 	faith := netip.MustParseAddr(netlab.ServerFaithAddr)
 	attacker := netip.MustParseAddr(netlab.AttackerAddr)
 	rng := rand.New(rand.NewPCG(10, 12))

@@ -33,7 +33,7 @@ func rowRunDir(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 	top := netlab.TempDir(p, "rundirs")
 	r.before, _ = e.metrics()
 	s := e.sample(250 * time.Millisecond)
-	lg := e.startLegit()
+	lg := e.startLegit(nil)
 
 	mkdir := func(name string, mode os.FileMode, uid int) string {
 		d := filepath.Join(top, name)
@@ -155,7 +155,7 @@ func rowControl(ctx context.Context, p *netlab.Program, cfg *config, r *result) 
 	sock := filepath.Join(e.lab.RunDir, netlab.FaithIf+".sock")
 	r.before, _ = e.metrics()
 	s := e.sample(100 * time.Millisecond)
-	lg := e.startLegit()
+	lg := e.startLegit(nil)
 	c, err := net.Dial("unix", sock)
 	if err != nil {
 		p.Fatalf("control socket: %v", err)
@@ -228,7 +228,7 @@ func rowLinkDel(ctx context.Context, p *netlab.Program, cfg *config, r *result) 
 	})
 	r.before, _ = e.metrics()
 	s := e.sample(250 * time.Millisecond)
-	lg := e.startLegit()
+	lg := e.startLegit(nil)
 	var conns []net.Conn
 	for i := range cfg.flows {
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -51,7 +50,7 @@ func rowEmptyRules(ctx context.Context, p *netlab.Program, cfg *config, r *resul
 	e := newEnv(ctx, p, cfg, nil, "--config", conf)
 	r.before, _ = e.metrics()
 	s := e.sample(250 * time.Millisecond)
-	lg := e.startLegit()
+	lg := e.startLegit(nil)
 	settle(ctx, 2*time.Second)
 	before := lg.summary(e)
 
@@ -69,7 +68,7 @@ func rowEmptyRules(ctx context.Context, p *netlab.Program, cfg *config, r *resul
 	warned := strings.Count(e.f.Stderr(), noRules) > warns0
 	st0 := e.mustShow()
 	served0 := e.echoConn.Load()
-	lg2 := e.startLegit()
+	lg2 := e.startLegit(nil)
 	settle(ctx, 2*time.Second)
 	after := lg2.summary(e)
 	outcomes := e.probe(netlab.FaithHostPort(netlab.ServerAddr, e.echoPort), 5)
@@ -112,7 +111,7 @@ func rowLocalRoute(ctx context.Context, p *netlab.Program, cfg *config, r *resul
 	}
 	r.before, _ = e.metrics()
 	s := e.sample(250 * time.Millisecond)
-	lg := e.startLegit()
+	lg := e.startLegit(nil)
 	st0 := e.mustShow()
 	outcomes := e.probe(netlab.FaithHostPort("198.51.100.129", 8080), 5)
 	settle(ctx, time.Second)
@@ -135,19 +134,9 @@ func rowLocalRoute(ctx context.Context, p *netlab.Program, cfg *config, r *resul
 // one is accepted.
 func rowLAN(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 	e := newEnv(ctx, p, cfg, nil)
-	addrs := make([]string, cfg.lanAddrs)
-	var batch strings.Builder
-	base := netip.MustParseAddr("2001:db8:1::1:0")
-	a := base
-	for i := range addrs {
-		a = a.Next()
-		addrs[i] = a.String()
-		fmt.Fprintf(&batch, "addr add %s/64 dev %s nodad\n", addrs[i], netlab.ClientLink)
-	}
-	cmd := exec.CommandContext(ctx, "ip", "-n", e.lab.Client.Name, "-batch", "-")
-	cmd.Stdin = strings.NewReader(batch.String())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		p.Fatalf("add %d addresses to the client: %v: %s", len(addrs), err, out)
+	addrs, err := e.lab.AddClientAddrs(netip.MustParseAddr("2001:db8:1::1:1"), cfg.lanAddrs)
+	if err != nil {
+		p.Fatalf("%v", err)
 	}
 	// The server holds the connections in its accept queue, unaccepted:
 	// established at both ends, and no descriptor of this process each (its
@@ -163,7 +152,7 @@ func rowLAN(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 	}
 	r.before, _ = e.metrics()
 	s := e.sample(500 * time.Millisecond)
-	lg := e.startLegit()
+	lg := e.startLegit(nil)
 	start := time.Now()
 	dst := netlab.FaithHostPort(netlab.ServerAddr, port)
 	var mu sync.Mutex
@@ -181,7 +170,7 @@ func rowLAN(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 					return
 				}
 				dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				c, err := e.lab.Client.DialFrom(dctx, "tcp6", "["+addrs[i%len(addrs)]+"]:0", dst)
+				c, err := e.lab.Client.DialFrom(dctx, "tcp6", netip.AddrPortFrom(addrs[i%len(addrs)], 0).String(), dst)
 				cancel()
 				mu.Lock()
 				if err != nil {

@@ -128,7 +128,7 @@ func rowPTB(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 	st0 := e.mustShow()
 	r.before, _ = e.metrics()
 	s := e.sample(250 * time.Millisecond)
-	lg := e.startLegit()
+	lg := e.startLegit(nil)
 
 	attacker := netip.MustParseAddr(netlab.AttackerAddr)
 	rng := rand.New(rand.NewPCG(1, 12))

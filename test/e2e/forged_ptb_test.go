@@ -22,25 +22,24 @@ import (
 // real NIC segments), the router segments in software what faithif sends
 // and the client merges nothing, so every segment the client counts has
 // the payload size faithif's TCP chose.
-
-// ptbLinkRate is the tbf rate on the router's client-facing veth: below
-// what faithif sends, so that a queue builds up there and a segment faithif
-// has just sent stays unacknowledged for tens of milliseconds (the window
-// an in-window PTB needs).
-const ptbLinkRate = "100mbit"
-
-// TestForgedPacketTooBig runs a download from the IPv4 server to the
-// client through faithif, and an attacker beside the client sends forged
-// Packet Too Big messages to the FAITH address:
-//   - MTU 68 and MTU 1, quoting the live flow's 4-tuple with random
-//     sequence numbers: ignored, the segments stay full-size;
-//   - a spray over the client's ephemeral port range (28,232 ports), random
-//     sequence numbers: ignored too;
-//   - MTU 68 quoting a sequence number faithif has just sent (captured on
-//     faith0): the path MTU becomes 1280, not 68: segments of 1280 bytes.
 //
-// Every PTB must reach faithif (icmp6_in.packet_too_big), so that an
-// unchanged segment size means ignored, not lost.
+// Nothing in it depends on timing: the download is never lossy (the
+// client's receive buffer caps what is in flight below the queue of the
+// router's link), so its pace does not depend on how a loaded machine
+// schedules loss recovery; and the in-window PTBs quote segments the
+// client cannot acknowledge while they are sent (its route back to the
+// FAITH address is a blackhole meanwhile), so they are in the window
+// however long they take to arrive.
+
+// ptbLinkRate is the tbf rate on the router's client-facing veth, and
+// ptbLinkQueue its queue: larger than the most the client's receive buffer
+// (ptbClientBuffer) lets be in flight, so that it never drops.
+const (
+	ptbLinkRate     = "100mbit"
+	ptbLinkQueue    = "2mb"
+	ptbClientBuffer = 256 << 10 // SO_RCVBUF asked: the kernel doubles it
+)
+
 func TestForgedPacketTooBig(t *testing.T) {
 	lab, _ := startLab(t, "--keepfaith")
 	atk := lab.AddAttacker(t)
@@ -56,13 +55,16 @@ func TestForgedPacketTooBig(t *testing.T) {
 		}
 	}
 	if _, err := lab.Router.Run(ctx, "tc", "qdisc", "add", "dev", netlab.RouterClientLink, "root", "tbf",
-		"rate", ptbLinkRate, "burst", "64kb", "latency", "100ms"); err != nil {
+		"rate", ptbLinkRate, "burst", "64kb", "limit", ptbLinkQueue); err != nil {
 		t.Fatal(err)
 	}
 
 	l, port := listenServer(t, lab)
 	serve(t, l, streamHandler)
 	c := mustDialServer(t, ctx, lab, port)
+	if err := c.SetReadBuffer(ptbClientBuffer); err != nil {
+		t.Fatal(err)
+	}
 	cport := c.LocalAddr().(*net.TCPAddr).Port
 	var got atomic.Int64
 	go func() {
@@ -175,10 +177,18 @@ func TestForgedPacketTooBig(t *testing.T) {
 		t.Errorf("segments of %d bytes after a spray of PTBs with random sequence numbers; want them ignored (%d)", m, full)
 	}
 
-	// The positive control: a PTB quoting a segment faithif has just sent,
-	// still queued in the router, is in the window: its MTU of 68 counts
-	// as 1280. One PTB for each of the next 10 data segments seen on
-	// faith0, each sent as soon as its segment is seen.
+	// The positive control: a PTB quoting a segment faithif has sent and
+	// the client has not acknowledged is in the window: its MTU of 68
+	// counts as 1280. The client's route back to the FAITH address is a
+	// blackhole meanwhile, so that it acknowledges nothing: one PTB for each
+	// of the next 3 data segments seen on faith0 (all at or above the
+	// unacknowledged sequence number; once the window is full they are
+	// retransmissions, the RTO doubling each time: 3 take at most 1.4 s
+	// after the RTO's first 200 ms).
+	blackhole := []string{"-6", "route", "add", "blackhole", netlab.ServerFaithAddr + "/128"}
+	if _, err := lab.Client.Run(ctx, "ip", blackhole...); err != nil {
+		t.Fatal(err)
+	}
 	raw, err := atk.RawIPv6()
 	if err != nil {
 		t.Fatal(err)
@@ -190,9 +200,9 @@ func TestForgedPacketTooBig(t *testing.T) {
 	}
 	defer capt.Close()
 	st0 = mustShow(t, lab)
-	const inWindow = 10
+	const inWindow = 3
 	for range inWindow {
-		p, err := capt.Next(5*time.Second, func(p []byte) bool { return netlab.TCPPayload(p, faith, client, port, cport) > 0 })
+		p, err := capt.Next(10*time.Second, func(p []byte) bool { return netlab.TCPPayload(p, faith, client, port, cport) > 0 })
 		if err != nil {
 			t.Fatalf("no data segment of the download seen on %s: %v", netlab.FaithIf, err)
 		}
@@ -202,6 +212,10 @@ func TestForgedPacketTooBig(t *testing.T) {
 	}
 	capt.Close()
 	waitPTBs(t, lab, st0, inWindow)
+	blackhole[2] = "del"
+	if _, err := lab.Client.Run(ctx, "ip", blackhole...); err != nil {
+		t.Fatal(err)
+	}
 	// MTU 1280: 220 bytes less than at 1500.
 	if m := segmentSize("after PTBs (MTU 68) quoting segments in flight", 4<<20); m != full-220 {
 		t.Errorf("segments of %d bytes after an in-window PTB with MTU 68; want %d (the MTU taken as 1280)", m, full-220)

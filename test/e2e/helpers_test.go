@@ -252,10 +252,16 @@ func clientPort() int { return int(nextClientPort.Add(1)) }
 // (host:port), giving up after timeout, and returns the connection (nil on
 // error), the error and how long connect took.
 func connectFrom(ctx context.Context, lab *netlab.Lab, lport int, addr string, timeout time.Duration) (*net.TCPConn, error, time.Duration) {
+	return connectFromAddr(ctx, lab, netip.MustParseAddr(netlab.ClientAddr), lport, addr, timeout)
+}
+
+// connectFromAddr is connectFrom from the client's address src (one of
+// its link's: netlab.Lab.AddClientAddrs); lport 0 is any port.
+func connectFromAddr(ctx context.Context, lab *netlab.Lab, src netip.Addr, lport int, addr string, timeout time.Duration) (*net.TCPConn, error, time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	c, err := lab.Client.DialFrom(ctx, "tcp6", fmt.Sprintf("[%s]:%d", netlab.ClientAddr, lport), addr)
+	c, err := lab.Client.DialFrom(ctx, "tcp6", netip.AddrPortFrom(src, uint16(lport)).String(), addr)
 	d := time.Since(start)
 	if err != nil {
 		return nil, err, d
@@ -268,18 +274,25 @@ func connectFrom(ctx context.Context, lab *netlab.Lab, lport int, addr string, t
 // connect took.
 func expectConnectErr(t *testing.T, ctx context.Context, lab *netlab.Lab, lport int, addr string, want syscall.Errno, max time.Duration) time.Duration {
 	t.Helper()
-	c, err, d := connectFrom(ctx, lab, lport, addr, max+5*time.Second)
+	return expectConnectErrFrom(t, ctx, lab, netip.MustParseAddr(netlab.ClientAddr), lport, addr, want, max)
+}
+
+// expectConnectErrFrom is expectConnectErr from the client's address src.
+func expectConnectErrFrom(t *testing.T, ctx context.Context, lab *netlab.Lab, src netip.Addr, lport int, addr string, want syscall.Errno, max time.Duration) time.Duration {
+	t.Helper()
+	c, err, d := connectFromAddr(ctx, lab, src, lport, addr, max+5*time.Second)
+	from := netip.AddrPortFrom(src, uint16(lport))
 	if err == nil {
 		c.Close()
-		t.Errorf("connect from port %d to %s succeeded after %v; want %v (%s)", lport, addr, d, want, errnoName(want))
+		t.Errorf("connect from %s to %s succeeded after %v; want %v (%s)", from, addr, d, want, errnoName(want))
 		return d
 	}
 	if !errors.Is(err, want) {
-		t.Errorf("connect from port %d to %s after %v: %v; want %v (%s)", lport, addr, d.Round(time.Millisecond), err, want, errnoName(want))
+		t.Errorf("connect from %s to %s after %v: %v; want %v (%s)", from, addr, d.Round(time.Millisecond), err, want, errnoName(want))
 	} else if d > max {
-		t.Errorf("connect from port %d to %s failed with %s after %v; want within %v", lport, addr, errnoName(want), d.Round(time.Millisecond), max)
+		t.Errorf("connect from %s to %s failed with %s after %v; want within %v", from, addr, errnoName(want), d.Round(time.Millisecond), max)
 	} else {
-		t.Logf("connect to %s: %s after %v", addr, errnoName(want), d.Round(time.Microsecond))
+		t.Logf("connect from %s to %s: %s after %v", from, addr, errnoName(want), d.Round(time.Microsecond))
 	}
 	return d
 }

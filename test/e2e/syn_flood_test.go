@@ -68,11 +68,16 @@ const (
 // TestSYNFloodSpoofed floods faithif (--max-handshakes 256, so that a
 // small flood fills the table) with 4,000 SYNs at 2,000/s from random
 // spoofed /64s to an open port of the IPv4 server, while the legitimate
-// client, 150 ms away (legitRTT), connects eight times to another port:
+// client, 150 ms away (legitRTT), connects eight times to another port,
+// each time from a new address of its /64 (a validated address is trusted
+// for minutes, so one address would be challenged only once):
 //   - every legitimate connect succeeds and relays data, and its socket
 //     needed at most one SYN retransmission (TCP_INFO; SYN retransmissions
 //     at 1 s and 3 s, so at most one means connected within 3 s, and one is
 //     what a stateless SYN challenge costs);
+//   - each of them was challenged and validated its address: exactly
+//     eight validations (a spoofed source, blackholed beyond the router,
+//     never answers);
 //   - the server's flooded port does not see a connection per spoofed
 //     SYN: at most the relay's dial-first quarter of max_handshakes plus
 //     dialFirstSlack (the other SYNs complete their handshake first, which
@@ -101,6 +106,10 @@ func TestSYNFloodSpoofed(t *testing.T) {
 	if err := echoRoundTrip(ctx, lab, serverAddr(echoPort), "before the flood"); err != nil {
 		t.Fatal(err)
 	}
+	fresh, err := lab.AddClientAddrs(netip.MustParseAddr("2001:db8:1::2:1"), legitConnects)
+	if err != nil {
+		t.Fatal(err)
+	}
 	st0, fds0 := idleState(t, lab, f)
 
 	spoof := netip.MustParsePrefix(netlab.SpoofPrefix)
@@ -122,11 +131,9 @@ func TestSYNFloodSpoofed(t *testing.T) {
 	// The legitimate client, once the flood has filled the table.
 	time.Sleep(500 * time.Millisecond)
 	for i := range legitConnects {
-		start := time.Now()
-		c, err := dialServer(ctx, lab, echoPort)
-		d := time.Since(start)
+		c, err, d := connectFromAddr(ctx, lab, fresh[i], 0, serverAddr(echoPort), dialTimeout)
 		if err != nil {
-			t.Errorf("legitimate connect %d during the flood: %v after %v", i, err, d.Round(time.Millisecond))
+			t.Errorf("legitimate connect %d (from %s) during the flood: %v after %v", i, fresh[i], err, d.Round(time.Millisecond))
 			continue
 		}
 		retrans, err := synRetransmits(c)
@@ -162,6 +169,9 @@ func TestSYNFloodSpoofed(t *testing.T) {
 	if n > int32(bound) {
 		t.Errorf("the flooded port accepted %d connections for %d spoofed SYNs; want at most %d (the relay's dial-first quarter of max_handshakes, %d, + %d): a spoofed SYN must cost no IPv4 connection under pressure",
 			n, flood.Sent, bound, maxHandshakes/4, dialFirstSlack)
+	}
+	if v := st.SYNsValidated - st0.SYNsValidated; v != legitConnects {
+		t.Errorf("%d client addresses validated during the flood; want %d, one for each legitimate connect from a new address (each challenged once)", v, legitConnects)
 	}
 	if pressure(t, st0, st) == 0 {
 		t.Errorf("no handshake evicted, expired or dropped, and no SYN challenged, during a flood of %d SYNs with max_handshakes %d: no pressure, the test proves nothing: %s",

@@ -252,6 +252,32 @@ func (l *Lab) waitLinks() error {
 	return nil
 }
 
+// AddClientAddrs adds n more addresses of the client's /64 to ClientLink,
+// first and the n-1 after it, nodad (usable at once), in one ip(8) batch,
+// and returns them. A connection bound to one of them (Namespace.DialFrom)
+// is a new host of the client's LAN to faithif: its SYN challenge under
+// pressure, its limits per address. The router learns each address's
+// link-layer address by neighbour discovery on its first packet to it (one
+// round trip more on the client's link).
+func (l *Lab) AddClientAddrs(first netip.Addr, n int) ([]netip.Addr, error) {
+	p := netip.MustParsePrefix(ClientAddr + "/64")
+	var batch strings.Builder
+	addrs := make([]netip.Addr, 0, n)
+	for a := first; len(addrs) < n; a = a.Next() {
+		if !p.Contains(a) || a == netip.MustParseAddr(ClientAddr) || a == netip.MustParseAddr(RouterAddr6) {
+			return nil, fmt.Errorf("netlab: add client addresses: %s is not a free address of %s", a, p)
+		}
+		addrs = append(addrs, a)
+		fmt.Fprintf(&batch, "addr add %s/64 dev %s nodad\n", a, ClientLink)
+	}
+	cmd := exec.Command("ip", "-n", l.Client.Name, "-batch", "-")
+	cmd.Stdin = strings.NewReader(batch.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("netlab: add %d addresses to %s in %s: %w: %s", n, ClientLink, l.Client.Name, err, strings.TrimSpace(string(out)))
+	}
+	return addrs, nil
+}
+
 // Env returns the environment entries every faithif invocation of this lab
 // gets (FAITHIF_RUN_DIR).
 func (l *Lab) Env() []string {
