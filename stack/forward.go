@@ -14,10 +14,16 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
-// forward is the gVisor forwarder's callback for a new SYN: it hands the
-// flow to the handler as a request, and refuses it with a RST if the handler
-// returns without deciding.
+// forward is the gVisor forwarder's callback for a new SYN, on a goroutine
+// gVisor starts for it: it hands the flow on to decide (a reused goroutine,
+// whose stack has already grown for a dial and a handshake) and returns.
 func (s *Stack) forward(fr *tcp.ForwarderRequest) {
+	s.workers.Go(func() { s.decide(fr) })
+}
+
+// decide hands the flow to the handler as a request, and refuses it with a
+// RST if the handler returns without deciding.
+func (s *Stack) decide(fr *tcp.ForwarderRequest) {
 	s.inFlight.Add(1)
 	id := fr.ID()
 	r := &request{

@@ -15,6 +15,7 @@
 #   faithif: client6 -> 2001:db8:46::c000:202, faith0 (2001:db8:46::/96)
 #
 # Each path gets: iperf3 one stream each way, four streams server->client,
+# both directions at once (--bidir),
 # wrk new connections/s (Connection: close), wrk kept-alive requests/s and
 # p99 latency; TAYGA and faithif also hold 15,000 idle connections for the
 # memory figure; each measurement runs BENCH_REPEAT times and the median
@@ -254,6 +255,44 @@ iperf() {
 	info "$(printf '%-30s %8s Gbit/s  (runs: %s)' "iperf3 $key $*" "${RES[$name.$key]}" "${vals[*]}")"
 }
 
+# iperf_bidir NAME NS ADDR PORT: iperf3 --bidir, both directions at once on
+# two connections; the receiver Gbit/s of each, the medians of REPEAT runs,
+# into RES[NAME.bidir_c2s] and RES[NAME.bidir_s2c] (every run's into
+# RES[NAME.bidir_c2s_runs] and RES[NAME.bidir_s2c_runs]).
+iperf_bidir() {
+	local name=$1 ns=$2 addr=$3 port=$4 out c2s s2c run c2ss=() s2cs=()
+	for ((run = 1; run <= REPEAT; run++)); do
+		out=$TMP/$name-iperf-bidir-$run.txt
+		if ! timeout $((DUR + 25)) ip netns exec "$ns" iperf3 -c "$addr" -p "$port" -t "$DUR" -O 1 -f g --bidir >"$out" 2>&1; then
+			RES[$name.bidir_c2s]=failed RES[$name.bidir_s2c]=failed
+			fail "$name: iperf3 --bidir run $run: $(tail -n 3 "$out" | tr '\n' ' ')"
+			return 0
+		fi
+		# [TX-C] is the client sending (client→server), [RX-C] the client receiving.
+		c2s=$(awk '/\[TX-C\]/ && /receiver/ { for (i = 2; i <= NF; i++) if ($i == "Gbits/sec") v = $(i - 1) } END { print v }' "$out")
+		s2c=$(awk '/\[RX-C\]/ && /receiver/ { for (i = 2; i <= NF; i++) if ($i == "Gbits/sec") v = $(i - 1) } END { print v }' "$out")
+		if [ -z "$c2s" ] || [ -z "$s2c" ]; then
+			RES[$name.bidir_c2s]=failed RES[$name.bidir_s2c]=failed
+			fail "$name: iperf3 --bidir run $run: no [TX-C]/[RX-C] receiver lines: $(tail -n 3 "$out" | tr '\n' ' ')"
+			return 0
+		fi
+		c2ss+=("$c2s") s2cs+=("$s2c")
+	done
+	RES[$name.bidir_c2s]=$(median "${c2ss[@]}")
+	RES[$name.bidir_s2c]=$(median "${s2cs[@]}")
+	RES[$name.bidir_c2s_runs]=${c2ss[*]}
+	RES[$name.bidir_s2c_runs]=${s2cs[*]}
+	info "$(printf '%-30s %8s / %s Gbit/s client→server / server→client (runs: %s / %s)' "iperf3 --bidir" \
+		"${RES[$name.bidir_c2s]}" "${RES[$name.bidir_s2c]}" "${c2ss[*]}" "${s2cs[*]}")"
+}
+
+# cpu_ticks PID: the user and system CPU time PID has used, in clock ticks
+# (/proc/PID/stat fields 14 and 15); empty without a PID.
+cpu_ticks() {
+	[ -n "${1:-}" ] || return 0
+	awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || true
+}
+
 # wrk latency value (e.g. 850.00us, 1.23ms, 1.02s, 1.50m) in milliseconds.
 to_ms() {
 	awk -v v="$1" 'BEGIN {
@@ -272,11 +311,12 @@ to_ms() {
 # RES[NAME.KEY_n].
 wrk_run() {
 	local name=$1 ns=$2 url=$3 key=$4 out rps p99 sock non2xx total=0 detail='' n=0 run kind c
-	local rpss=() p99s=()
+	local rpss=() p99s=() t0 t1 ticks=0
 	local -A errs=()
 	shift 4
 	for ((run = 1; run <= REPEAT; run++)); do
 		out=$TMP/$name-wrk-$key-$run.txt
+		t0=$(cpu_ticks "$MEASURE_PID")
 		if ! timeout $((DUR + 30)) ip netns exec "$ns" wrk -t2 -c64 -d"${DUR}s" --latency "$@" "$url" >"$out" 2>&1; then
 			RES[$name.$key]=failed
 			fail "$name: wrk $key run $run: $(tail -n 3 "$out" | tr '\n' ' ')"
@@ -289,6 +329,8 @@ wrk_run() {
 			fail "$name: wrk $key run $run: no Requests/sec or 99% in its output: $(tail -n 3 "$out" | tr '\n' ' ')"
 			return 0
 		fi
+		t1=$(cpu_ticks "$MEASURE_PID")
+		[ -z "$t0" ] || [ -z "$t1" ] || ticks=$((ticks + t1 - t0))
 		rpss+=("$rps") p99s+=("$p99")
 		n=$((n + $(awk '/requests in/ { print $1 }' "$out")))
 		sock=$(sed -n 's/^ *Socket errors: *//p' "$out") # connect A, read B, write C, timeout D
@@ -315,8 +357,13 @@ wrk_run() {
 	RES[$name.${key}_err]=$total
 	RES[$name.${key}_errs]=${detail:-none}
 	RES[$name.${key}_n]=$n
-	info "$(printf '%-30s %8s req/s (runs: %s), p99 %s ms (runs: %s), %s requests, errors: %s' "wrk $key" \
-		"${RES[$name.$key]}" "${rpss[*]}" "${RES[$name.${key}_p99]}" "${p99s[*]}" "$n" "${detail:-none}")"
+	# The path's own CPU time per 1,000 requests, over all runs: what a
+	# change costs or saves even when the lab's cores are shared.
+	if [ -n "$MEASURE_PID" ] && [ "$n" -gt 0 ]; then
+		RES[$name.${key}_cpu]=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.4f", t / hz / n * 1000 }')
+	fi
+	info "$(printf '%-30s %8s req/s (runs: %s), p99 %s ms (runs: %s), %s requests, errors: %s, CPU %s s per 1000 requests' "wrk $key" \
+		"${RES[$name.$key]}" "${rpss[*]}" "${RES[$name.${key}_p99]}" "${p99s[*]}" "$n" "${detail:-none}" "${RES[$name.${key}_cpu]:-—}")"
 }
 
 # measure NAME NS ADDR HOST: every figure of one path.
@@ -329,6 +376,7 @@ measure() {
 	iperf "$name" "$ns" "$addr" "${IPERF_PORTS[0]}" s2c -R
 	iperf "$name" "$ns" "$addr" "${IPERF_PORTS[0]}" c2s
 	iperf "$name" "$ns" "$addr" "${IPERF_PORTS[1]}" s2c4 -R -P 4
+	iperf_bidir "$name" "$ns" "$addr" "${IPERF_PORTS[0]}"
 	wrk_run "$name" "$ns" "$url" cps -H 'Connection: close'
 	wrk_run "$name" "$ns" "$url" ka
 }
@@ -436,6 +484,7 @@ start_faithif() {
 # 1. kernel
 #
 step "Path 1/3 kernel: client4 -> $SERVER routed by the router"
+MEASURE_PID='' # the kernel path has no process of its own
 measure kernel "$C4" $SERVER $SERVER
 
 #
@@ -462,6 +511,7 @@ tayga_pid=$!
 sleep 0.5
 kill -0 "$tayga_pid" 2>/dev/null || die "tayga exited: $(cat "$TMP/tayga/tayga.log")"
 info "tayga pid $tayga_pid: $NAT64_PREFIX, pool $TAYGA_POOL"
+MEASURE_PID=$tayga_pid
 measure tayga "$C6" $NAT64_ADDR "[$NAT64_ADDR]"
 step "TAYGA: $IDLE idle connections"
 idle tayga "$tayga_pid" $NAT64_ADDR
@@ -473,6 +523,7 @@ stop_tayga
 step "Path 3/3 faithif: client6 -> $FAITH_ADDR (faith0 $FAITH_PREFIX in $R)"
 start_faithif run
 info "faithif pid $faithif_pid (a copy of $BIN)"
+MEASURE_PID=$faithif_pid
 measure faithif "$C6" $FAITH_ADDR "[$FAITH_ADDR]"
 timeout 10 ip netns exec "$R" env FAITHIF_RUN_DIR="$TMP/run" "$FAITHIF" show faith0 >"$TMP/faithif-show.txt" 2>&1 || true
 if [ "$PROFILE" = 1 ]; then
@@ -530,12 +581,30 @@ TABLE=$TMP/table.md
 	row "one stream client→server (Gbit/s)" c2s 2 "≥3× TAYGA and ≥0.6× kernel" "$(verdict one c2s)"
 	row "four streams server→client (Gbit/s)" s2c4 2 "≥4× TAYGA" \
 		"$(verdict ge "${RES[$f.s2c4]:-}" "${RES[$t.s2c4]:-}" 4)"
-	row "new connections/s (HTTP, Connection: close, 64 clients)" cps 0 "≥1.5× TAYGA" \
-		"$(verdict ge "${RES[$f.cps]:-}" "${RES[$t.cps]:-}" 1.5)"
+	# both directions at once: "c2s / s2c", each direction at least a
+	# third of the sum, and the sum at least 0.8× faithif's one stream.
+	bidir() { # path
+		if num "${RES[$1.bidir_c2s]:-}" && num "${RES[$1.bidir_s2c]:-}"; then
+			printf '%s / %s' "$(fmt "${RES[$1.bidir_c2s]}" 2)" "$(fmt "${RES[$1.bidir_s2c]}" 2)"
+		else echo "${RES[$1.bidir_c2s]:-—}"; fi
+	}
+	bidir_ok() {
+		local a=${RES[$f.bidir_c2s]:-} b=${RES[$f.bidir_s2c]:-} one=${RES[$f.s2c]:-}
+		num "$a" && num "$b" && num "$one" && awk -v a="$a" -v b="$b" -v o="$one" \
+			'BEGIN { s = a + b; exit !(s > 0 && a >= s / 3 && b >= s / 3 && s >= 0.8 * o) }'
+	}
+	printf '| both directions at once, client→server / server→client (Gbit/s, iperf3 --bidir) | %s | %s | %s | | | each ≥ ⅓ of the sum, sum ≥ 0.8× one stream: %s |\n' \
+		"$(bidir $k)" "$(bidir $t)" "$(bidir $f)" "$(verdict bidir_ok)"
+	row "new connections/s (HTTP, Connection: close, 64 clients)" cps 0 "≥1× TAYGA (then 1.5×)" \
+		"$(verdict ge "${RES[$f.cps]:-}" "${RES[$t.cps]:-}" 1)"
+	printf '| CPU seconds per 1,000 new connections (the path'"'"'s own process) | — | %s | %s | %s | — | |\n' \
+		"$(fmt "${RES[$t.cps_cpu]:-}" 3)" "$(fmt "${RES[$f.cps_cpu]:-}" 3)" "$(ratio "${RES[$f.cps_cpu]:-}" "${RES[$t.cps_cpu]:-}")"
 	printf '| new-connection errors (wrk) | %s | %s | %s | | | none expected |\n' \
 		"${RES[$k.cps_errs]:-—}" "${RES[$t.cps_errs]:-—}" "${RES[$f.cps_errs]:-—}"
 	row "kept-alive requests/s (64 connections)" ka 0 "≥ TAYGA" "$(verdict ge "${RES[$f.ka]:-}" "${RES[$t.ka]:-}" 1)"
 	row "kept-alive p99 latency (ms)" ka_p99 2 "≤ TAYGA" "$(verdict le "${RES[$f.ka_p99]:-}" "${RES[$t.ka_p99]:-}")"
+	printf '| CPU seconds per 1,000 kept-alive requests (the path'"'"'s own process) | — | %s | %s | %s | — | |\n' \
+		"$(fmt "${RES[$t.ka_cpu]:-}" 4)" "$(fmt "${RES[$f.ka_cpu]:-}" 4)" "$(ratio "${RES[$f.ka_cpu]:-}" "${RES[$t.ka_cpu]:-}")"
 	printf '| kept-alive errors (wrk) | %s | %s | %s | | | none expected |\n' \
 		"${RES[$k.ka_errs]:-—}" "${RES[$t.ka_errs]:-—}" "${RES[$f.ka_errs]:-—}"
 	mem_ok() { num "${RES[$f.kib]:-}" && awk -v v="${RES[$f.kib]}" 'BEGIN { exit !(v <= 16) }' &&
@@ -620,6 +689,8 @@ EOF
 		echo "|---|---|---|---|"
 		for pair in "s2c:one stream server→client (Gbit/s)" "c2s:one stream client→server (Gbit/s)" \
 			"s2c4:four streams server→client (Gbit/s)" "cps:new connections/s" \
+			"bidir_c2s:both directions at once, client→server (Gbit/s)" \
+			"bidir_s2c:both directions at once, server→client (Gbit/s)" \
 			"ka:kept-alive requests/s" "ka_p99:kept-alive p99 (ms)"; do
 			key=${pair%%:*}
 			printf '| %s | %s | %s | %s |\n' "${pair#*:}" "${RES[$k.${key}_runs]:-—}" \
@@ -681,6 +752,8 @@ namespace has \`ip_local_port_range 1024 65535\` and \`tcp_tw_reuse=1\`.
 
 - one stream: \`iperf3 -c ADDR -t $DUR -O 1 -R\` (server to client) and without \`-R\`.
 - four streams: \`iperf3 -c ADDR -t $DUR -O 1 -R -P 4\`.
+- both directions at once: \`iperf3 -c ADDR -t $DUR -O 1 --bidir\` (two connections, one each way).
+- CPU per 1,000 requests: the utime + stime of the path's own process (tayga, faithif; /proc/PID/stat) over all wrk runs of the figure, divided by their requests.
 - new connections/s: \`wrk -t2 -c64 -d${DUR}s --latency -H 'Connection: close' http://ADDR/\`.
 - kept-alive requests/s and p99: \`wrk -t2 -c64 -d${DUR}s --latency http://ADDR/\`.
 - idle memory: $IDLE connections from client6 through the path (4

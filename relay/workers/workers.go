@@ -1,0 +1,126 @@
+// Package workers runs functions on goroutines that are kept for the next
+// function once theirs returns.
+//
+// A new goroutine starts with a small stack and grows it by copying as the
+// calls under it get deeper; a flow's goroutines get deep at once (an IPv4
+// dial, gVisor's send path down to the TUN write), so with new goroutines
+// for every flow a good part of the per-connection CPU went to copying
+// stacks. A Pool hands a function to a goroutine that waits after an
+// earlier one, its stack already grown, and starts a new goroutine only
+// when none waits.
+package workers
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// Default bounds of a Pool.
+const (
+	// DefaultMaxIdle bounds the goroutines waiting for work: enough for the
+	// flows that start within IdleTimeout on a busy relay, few enough that
+	// their stacks (a few KiB each) do not matter.
+	DefaultMaxIdle = 512
+	// DefaultIdleTimeout is how long a goroutine waits for work before it
+	// ends.
+	DefaultIdleTimeout = 10 * time.Second
+)
+
+// Pool runs functions on reused goroutines. The zero value is ready to use,
+// with the default bounds. Safe for concurrent use.
+type Pool struct {
+	// MaxIdle bounds the goroutines waiting for work (0: DefaultMaxIdle);
+	// a goroutine whose function returns while that many wait ends.
+	MaxIdle int
+	// IdleTimeout is how long a goroutine waits for work before it ends
+	// (0: DefaultIdleTimeout).
+	IdleTimeout time.Duration
+
+	mu     sync.Mutex
+	idle   []*worker // waiting, the most recent last (taken first: its stack is the warmest)
+	closed bool
+}
+
+// worker is a goroutine of the pool; work hands it its next function (nil:
+// end).
+type worker struct {
+	work chan func() // buffered: the hand-off never blocks
+}
+
+// Go runs f on a waiting goroutine, or on a new one if none waits. It never
+// blocks.
+func (p *Pool) Go(f func()) {
+	p.mu.Lock()
+	if n := len(p.idle); n > 0 {
+		w := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		w.work <- f
+		return
+	}
+	p.mu.Unlock()
+	go p.run(f)
+}
+
+// Idle returns how many goroutines wait for work.
+func (p *Pool) Idle() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
+
+// Close ends the waiting goroutines, and each other one once its function
+// returns. Go still runs functions, each on a goroutine of its own.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for _, w := range p.idle {
+		w.work <- nil
+	}
+	p.idle = nil
+}
+
+// run runs f, then waits for more work, unless MaxIdle goroutines already
+// wait or the pool is closed, until IdleTimeout passes without any.
+func (p *Pool) run(f func()) {
+	maxIdle, timeout := p.MaxIdle, p.IdleTimeout
+	if maxIdle <= 0 {
+		maxIdle = DefaultMaxIdle
+	}
+	if timeout <= 0 {
+		timeout = DefaultIdleTimeout
+	}
+	w := &worker{work: make(chan func(), 1)}
+	var t *time.Timer
+	for f != nil {
+		f()
+		p.mu.Lock()
+		if p.closed || len(p.idle) >= maxIdle {
+			p.mu.Unlock()
+			return
+		}
+		p.idle = append(p.idle, w)
+		p.mu.Unlock()
+		if t == nil {
+			t = time.NewTimer(timeout)
+		} else {
+			t.Reset(timeout)
+		}
+		select {
+		case f = <-w.work:
+			t.Stop()
+		case <-t.C:
+			p.mu.Lock()
+			if i := slices.Index(p.idle, w); i >= 0 {
+				p.idle = slices.Delete(p.idle, i, i+1)
+				p.mu.Unlock()
+				return
+			}
+			p.mu.Unlock()
+			f = <-w.work // taken by Go or Close meanwhile: its hand-off is on its way
+		}
+	}
+}
