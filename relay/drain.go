@@ -17,10 +17,7 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 // Close ends every flow still open or being set up, and any that arrives
 // later: both sides are reset, and the flow ends (or is refused) as
 // "shutdown". It does not wait for them; Wait does.
-func (r *Relay) Close() {
-	r.cancel()
-	r.workers.Close()
-}
+func (r *Relay) Close() { r.cancel() }
 
 // Wait waits until every flow handler has returned, or until ctx is done;
 // then it logs the summaries of refusal lines held back so far.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/faithif/faithif/relay/flow"
-	"github.com/faithif/faithif/relay/workers"
 )
 
 // readWaiter is implemented by a Conn that can wait until a Read would not
@@ -82,15 +81,15 @@ type pipe struct {
 // when the flow is over. The caller's
 // goroutine, whose stack may have grown deep while setting the flow up, is
 // free to end: an idle flow then holds only two shallow goroutines.
-func startPipe(ctx context.Context, pool *workers.Pool, client, server flow.Conn, idle time.Duration, stats pipeStats, done func(pipeResult)) {
+func startPipe(ctx context.Context, client, server flow.Conn, idle time.Duration, stats pipeStats, done func(pipeResult)) {
 	p := &pipe{client: client, server: server, stats: stats, start: time.Now(), done: done}
 	p.stopWatch = context.AfterFunc(ctx, func() { p.fail(EndShutdown, ctx.Err()) })
 	if idle > 0 {
 		p.idleTimer = p.startIdleTimer(idle)
 	}
 	p.running.Store(2)
-	pool.Go(func() { p.run(server, client, &p.c2s, p.stats.ClientToServer, EndClientReset, EndServerReset) })
-	pool.Go(func() { p.run(client, server, &p.s2c, p.stats.ServerToClient, EndServerReset, EndClientReset) })
+	go p.run(server, client, &p.c2s, p.stats.ClientToServer, EndClientReset, EndServerReset)
+	go p.run(client, server, &p.s2c, p.stats.ServerToClient, EndServerReset, EndClientReset)
 }
 
 // run copies one direction; the last direction to finish ends the flow.

@@ -9,8 +9,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/faithif/faithif/relay/workers"
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
@@ -48,9 +46,7 @@ func relayed(t *testing.T, ctx context.Context, idle time.Duration) (client, ser
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pool workers.Pool
-	t.Cleanup(pool.Close)
-	startPipe(ctx, &pool, kc, ks, idle, pipeStats{}, func(r pipeResult) { ch <- r })
+	startPipe(ctx, kc, ks, idle, pipeStats{}, func(r pipeResult) { ch <- r })
 	return client, server, ch
 }
 

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/faithif/faithif/relay/flow"
-	"github.com/faithif/faithif/relay/workers"
 )
 
 // Defaults for Config fields left zero.
@@ -64,9 +63,6 @@ type Relay struct {
 	recent  recentRefusals
 	logs    *logLimiter
 	stats   stats
-
-	// workers runs the copy loops on goroutines whose stacks have grown.
-	workers workers.Pool
 
 	flows  tracker            // flows being decided or relayed
 	ctx    context.Context    // the flows' context, cancelled by Close
@@ -316,7 +312,7 @@ func (r *Relay) relay(f *flowSetup, c flow.Conn, server *kernelConn, dialTime ti
 	}
 	f.log.Info("flow accepted", attrs...)
 
-	startPipe(r.ctx, &r.workers, c, server, r.cfg.IdleTimeout, pipeStats{ClientToServer: &r.stats.bytesIn, ServerToClient: &r.stats.bytesOut}, func(res pipeResult) {
+	startPipe(r.ctx, c, server, r.cfg.IdleTimeout, pipeStats{ClientToServer: &r.stats.bytesIn, ServerToClient: &r.stats.bytesOut}, func(res pipeResult) {
 		r.limits.done(addr, true)
 		r.stats.open.Add(-1)
 		r.stats.ended[endIndex(res.End)].Add(1)

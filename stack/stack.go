@@ -70,7 +70,9 @@ type Stack struct {
 	dialFirst   int64
 	halfOpen    halfOpen
 	press       pressure
-	// workers runs the handler on goroutines whose stacks have grown.
+	// workers runs the handler (decide) on goroutines whose stacks have
+	// grown; the flow's copy loops start on new goroutines, which stay
+	// shallow while the flow idles.
 	workers workers.Pool
 }
 

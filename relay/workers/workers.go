@@ -2,12 +2,13 @@
 // function once theirs returns.
 //
 // A new goroutine starts with a small stack and grows it by copying as the
-// calls under it get deeper; a flow's goroutines get deep at once (an IPv4
-// dial, gVisor's send path down to the TUN write), so with new goroutines
+// calls under it get deeper; deciding a flow gets deep at once (an IPv4
+// dial, gVisor's handshake down to the TUN write), so with a new goroutine
 // for every flow a good part of the per-connection CPU went to copying
 // stacks. A Pool hands a function to a goroutine that waits after an
 // earlier one, its stack already grown, and starts a new goroutine only
-// when none waits.
+// when none waits. It is for work that ends: a goroutine that then blocks
+// for long (a flow's copy loop, idle) would hold its grown stack meanwhile.
 package workers
 
 import (
@@ -19,9 +20,10 @@ import (
 // Default bounds of a Pool.
 const (
 	// DefaultMaxIdle bounds the goroutines waiting for work: enough for the
-	// flows that start within IdleTimeout on a busy relay, few enough that
-	// their stacks (a few KiB each) do not matter.
-	DefaultMaxIdle = 512
+	// flows being decided at once on a busy relay (each takes a dial and a
+	// handshake, a millisecond or so), few enough that their grown stacks
+	// (8 to 32 KiB each) are no more than a few MiB.
+	DefaultMaxIdle = 128
 	// DefaultIdleTimeout is how long a goroutine waits for work before it
 	// ends.
 	DefaultIdleTimeout = 10 * time.Second
