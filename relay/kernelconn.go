@@ -2,6 +2,7 @@ package relay
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"syscall"
@@ -9,15 +10,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// kernelConn adapts a host-kernel TCP connection to flow.Conn and readWaiter.
+// kernelConn adapts a host-kernel TCP connection to flow.Conn and
+// pooledReader.
 type kernelConn struct {
 	*net.TCPConn
 	raw syscall.RawConn
 
-	// The peek used by WaitRead, and the error it found: Linux hands a
-	// pending socket error (a RST) to one reader only, peeking or not.
-	peek    func(uintptr) bool
-	peekErr error
+	// The read used by ReadPooled, what it read into which buffer, and
+	// its error.
+	read    func(uintptr) bool
+	readBuf *[]byte
+	readN   int
+	readErr error
 }
 
 // newKernelConn returns c as a kernelConn.
@@ -27,7 +31,7 @@ func newKernelConn(c *net.TCPConn) (*kernelConn, error) {
 		return nil, fmt.Errorf("kernel connection: %w", err)
 	}
 	k := &kernelConn{TCPConn: c, raw: raw}
-	k.peek = k.peekReadable
+	k.read = k.readPooled
 	return k, nil
 }
 
@@ -37,33 +41,51 @@ func (c *kernelConn) Abort() error {
 	return c.Close()
 }
 
-// WaitRead waits, through Go's poller and without a buffer, until the
-// socket has data, a FIN or an error to read. An error (a RST) is returned
-// here, since the peek that found it has taken it from the socket.
-func (c *kernelConn) WaitRead() error {
-	c.peekErr = nil
-	if err := c.raw.Read(c.peek); err != nil {
-		return err
+// ReadPooled waits, through Go's poller and without a buffer, until the
+// socket has data, a FIN or an error, and reads it into a copy buffer it
+// borrows from bufferPool only then: one system call per wake-up, and an
+// idle flow holds no buffer. It returns the buffer (the caller puts it back)
+// and how much it read, or io.EOF after the peer's FIN, or the error.
+func (c *kernelConn) ReadPooled() (*[]byte, int, error) {
+	c.readBuf, c.readN, c.readErr = nil, 0, nil
+	err := c.raw.Read(c.read)
+	bp, n, rerr := c.readBuf, c.readN, c.readErr
+	c.readBuf = nil
+	switch {
+	case err == nil && rerr == nil && n > 0:
+		return bp, n, nil
+	case bp != nil:
+		bufferPool.Put(bp)
 	}
-	if c.peekErr != nil {
-		return &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: c.peekErr}
+	switch {
+	case err != nil:
+		return nil, 0, err
+	case rerr != nil:
+		return nil, 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", rerr)}
 	}
-	return nil
+	return nil, 0, io.EOF
 }
 
-// peekReadable reports whether a read on fd would not block, keeping the
-// error it finds.
-func (c *kernelConn) peekReadable(fd uintptr) bool {
-	var b [1]byte
-	_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	switch err {
-	case unix.EAGAIN:
-		return false
-	case nil:
-	case unix.EINTR:
-		return c.peekReadable(fd)
-	default:
-		c.peekErr = os.NewSyscallError("recvfrom", err)
+// readPooled reads from fd into a borrowed buffer, giving the buffer back
+// and reporting false if the read would block.
+func (c *kernelConn) readPooled(fd uintptr) bool {
+	if c.readBuf == nil {
+		c.readBuf = bufferPool.Get().(*[]byte)
 	}
-	return true
+	for {
+		n, err := unix.Read(int(fd), *c.readBuf)
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			bufferPool.Put(c.readBuf)
+			c.readBuf = nil
+			return false
+		case nil:
+			c.readN = n
+		default:
+			c.readErr = err
+		}
+		return true
+	}
 }

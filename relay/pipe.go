@@ -19,6 +19,16 @@ type readWaiter interface {
 	WaitRead() error
 }
 
+// pooledReader is implemented by a Conn that can wait for data and read it
+// into a copy buffer borrowed only once data is there (kernelConn): one
+// system call per wake-up instead of a peek and a read, and no buffer held
+// while the flow idles.
+type pooledReader interface {
+	// ReadPooled returns a buffer from bufferPool holding n bytes read,
+	// or io.EOF or an error (and no buffer).
+	ReadPooled() (bp *[]byte, n int, err error)
+}
+
 // End says how a relayed flow ended.
 type End string
 
@@ -113,18 +123,26 @@ func (p *pipe) run(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, sr
 // copy moves bytes from src to dst. srcEnd and dstEnd name the end of the
 // flow when src or dst fails.
 func (p *pipe) copy(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, srcEnd, dstEnd End) {
+	pooled, _ := src.(pooledReader)
 	waiter, _ := src.(readWaiter)
 	drained := true // the last read did not fill the buffer: wait before the next
 	for {
-		if waiter != nil && drained {
-			if err := waiter.WaitRead(); err != nil {
-				p.fail(srcEnd, err)
-				return
+		var bp *[]byte
+		var nr int
+		var rerr error
+		if pooled != nil {
+			bp, nr, rerr = pooled.ReadPooled()
+		} else {
+			if waiter != nil && drained {
+				if err := waiter.WaitRead(); err != nil {
+					p.fail(srcEnd, err)
+					return
+				}
 			}
+			bp = bufferPool.Get().(*[]byte)
+			nr, rerr = src.Read(*bp)
+			drained = nr < len(*bp)
 		}
-		bp := bufferPool.Get().(*[]byte)
-		nr, rerr := src.Read(*bp)
-		drained = nr < len(*bp)
 		if nr > 0 {
 			p.lastActive.Store(int64(time.Since(p.start)))
 			nw, werr := dst.Write((*bp)[:nr])
@@ -138,7 +156,9 @@ func (p *pipe) copy(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, s
 				return
 			}
 		}
-		bufferPool.Put(bp)
+		if bp != nil {
+			bufferPool.Put(bp)
+		}
 		switch {
 		case rerr == nil:
 		case errors.Is(rerr, io.EOF):
