@@ -135,6 +135,32 @@ func (e *LinkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 	return n, nil
 }
 
+// writePacket writes one packet, as the NIC's queueing discipline
+// (linkQDisc): gVisor's default one wraps every packet in a list of its
+// own, an allocation per packet.
+func (e *LinkEndpoint) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
+	e.writeMu.Lock()
+	defer e.writeMu.Unlock()
+	if err := e.write(pkt); err != nil {
+		return &tcpip.ErrClosedForSend{}
+	}
+	e.stats.PacketsOut.Add(1)
+	return nil
+}
+
+// linkQDisc is the NIC's queueing discipline: no queue, each packet written
+// to the TUN at once by the goroutine that sends it (a full TUN queue
+// blocks the writer rather than drop).
+type linkQDisc struct{ e *LinkEndpoint }
+
+var _ stack.QueueingDiscipline = linkQDisc{}
+
+// WritePacket implements stack.QueueingDiscipline.
+func (q linkQDisc) WritePacket(pkt *stack.PacketBuffer) tcpip.Error { return q.e.writePacket(pkt) }
+
+// Close implements stack.QueueingDiscipline; there is nothing to release.
+func (linkQDisc) Close() {}
+
 // write writes one packet; e.writeMu is held.
 func (e *LinkEndpoint) write(pkt *stack.PacketBuffer) error {
 	// Each packet is recorded in its flow's send window (window.go) from

@@ -148,7 +148,7 @@ func (s *Stack) configure() error {
 			return fmt.Errorf("set TCP option %T: %s", o, err)
 		}
 	}
-	if err := s.gs.CreateNIC(nicID, s.link); err != nil {
+	if err := s.gs.CreateNICWithOptions(nicID, s.link, stack.NICOptions{QDisc: linkQDisc{s.link}}); err != nil {
 		return fmt.Errorf("create NIC: %s", err)
 	}
 	if err := s.gs.SetPromiscuousMode(nicID, true); err != nil {
