@@ -32,7 +32,8 @@
 //   - conn.go: an accepted flow is a Conn, read and written by the relay.
 //
 // The write path goes back the same way: a Conn's writes, gVisor's segments
-// and ICMPv6 errors leave through the link endpoint's WritePackets (link.go),
+// and ICMPv6 errors leave through the NIC's queueing discipline, the link
+// endpoint itself (linkQDisc in link.go, no queue),
 // which writes them to the TUN, as GSO super-packets behind a virtio-net
 // header when the device has one. stack.go builds and runs the whole; counters.go
 // reads its counters.

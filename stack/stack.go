@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/faithif/faithif/relay/flow"
-	"github.com/faithif/faithif/relay/workers"
+	"github.com/faithif/faithif/stack/workers"
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"

@@ -49,33 +49,71 @@ type validSet struct {
 	ents             []validEntry       // grown up to max; free ones reused
 	netv             []validNet
 	freeEnt, freeNet int32
-	oldest, newest   int32      // every entry, by age
-	bySize           []sizeList // [c]: the /64s with c entries, oldest-sized first
-	top              int        // the largest c with a /64 in bySize[c]
-	peak             int        // the largest len(addrs) since addrs was made
+	byAge            indexList   // every entry, oldest first
+	bySize           []indexList // [c]: the /64s with c entries, oldest-sized first
+	top              int         // the largest c with a /64 in bySize[c]
+	peak             int         // the largest len(addrs) since addrs was made
 }
 
 // validEntry is an address and when it was validated, as a duration since
 // the cookie key's epoch, in the set's list by age and its /64's list.
 type validEntry struct {
-	addr               [16]byte
-	at                 time.Duration
-	older, newer       int32 // by age; newer links the free entries
-	netOlder, netNewer int32 // in its /64
-	net                int32
+	addr  [16]byte
+	at    time.Duration
+	age   indexLink // in byAge; next links the free entries
+	inNet indexLink // in its /64's entries
+	net   int32
 }
 
 // validNet is a /64 with addresses in the set: its entries, oldest first,
 // and its place in the list of the /64s of its size.
 type validNet struct {
-	prefix         [8]byte
-	oldest, newest int32
-	n              int32
-	prev, next     int32 // in bySize[n]; next links the free ones
+	prefix [8]byte
+	ents   indexList
+	n      int32
+	size   indexLink // in bySize[n]; next links the free ones
 }
 
-// sizeList is a list of /64s, by index.
-type sizeList struct{ head, tail int32 }
+// indexLink is a node's place in an indexList: its neighbours' indices.
+type indexLink struct{ prev, next int32 }
+
+// indexList is a doubly linked list of slice elements, by index (no
+// pointers: the slices are not scanned by the GC); node returns an
+// element's link in this list.
+type indexList struct{ head, tail int32 }
+
+var emptyList = indexList{noEntry, noEntry}
+
+// pushBack appends i.
+func (l *indexList) pushBack(i int32, node func(int32) *indexLink) {
+	*node(i) = indexLink{l.tail, noEntry}
+	if l.tail != noEntry {
+		node(l.tail).next = i
+	} else {
+		l.head = i
+	}
+	l.tail = i
+}
+
+// remove takes i out.
+func (l *indexList) remove(i int32, node func(int32) *indexLink) {
+	n := node(i)
+	if n.prev != noEntry {
+		node(n.prev).next = n.next
+	} else {
+		l.head = n.next
+	}
+	if n.next != noEntry {
+		node(n.next).prev = n.prev
+	} else {
+		l.tail = n.prev
+	}
+}
+
+// The links of entry or /64 i in each list; v.mu is held.
+func (v *validSet) ageLink(i int32) *indexLink   { return &v.ents[i].age }
+func (v *validSet) inNetLink(i int32) *indexLink { return &v.ents[i].inNet }
+func (v *validSet) sizeLink(g int32) *indexLink  { return &v.netv[g].size }
 
 func (v *validSet) limits() (int, int, time.Duration) {
 	limit, perNet, ttl := v.max, v.perNet, v.ttl
@@ -107,9 +145,9 @@ func (v *validSet) add(addr [16]byte, now time.Duration) (fresh, counts bool) {
 	defer v.mu.Unlock()
 	if v.addrs == nil {
 		v.addrs, v.nets = make(map[[16]byte]int32), make(map[[8]byte]int32)
-		v.bySize = make([]sizeList, perNet+1)
+		v.bySize = make([]indexList, perNet+1)
 		for c := range v.bySize {
-			v.bySize[c] = sizeList{noEntry, noEntry}
+			v.bySize[c] = emptyList
 		}
 		v.resetLocked()
 	}
@@ -123,9 +161,9 @@ func (v *validSet) add(addr [16]byte, now time.Duration) (fresh, counts bool) {
 	victim := int32(noEntry)
 	switch {
 	case ok && int(v.netv[g].n) >= perNet:
-		victim = v.netv[g].oldest
+		victim = v.netv[g].ents.head
 	case len(v.addrs) >= limit:
-		victim = v.netv[v.bySize[v.top].head].oldest
+		victim = v.netv[v.bySize[v.top].head].ents.head
 	}
 	counts = victim == noEntry || !ok || v.ents[victim].net != g
 	if victim != noEntry {
@@ -136,25 +174,14 @@ func (v *validSet) add(addr [16]byte, now time.Duration) (fresh, counts bool) {
 	}
 	i := v.freeEnt
 	if i != noEntry {
-		v.freeEnt = v.ents[i].newer
+		v.freeEnt = v.ents[i].age.next
 	} else {
 		i = int32(len(v.ents))
 		v.ents = append(v.ents, validEntry{})
 	}
-	n := &v.netv[g]
-	v.ents[i] = validEntry{addr: addr, at: now, older: v.newest, newer: noEntry, netOlder: n.newest, netNewer: noEntry, net: g}
-	if v.newest != noEntry {
-		v.ents[v.newest].newer = i
-	} else {
-		v.oldest = i
-	}
-	v.newest = i
-	if n.newest != noEntry {
-		v.ents[n.newest].netNewer = i
-	} else {
-		n.oldest = i
-	}
-	n.newest = i
+	v.ents[i] = validEntry{addr: addr, at: now, net: g}
+	v.byAge.pushBack(i, v.ageLink)
+	v.netv[g].ents.pushBack(i, v.inNetLink)
 	v.resizeLocked(g, +1)
 	v.addrs[addr] = i
 	v.peak = max(v.peak, len(v.addrs))
@@ -164,19 +191,19 @@ func (v *validSet) add(addr [16]byte, now time.Duration) (fresh, counts bool) {
 // resetLocked empties the lists; v.mu is held and the set is empty.
 func (v *validSet) resetLocked() {
 	v.ents, v.netv = nil, nil
-	v.freeEnt, v.freeNet, v.oldest, v.newest, v.top = noEntry, noEntry, noEntry, noEntry, 0
+	v.freeEnt, v.freeNet, v.byAge, v.top = noEntry, noEntry, emptyList, 0
 }
 
 // newNetLocked adds the /64 prefix, without entries; v.mu is held.
 func (v *validSet) newNetLocked(prefix [8]byte) int32 {
 	g := v.freeNet
 	if g != noEntry {
-		v.freeNet = v.netv[g].next
+		v.freeNet = v.netv[g].size.next
 	} else {
 		g = int32(len(v.netv))
 		v.netv = append(v.netv, validNet{})
 	}
-	v.netv[g] = validNet{prefix: prefix, oldest: noEntry, newest: noEntry, prev: noEntry, next: noEntry}
+	v.netv[g] = validNet{prefix: prefix, ents: emptyList}
 	v.nets[prefix] = g
 	return g
 }
@@ -186,31 +213,14 @@ func (v *validSet) newNetLocked(prefix [8]byte) int32 {
 func (v *validSet) resizeLocked(g int32, d int32) {
 	n := &v.netv[g]
 	if n.n > 0 {
-		l := &v.bySize[n.n]
-		if n.prev != noEntry {
-			v.netv[n.prev].next = n.next
-		} else {
-			l.head = n.next
-		}
-		if n.next != noEntry {
-			v.netv[n.next].prev = n.prev
-		} else {
-			l.tail = n.prev
-		}
+		v.bySize[n.n].remove(g, v.sizeLink)
 	}
 	n.n += d
 	if n.n == 0 {
 		delete(v.nets, n.prefix)
-		n.next, v.freeNet = v.freeNet, g
+		n.size.next, v.freeNet = v.freeNet, g
 	} else {
-		l := &v.bySize[n.n]
-		n.prev, n.next = l.tail, noEntry
-		if l.tail != noEntry {
-			v.netv[l.tail].next = g
-		} else {
-			l.head = g
-		}
-		l.tail = g
+		v.bySize[n.n].pushBack(g, v.sizeLink)
 		v.top = max(v.top, int(n.n))
 	}
 	for v.top > 0 && v.bySize[v.top].head == noEntry {
@@ -221,30 +231,11 @@ func (v *validSet) resizeLocked(g int32, d int32) {
 // removeLocked forgets entry i; v.mu is held.
 func (v *validSet) removeLocked(i int32) {
 	e := &v.ents[i]
-	if e.older != noEntry {
-		v.ents[e.older].newer = e.newer
-	} else {
-		v.oldest = e.newer
-	}
-	if e.newer != noEntry {
-		v.ents[e.newer].older = e.older
-	} else {
-		v.newest = e.older
-	}
-	n := &v.netv[e.net]
-	if e.netOlder != noEntry {
-		v.ents[e.netOlder].netNewer = e.netNewer
-	} else {
-		n.oldest = e.netNewer
-	}
-	if e.netNewer != noEntry {
-		v.ents[e.netNewer].netOlder = e.netOlder
-	} else {
-		n.newest = e.netOlder
-	}
+	v.byAge.remove(i, v.ageLink)
+	v.netv[e.net].ents.remove(i, v.inNetLink)
 	v.resizeLocked(e.net, -1)
 	delete(v.addrs, e.addr)
-	e.newer, v.freeEnt = v.freeEnt, i
+	e.age.next, v.freeEnt = v.freeEnt, i
 }
 
 // contains reports whether addr is validated at now.
@@ -273,8 +264,8 @@ func (v *validSet) sweep(now time.Duration) {
 	if v.addrs == nil {
 		return
 	}
-	for v.oldest != noEntry && now-v.ents[v.oldest].at >= ttl {
-		v.removeLocked(v.oldest)
+	for v.byAge.head != noEntry && now-v.ents[v.byAge.head].at >= ttl {
+		v.removeLocked(v.byAge.head)
 	}
 	if len(v.addrs) == 0 {
 		v.resetLocked()

@@ -20,7 +20,7 @@ import (
 // numbers, so the link endpoint keeps them from the segments crossing it:
 //
 //   - SND.NXT: the highest sequence number plus length (a FIN counts one)
-//     of the segments gVisor writes (WritePackets);
+//     of the segments gVisor writes (link.go's write);
 //   - SND.UNA: the highest ACK the client has sent (the capture filter),
 //     taken only when it acknowledges something sent, (SND.UNA, SND.NXT],
 //     as RFC 9293 3.10.7.4 accepts an ACK.
@@ -33,7 +33,7 @@ import (
 //
 // Cost per packet: a shard's read lock, one map lookup on a 36-byte key,
 // atomic loads and at most a compare-and-swap; no allocation, and no lock
-// held beyond the lookup. Measured (BenchmarkDeliver, BenchmarkWritePackets,
+// held beyond the lookup. Measured (BenchmarkDeliver, BenchmarkWritePacket,
 // 10,001 flows tracked, against the code before, best of 12 interleaved runs
 // on 2 shared cores): an inbound ACK of a tracked flow 260 -> 304 ns (the
 // whole filter-and-inject path; an untracked one costs a load), an outbound

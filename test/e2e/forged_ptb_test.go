@@ -67,16 +67,7 @@ func TestForgedPacketTooBig(t *testing.T) {
 	}
 	cport := c.LocalAddr().(*net.TCPAddr).Port
 	var got atomic.Int64
-	go func() {
-		buf := make([]byte, 256<<10)
-		for {
-			n, err := c.Read(buf)
-			got.Add(int64(n))
-			if err != nil {
-				return
-			}
-		}
-	}()
+	countReads(c, &got)
 	// segmentSize waits until the client has read n more bytes (at most
 	// 10 s) and returns the most common payload size of the download's
 	// segments reaching the client meanwhile (captured on its link).

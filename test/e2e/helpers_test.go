@@ -817,3 +817,21 @@ func metricSum(mfs map[string]*dto.MetricFamily, name string, labels ...string) 
 	}
 	return s
 }
+
+// countReads reads c until it fails, adding every byte read to n; the
+// returned channel is closed when it has stopped.
+func countReads(c net.Conn, n *atomic.Int64) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 256<<10)
+		for {
+			k, err := c.Read(buf)
+			n.Add(int64(k))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return done
+}

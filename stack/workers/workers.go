@@ -19,25 +19,25 @@ import (
 
 // Default bounds of a Pool.
 const (
-	// DefaultMaxIdle bounds the goroutines waiting for work: enough for the
+	// defaultMaxIdle bounds the goroutines waiting for work: enough for the
 	// flows being decided at once on a busy relay (each takes a dial and a
 	// handshake, a millisecond or so), few enough that their grown stacks
 	// (8 to 32 KiB each) are no more than a few MiB.
-	DefaultMaxIdle = 128
-	// DefaultIdleTimeout is how long a goroutine waits for work before it
+	defaultMaxIdle = 128
+	// defaultIdleTimeout is how long a goroutine waits for work before it
 	// ends.
-	DefaultIdleTimeout = 10 * time.Second
+	defaultIdleTimeout = 10 * time.Second
 )
 
 // Pool runs functions on reused goroutines. The zero value is ready to use,
 // with the default bounds. Safe for concurrent use.
 type Pool struct {
-	// MaxIdle bounds the goroutines waiting for work (0: DefaultMaxIdle);
+	// maxIdle bounds the goroutines waiting for work (0: defaultMaxIdle);
 	// a goroutine whose function returns while that many wait ends.
-	MaxIdle int
-	// IdleTimeout is how long a goroutine waits for work before it ends
-	// (0: DefaultIdleTimeout).
-	IdleTimeout time.Duration
+	maxIdle int
+	// idleTimeout is how long a goroutine waits for work before it ends
+	// (0: defaultIdleTimeout).
+	idleTimeout time.Duration
 
 	mu     sync.Mutex
 	idle   []*worker // waiting, the most recent last (taken first: its stack is the warmest)
@@ -66,8 +66,8 @@ func (p *Pool) Go(f func()) {
 	go p.run(f)
 }
 
-// Idle returns how many goroutines wait for work.
-func (p *Pool) Idle() int {
+// waiting returns how many goroutines wait for work.
+func (p *Pool) waiting() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.idle)
@@ -85,15 +85,15 @@ func (p *Pool) Close() {
 	p.idle = nil
 }
 
-// run runs f, then waits for more work, unless MaxIdle goroutines already
-// wait or the pool is closed, until IdleTimeout passes without any.
+// run runs f, then waits for more work, unless maxIdle goroutines already
+// wait or the pool is closed, until idleTimeout passes without any.
 func (p *Pool) run(f func()) {
-	maxIdle, timeout := p.MaxIdle, p.IdleTimeout
+	maxIdle, timeout := p.maxIdle, p.idleTimeout
 	if maxIdle <= 0 {
-		maxIdle = DefaultMaxIdle
+		maxIdle = defaultMaxIdle
 	}
 	if timeout <= 0 {
-		timeout = DefaultIdleTimeout
+		timeout = defaultIdleTimeout
 	}
 	w := &worker{work: make(chan func(), 1)}
 	var t *time.Timer

@@ -11,9 +11,9 @@ import (
 func waitIdle(t *testing.T, p *Pool, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for p.Idle() != n {
+	for p.waiting() != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines waiting; want %d", p.Idle(), n)
+			t.Fatalf("%d goroutines waiting; want %d", p.waiting(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -64,9 +64,9 @@ func TestPoolNeverBlocks(t *testing.T) {
 	waitIdle(t, p, 50)
 }
 
-// TestPoolMaxIdle: at most MaxIdle goroutines wait; the others end.
+// TestPoolMaxIdle: at most maxIdle goroutines wait; the others end.
 func TestPoolMaxIdle(t *testing.T) {
-	p := &Pool{MaxIdle: 3}
+	p := &Pool{maxIdle: 3}
 	defer p.Close()
 	release := make(chan struct{})
 	var done sync.WaitGroup
@@ -78,14 +78,14 @@ func TestPoolMaxIdle(t *testing.T) {
 	done.Wait()
 	waitIdle(t, p, 3)
 	time.Sleep(20 * time.Millisecond)
-	if n := p.Idle(); n != 3 {
-		t.Errorf("%d waiting; want MaxIdle, 3", n)
+	if n := p.waiting(); n != 3 {
+		t.Errorf("%d waiting; want maxIdle, 3", n)
 	}
 }
 
-// TestPoolIdleTimeout: a goroutine with no work for IdleTimeout ends.
+// TestPoolIdleTimeout: a goroutine with no work for idleTimeout ends.
 func TestPoolIdleTimeout(t *testing.T) {
-	p := &Pool{IdleTimeout: 20 * time.Millisecond}
+	p := &Pool{idleTimeout: 20 * time.Millisecond}
 	defer p.Close()
 	done := make(chan struct{})
 	p.Go(func() { close(done) })
@@ -109,7 +109,7 @@ func TestPoolClose(t *testing.T) {
 	p.Go(func() { close(ran) })
 	<-ran
 	time.Sleep(20 * time.Millisecond)
-	if n := p.Idle(); n != 0 {
+	if n := p.waiting(); n != 0 {
 		t.Errorf("%d waiting after Close; want 0", n)
 	}
 	p.Close() // twice is fine
