@@ -3,7 +3,8 @@
 # those that are missing; quick and silent when everything is there.
 #   ip (iproute2), curl, nginx (nginx-light or nginx), setpriv and unshare
 #   (util-linux), mount, sysctl (procps), gcc and libc headers (go test -race).
-# With --bench (make bench) also the benchmark tools: tayga, iperf3, wrk.
+# With --bench (make bench) also the benchmark tools: tayga, iperf3, wrk,
+# haproxy.
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
 
@@ -24,6 +25,7 @@ bench_deps() {
 	have tayga || need+=(tayga)
 	have iperf3 || need+=(iperf3)
 	have wrk || need+=(wrk)
+	have haproxy || need+=(haproxy)
 }
 case "${1:-}" in
 "") ;;
