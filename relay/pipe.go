@@ -35,9 +35,9 @@ type End string
 // The ways a flow ends.
 const (
 	EndClosed      End = "closed"          // both sides sent FIN
-	EndClientReset End = "reset-by-client" // the IPv6 client reset (or failed)
-	EndServerReset End = "reset-by-server" // the IPv4 server reset (or failed)
-	EndIdleTimeout End = "idle-timeout"    // nothing moved either way for the idle timeout
+	EndClientReset End = "reset_by_client" // the IPv6 client reset (or failed)
+	EndServerReset End = "reset_by_server" // the IPv4 server reset (or failed)
+	EndIdleTimeout End = "idle_timeout"    // nothing moved either way for the idle timeout
 	EndShutdown    End = "shutdown"        // faithif stopped
 )
 

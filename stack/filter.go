@@ -73,16 +73,19 @@ var icmpv6Names = map[header.ICMPv6Type]string{
 	header.ICMPv6RedirectMsg:     "redirect",
 }
 
-// icmpv6ByType returns the non-zero inbound ICMPv6 counters by type name.
+// icmpv6ByType returns the inbound ICMPv6 counters by type name: every
+// named type, zero or not (so that a dashboard shows 0, not "no data"), and
+// the other types once seen.
 func (s *linkStats) icmpv6ByType() map[string]uint64 {
-	m := make(map[string]uint64)
+	m := make(map[string]uint64, len(icmpv6Names))
 	for t := range s.ICMPv6In {
-		if n := s.ICMPv6In[t].Load(); n > 0 {
-			name, ok := icmpv6Names[header.ICMPv6Type(t)]
-			if !ok {
-				name = fmt.Sprintf("type_%d", t)
-			}
+		n := s.ICMPv6In[t].Load()
+		name, ok := icmpv6Names[header.ICMPv6Type(t)]
+		switch {
+		case ok:
 			m[name] = n
+		case n > 0:
+			m[fmt.Sprintf("type_%d", t)] = n
 		}
 	}
 	return m

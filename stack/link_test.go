@@ -163,3 +163,25 @@ func TestSynHookSeesOnlySyns(t *testing.T) {
 		t.Fatalf("SYN hook id = %+v; want client %s:40000 -> %s:80", id, client, faith)
 	}
 }
+
+// TestICMPv6CountersStartAtZero: every named ICMPv6 type is in the counters
+// from the start (a dashboard shows 0, not "no data"); an unnamed type
+// appears once seen.
+func TestICMPv6CountersStartAtZero(t *testing.T) {
+	var ls linkStats
+	m := ls.icmpv6ByType()
+	if len(m) != len(icmpv6Names) {
+		t.Errorf("%d types before any message, want the %d named: %v", len(m), len(icmpv6Names), m)
+	}
+	for _, name := range icmpv6Names {
+		if n, ok := m[name]; !ok || n != 0 {
+			t.Errorf("%s = %d (present %v), want 0", name, n, ok)
+		}
+	}
+	ls.ICMPv6In[200].Add(2)
+	ls.ICMPv6In[header.ICMPv6PacketTooBig].Add(1)
+	m = ls.icmpv6ByType()
+	if m["type_200"] != 2 || m["packet_too_big"] != 1 || len(m) != len(icmpv6Names)+1 {
+		t.Errorf("after one PTB and two type 200: %v", m)
+	}
+}

@@ -49,6 +49,13 @@ type Instance struct {
 	local   atomic.Pointer[faithif.LocalAddrs] // the router's IPv4 addresses, while running
 	running atomic.Bool                        // from ready until Run returns
 
+	// The access rules' reloads: counts by result, whether the last one
+	// succeeded (true before any) and when the rules in force were loaded
+	// (Unix seconds: start-up, or the last successful reload).
+	reloadsOK, reloadsFailed atomic.Uint64
+	lastReloadFailed         atomic.Bool
+	rulesLoadedAt            atomic.Int64
+
 	stopOnce  sync.Once
 	stopCh    chan stopRequest // the first stop request
 	forceOnce sync.Once
@@ -74,6 +81,7 @@ func New(cfg config.Interface, opts Options) (*Instance, error) {
 		log = slog.Default()
 	}
 	in := &Instance{cfg: cfg, opts: opts, log: log, mapper: mapper, stopCh: make(chan stopRequest, 1)}
+	in.rulesLoadedAt.Store(time.Now().Unix())
 	in.force, in.forceStop = context.WithCancel(context.Background())
 	in.relay = relay.New(relay.Config{
 		Mapper: mapper, Rules: cfg.RuleSet, IsLocal: in.isLocal, DenyWith: cfg.DenyWith, Limits: cfg.Limits,
@@ -266,11 +274,16 @@ func (in *Instance) Reload() error {
 	}
 	rs, err := relay.LoadRules(in.cfg.Rules, faithif.IsLocalIPv4)
 	if err != nil {
+		in.reloadsFailed.Add(1)
+		in.lastReloadFailed.Store(true)
 		in.log.Error("reload failed, keeping the old rules", "interface", in.cfg.Name, "error", err.Error())
 		return fmt.Errorf("reload %s: %w (the old rules stay)", in.cfg.Name, err)
 	}
 	old := in.relay.Rules()
 	in.relay.SetRules(rs)
+	in.reloadsOK.Add(1)
+	in.lastReloadFailed.Store(false)
+	in.rulesLoadedAt.Store(time.Now().Unix())
 	in.log.Info("rules reloaded", "interface", in.cfg.Name, "rules", rs.File, "count", len(rs.Rules))
 	logRules(in.log, in.cfg.Name, rs, old)
 	return nil
@@ -312,6 +325,10 @@ func (in *Instance) Status() status.Status {
 		KeepFaith:               in.stack.Link().Capture(),
 		Draining:                draining,
 		Up:                      in.running.Load() && !draining,
+		LastReloadSuccessful:    !in.lastReloadFailed.Load(),
+		RulesLoadedAt:           in.rulesLoadedAt.Load(),
+		ReloadsOK:               in.reloadsOK.Load(),
+		ReloadsFailed:           in.reloadsFailed.Load(),
 		RelayCounters:           in.relay.Counters(),
 		MaxFlowsPerClient:       lim.MaxFlows,
 		MaxHandshakesPerClient:  lim.MaxHandshakes,

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/faithif/faithif/faithif/buildinfo"
 	"github.com/faithif/faithif/faithif/status"
 )
 
@@ -36,9 +37,21 @@ type Metrics struct {
 // LAN's 0.1 ms to a dial timeout's tens of seconds.
 var dialBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30}
 
-// New returns the metrics of src, with Go runtime and process metrics.
+// New returns the metrics of src, with faithif_build_info (the binary's
+// version and commit, buildinfo.Read) and Go runtime and process metrics.
 func New(src Source) *Metrics {
+	return newWithBuild(src, buildinfo.Read())
+}
+
+func newWithBuild(src Source, bi buildinfo.Info) *Metrics {
 	m := &Metrics{src: src, reg: prometheus.NewRegistry()}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "faithif_build_info",
+		Help:        "Always 1; its labels say which faithif this is: the module version, the commit (with -dirty for uncommitted changes) and the Go version.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.ShortCommit(), "goversion": bi.GoVersion},
+	})
+	build.Set(1)
+	m.reg.MustRegister(build)
 	m.dial = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "faithif_dial_duration_seconds",
 		Help:    "Time to connect to the IPv4 server, by result (ok or failed).",

@@ -6,13 +6,16 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/faithif/faithif/faithif/buildinfo"
 	"github.com/faithif/faithif/faithif/status"
 )
 
@@ -145,4 +148,69 @@ func TestListen(t *testing.T) {
 	if _, err := New(&fakeSource{}).Listen(s.Addr().String(), log); err == nil || !strings.Contains(err.Error(), "metrics") {
 		t.Errorf("second listen on %s: %v", s.Addr(), err)
 	}
+}
+
+// TestBuildInfo: faithif_build_info is 1 with the build's labels.
+func TestBuildInfo(t *testing.T) {
+	m := newWithBuild(&fakeSource{}, buildinfo.Info{Version: "v1.2.3", Commit: "0123456789abcdef", Modified: true, GoVersion: "go1.26.8"})
+	fams := scrape(t, m.Handler())
+	want := map[string]string{"version": "v1.2.3", "revision": "0123456789ab-dirty", "goversion": "go1.26.8"}
+	f := fams["faithif_build_info"]
+	if f == nil || len(f.f.GetMetric()) != 1 {
+		t.Fatalf("faithif_build_info: %v", f)
+	}
+	if v, ok := f.value(want); !ok || v != 1 {
+		t.Errorf("faithif_build_info%v = %v (found %v), want 1; series: %v", want, v, ok, f.f.GetMetric())
+	}
+}
+
+// TestLint: the exposition passes the linter promtool uses (promlint), with
+// every counter and label of a fully filled status, as `promtool check
+// metrics` would on a scrape.
+func TestLint(t *testing.T) {
+	st := status.Status{Name: "faith0"}
+	for _, f := range status.Fields() {
+		if f.Metric == nil {
+			continue
+		}
+		if _, ok := f.Value(&st).(map[string]uint64); ok {
+			reflect.ValueOf(&st).Elem().FieldByName(fieldName(t, f.JSON)).Set(reflect.ValueOf(map[string]uint64{"some_key": 1}))
+		}
+	}
+	m := New(&fakeSource{st: []status.Status{st}})
+	m.ObserveDial("faith0")(time.Millisecond, true)
+	problems, err := testutil.GatherAndLint(m.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+}
+
+// fieldName returns the name of Status's field (or embedded field) whose
+// JSON key is key.
+func fieldName(t *testing.T, key string) string {
+	t.Helper()
+	var find func(reflect.Type) string
+	find = func(typ reflect.Type) string {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			if f.Anonymous {
+				if n := find(f.Type); n != "" {
+					return n
+				}
+				continue
+			}
+			if strings.Split(f.Tag.Get("json"), ",")[0] == key {
+				return f.Name
+			}
+		}
+		return ""
+	}
+	n := find(reflect.TypeFor[status.Status]())
+	if n == "" {
+		t.Fatalf("no field with JSON key %q", key)
+	}
+	return n
 }

@@ -19,7 +19,15 @@ type Status struct {
 	// force.
 	Rules     string `json:"rules" text:"rules,file"`
 	RuleCount int    `json:"rule_count" text:"rules,count" metric:"gauge rules" help:"Access rules in force."`
-	MTU       int    `json:"mtu" text:"mtu"`
+	// LastReloadSuccessful is false after a reload that failed (the old
+	// rules stayed) until one succeeds; RulesLoadedAt is when the rules in
+	// force were read (Unix seconds: start-up or the last successful
+	// reload); ReloadsOK and ReloadsFailed count the reloads by result.
+	LastReloadSuccessful bool   `json:"last_reload_successful" text:"rules,last reload successful" metric:"gauge last_reload_successful" help:"1 unless the last reload of the access rules failed (the old rules then stay in force)."`
+	RulesLoadedAt        int64  `json:"rules_loaded_timestamp_seconds" text:"rules,loaded at (unix time)" metric:"gauge rules_loaded_timestamp_seconds" help:"When the access rules in force were read (Unix time): start-up or the last successful reload."`
+	ReloadsOK            uint64 `json:"reloads_ok" text:"rules,reloads ok" metric:"counter reloads_total result=ok" help:"Reloads of the access rules, by result."`
+	ReloadsFailed        uint64 `json:"reloads_failed" text:"rules,reloads failed" metric:"counter reloads_total result=failed" help:"Reloads of the access rules, by result."`
+	MTU                  int    `json:"mtu" text:"mtu"`
 	// KeepFaith is net.inet6.ip6.keepfaith as the interface applies it.
 	KeepFaith bool `json:"keepfaith" text:"keepfaith" metric:"gauge keepfaith" help:"net.inet6.ip6.keepfaith as the interface applies it: 1 captures, 0 discards."`
 	// Draining is true from the first stop request on; Up while the

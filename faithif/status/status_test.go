@@ -81,6 +81,7 @@ func TestMetricNames(t *testing.T) {
 		"syns_held": "", "syns_not_held_total": "", "icmp6_ptb_mtu_raised_total": "",
 		"under_pressure": "", "syns_challenged_total": "", "syns_validated_total": "",
 		"syn_challenges_rate_limited_total": "", "syn_challenge_rsts_rejected_total": "", "validated_sources": "",
+		"last_reload_successful": "", "rules_loaded_timestamp_seconds": "", "reloads_total": "result",
 	}
 	got := map[string]string{}
 	for _, f := range Fields() {
@@ -134,7 +135,8 @@ func TestTextPrintsEverything(t *testing.T) {
 // reads flows_open): renaming one must be a decision, not an accident.
 func TestJSONKeys(t *testing.T) {
 	want := []string{
-		"name", "pid", "uptime_seconds", "prefixes", "routes", "rules", "rule_count", "mtu", "keepfaith",
+		"name", "pid", "uptime_seconds", "prefixes", "routes", "rules", "rule_count", "last_reload_successful",
+		"rules_loaded_timestamp_seconds", "reloads_ok", "reloads_failed", "mtu", "keepfaith",
 		"draining", "interface_up", "flows_open", "flows_total", "flows_accepted", "flows_refused",
 		"flows_denied", "flows_limited", "flow_outcomes", "flow_ends", "clients", "bytes_in", "bytes_out",
 		"fd_limit", "flows_fd_limit", "flows_handshake_first", "refusals_repeated", "dials_in_progress",

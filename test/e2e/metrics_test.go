@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -280,6 +281,25 @@ grace = "1s"
 			mfs = scrape(t, ctx, lab.Router, metricsAddr)
 			if v := metricValue(t, mfs, "faithif_keepfaith", "interface", "faith0"); v != 1 {
 				t.Errorf("faithif_keepfaith = %v with keepfaith 1, want 1", v)
+			}
+
+			// What a dashboard needs from the start: the build, every named
+			// ICMPv6 type at zero, the reload state.
+			if v := metricValue(t, mfs, "faithif_icmp6_received_total", "interface", "faith0", "type", "time_exceeded"); v != 0 {
+				t.Errorf("faithif_icmp6_received_total{type=time_exceeded} = %v, want 0 (present from the start)", v)
+			}
+			if v := metricValue(t, mfs, "faithif_last_reload_successful", "interface", "faith0"); v != 1 {
+				t.Errorf("faithif_last_reload_successful = %v before any reload, want 1", v)
+			}
+			if mf := mfs["faithif_build_info"]; mf == nil || len(mf.GetMetric()) != 1 || mf.GetMetric()[0].GetGauge().GetValue() != 1 {
+				t.Errorf("faithif_build_info: %v, want one series at 1", mf)
+			}
+			// The exposition as promtool checks it (install-deps.sh installs it).
+			_, text := get("/metrics")
+			lint := exec.CommandContext(ctx, "promtool", "check", "metrics")
+			lint.Stdin = strings.NewReader(text)
+			if out, err := lint.CombinedOutput(); err != nil {
+				t.Errorf("promtool check metrics: %v\n%s", err, out)
 			}
 
 			names := familyNames(mfs)

@@ -151,6 +151,7 @@ func testReloadOpenFlow(t *testing.T, bySignal bool) {
 	echoExchange(t, c, 1, 64<<10)
 
 	// Deny the server.
+	var loadedAt int64 // when the rules in force were read, as show says
 	writeFile(t, conf, "2001:db8:1::/64 deny 192.0.2.2\n"+
 		"2001:db8:1::/64 permit 192.0.2.0/24\n")
 	if r := reload(true); !bySignal {
@@ -163,6 +164,10 @@ func testReloadOpenFlow(t *testing.T, bySignal bool) {
 		t.Fatal(err)
 	} else if st.FlowsDenied != 1 || st.RuleCount != 2 || st.FlowsOpen != 1 {
 		t.Errorf("show: flows_denied %d, rule_count %d, flows_open %d; want 1, 2, 1: %s", st.FlowsDenied, st.RuleCount, st.FlowsOpen, st.Raw)
+	} else if !st.LastReloadSuccessful || st.ReloadsOK != 1 || st.ReloadsFailed != 0 {
+		t.Errorf("show after a good reload: last_reload_successful %v, reloads ok %d, failed %d; want true, 1, 0", st.LastReloadSuccessful, st.ReloadsOK, st.ReloadsFailed)
+	} else {
+		loadedAt = st.RulesLoadedAt
 	}
 
 	// The open flow is not touched by the new rules.
@@ -184,6 +189,9 @@ func testReloadOpenFlow(t *testing.T, bySignal bool) {
 		t.Fatal(err)
 	} else if st.RuleCount != 2 {
 		t.Errorf("rule_count %d after a failed reload, want the old 2", st.RuleCount)
+	} else if st.LastReloadSuccessful || st.ReloadsOK != 1 || st.ReloadsFailed != 1 || st.RulesLoadedAt != loadedAt {
+		t.Errorf("show after a failed reload: last_reload_successful %v, reloads ok %d, failed %d, rules loaded at %d; want false, 1, 1, %d (unchanged)",
+			st.LastReloadSuccessful, st.ReloadsOK, st.ReloadsFailed, st.RulesLoadedAt, loadedAt)
 	}
 	expectDenied(t, ctx, lab, f, port, conf, 1, 2, wantAnswer) // still the old rule 1
 
@@ -211,6 +219,12 @@ func testReloadOpenFlow(t *testing.T, bySignal bool) {
 	reload(true)
 	if err := echoRoundTrip(ctx, lab, serverAddr(port), "permitted again"); err != nil {
 		t.Fatal(err)
+	}
+	if st, err := lab.Show(); err != nil {
+		t.Fatal(err)
+	} else if !st.LastReloadSuccessful || st.ReloadsOK != 2 || st.ReloadsFailed != 1 || st.RulesLoadedAt < loadedAt {
+		t.Errorf("show after a good reload again: last_reload_successful %v, reloads ok %d, failed %d, loaded at %d (before: %d); want true, 2, 1",
+			st.LastReloadSuccessful, st.ReloadsOK, st.ReloadsFailed, st.RulesLoadedAt, loadedAt)
 	}
 }
 

@@ -2,7 +2,8 @@
 # Installs the system packages that the tests and the demo need, but only
 # those that are missing; quick and silent when everything is there.
 #   ip (iproute2), curl, nginx (nginx-light or nginx), setpriv and unshare
-#   (util-linux), mount, sysctl (procps), gcc and libc headers (go test -race).
+#   (util-linux), mount, sysctl (procps), gcc and libc headers (go test -race),
+#   promtool (prometheus; its server is not started).
 # With --bench (make bench) also the benchmark tools: tayga, iperf3, wrk,
 # haproxy.
 set -euo pipefail
@@ -18,6 +19,7 @@ have mount || need+=(mount)
 have sysctl || need+=(procps)
 have gcc || need+=(gcc)
 [ -e /usr/include/stdlib.h ] || need+=(libc6-dev)
+have promtool || need+=(prometheus) # promtool check metrics (test/e2e/metrics_test.go)
 
 # The benchmark's tools (test/bench/bench.sh), only when asked for: make test
 # does not need them.
@@ -56,7 +58,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 echo "install-deps: apt-get update"
-"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=300 update -qq
 if [ $nginx_missing -eq 1 ]; then
 	# nginx-light is the small build; newer Debian releases only have nginx.
 	if [ -n "$(apt-cache policy nginx-light 2>/dev/null | awk '/Candidate:/ && $2 != "(none)" {print $2}')" ]; then
@@ -75,6 +77,6 @@ if [ ! -e "$policy" ]; then
 	created_policy=1
 fi
 status=0
-DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" || status=$?
+DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${need[@]}" || status=$?
 if [ $created_policy -eq 1 ]; then "${SUDO[@]}" rm -f "$policy"; fi
 exit $status
