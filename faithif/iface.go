@@ -49,17 +49,39 @@ func ValidateMTU(mtu int) error {
 }
 
 // CheckCreate reports what would stop Create before it touches anything:
-// no TUN clone device, or an interface of that name already there.
+// no TUN clone device, or an interface of that name already there that
+// Create cannot adopt (anything but a persistent TUN device no process has
+// open; see Create).
 func CheckCreate(name string) error {
+	_, err := checkCreate(name)
+	return err
+}
+
+// checkCreate is CheckCreate; it also returns the persistent TUN device of
+// that name that Create would adopt, nil if there is none.
+func checkCreate(name string) (*netlink.Tuntap, error) {
 	if _, err := os.Stat(tunPath); err != nil {
-		return fmt.Errorf("create %s: %s is missing (load the tun module or, in a container, pass the device): %w", name, tunPath, err)
+		return nil, fmt.Errorf("create %s: %s is missing (load the tun module or, in a container, pass the device): %w", name, tunPath, err)
 	}
-	if l, err := netlink.LinkByName(name); err == nil {
-		return fmt.Errorf("create %s: interface already exists (type %s, index %d)", name, l.Type(), l.Attrs().Index)
-	} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
-		return fmt.Errorf("create %s: look up existing links: %w", name, err)
+	l, err := netlink.LinkByName(name)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return nil, nil
 	}
-	return nil
+	if err != nil {
+		return nil, fmt.Errorf("create %s: look up existing links: %w", name, err)
+	}
+	t, ok := l.(*netlink.Tuntap)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("create %s: interface already exists (type %s, index %d)", name, l.Type(), l.Attrs().Index)
+	case t.NonPersist || t.Queues > 0:
+		return nil, fmt.Errorf("create %s: interface already exists (a TUN device in use by another process, index %d)", name, l.Attrs().Index)
+	case t.Mode != netlink.TUNTAP_MODE_TUN:
+		return nil, fmt.Errorf("create %s: interface already exists (a TAP device, index %d; faithif adopts only a TUN device: ip tuntap add %s mode tun)", name, l.Attrs().Index, name)
+	case t.Flags&netlink.TUNTAP_MULTI_QUEUE != 0:
+		return nil, fmt.Errorf("create %s: interface already exists (a multi-queue TUN device, index %d; faithif adopts only a single-queue one: ip tuntap add %s mode tun)", name, l.Attrs().Index, name)
+	}
+	return t, nil
 }
 
 // Interface is one emulated faith interface: a TUN device that is up.
@@ -68,6 +90,13 @@ type Interface struct {
 	mtu  int
 	dev  tun.Device
 
+	// adopted is true for a persistent TUN device that was there before
+	// (ip tuntap add): Close leaves it, with its MTU and up/down state as
+	// they were (wasMTU, wasUp).
+	adopted bool
+	wasMTU  int
+	wasUp   bool
+
 	mu       sync.Mutex
 	routes   []Route         // installed by AddRoutes, removed by Close
 	nlRoutes []netlink.Route // the same, as netlink added them
@@ -75,6 +104,11 @@ type Interface struct {
 
 // Create makes the TUN device name with the given MTU and brings it up, as
 // `ifconfig faithN create up` does. On error nothing is left behind.
+//
+// A persistent TUN device of that name that no process has open (made by
+// `ip tuntap add faithN mode tun`, as a host does for a container without
+// the right to create devices) is adopted instead: faithif attaches to it,
+// and Close leaves it in place with its MTU and up/down state as they were.
 func Create(name string, mtu int) (*Interface, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
@@ -82,7 +116,8 @@ func Create(name string, mtu int) (*Interface, error) {
 	if err := ValidateMTU(mtu); err != nil {
 		return nil, err
 	}
-	if err := CheckCreate(name); err != nil {
+	existing, err := checkCreate(name)
+	if err != nil {
 		return nil, err
 	}
 	dev, err := tun.CreateTUN(name, mtu)
@@ -97,15 +132,40 @@ func Create(name string, mtu int) (*Interface, error) {
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
 	i := &Interface{name: name, mtu: mtu, dev: dev}
+	if existing != nil {
+		i.adopted, i.wasMTU, i.wasUp = true, existing.Attrs().MTU, existing.Attrs().Flags&net.FlagUp != 0
+	}
 	link, err := netlink.LinkByName(name)
 	if err == nil {
 		err = netlink.LinkSetUp(link)
 	}
 	if err != nil {
+		i.restore()
 		dev.Close()
 		return nil, fmt.Errorf("create %s: set link up: %w", name, err)
 	}
 	return i, nil
+}
+
+// Adopted reports whether the interface is a persistent TUN device that was
+// there before faithif (and stays after it).
+func (i *Interface) Adopted() bool { return i.adopted }
+
+// restore puts an adopted device's MTU and up/down state back as they were.
+func (i *Interface) restore() {
+	if !i.adopted {
+		return
+	}
+	link, err := netlink.LinkByName(i.name)
+	if err != nil {
+		return // gone
+	}
+	if link.Attrs().MTU != i.wasMTU {
+		netlink.LinkSetMTU(link, i.wasMTU)
+	}
+	if !i.wasUp {
+		netlink.LinkSetDown(link)
+	}
 }
 
 // CheckUp returns nil if the interface is administratively up, else an
@@ -205,11 +265,12 @@ func (i *Interface) removeRoutesLocked() {
 
 // Close removes the routes AddRoutes installed and the interface (a TUN
 // device that is not persistent goes away when its last file descriptor
-// closes). It may be called more than once.
+// closes); an adopted one stays, as it was. It may be called more than once.
 func (i *Interface) Close() error {
 	i.mu.Lock()
 	i.removeRoutesLocked()
 	i.mu.Unlock()
+	i.restore()
 	if err := i.dev.Close(); err != nil {
 		return fmt.Errorf("destroy %s: %w", i.name, err)
 	}

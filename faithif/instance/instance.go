@@ -135,6 +135,9 @@ func (in *Instance) Run(ready func()) error {
 		return err
 	}
 	defer in.iface.Close()
+	if in.iface.Adopted() {
+		in.log.Info("adopted an existing TUN device", "interface", cfg.Name, "note", "it stays, as it was, after faithif stops")
+	}
 	if len(cfg.Routes) > 0 {
 		if err := in.iface.AddRoutes(cfg.Routes); err != nil {
 			return fmt.Errorf("create %s: %w", cfg.Name, err)

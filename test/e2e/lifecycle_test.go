@@ -659,3 +659,55 @@ func TestConcurrentCreate(t *testing.T) {
 		t.Errorf("%d of %d losing creates reported more than their own error", foreign, rounds*(racers-1))
 	}
 }
+
+// TestAdoptTUN: a persistent TUN device made beforehand (ip tuntap add, as a
+// host does for a container that may not create devices) is adopted by
+// create, relays, and is left in place by destroy with its MTU and down
+// state as they were; a second create while it is adopted is refused.
+func TestAdoptTUN(t *testing.T) {
+	lab := netlab.New(t)
+	ctx := testCtx(t, time.Minute)
+	port := echoServer(t, lab)
+	if _, err := lab.Router.IP("tuntap", "add", "dev", "faith0", "mode", "tun"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lab.Router.IP("link", "set", "dev", "faith0", "mtu", "1400"); err != nil {
+		t.Fatal(err)
+	}
+	link := func() string {
+		t.Helper()
+		out, err := lab.Router.IP("-d", "-o", "link", "show", "dev", "faith0")
+		if err != nil {
+			t.Fatalf("faith0 is gone: %v", err)
+		}
+		return out
+	}
+	up := regexp.MustCompile(`<[^>]*\bUP\b[^>]*>`)
+
+	for round := 1; round <= 2; round++ {
+		pid := bgCreate(t, lab, "faith0", "--prefix", netlab.FaithPrefix, "--keepfaith")
+		if l := link(); !up.MatchString(l) || !strings.Contains(l, " mtu 1500 ") {
+			t.Errorf("round %d: adopted faith0 is not up with mtu 1500: %s", round, l)
+		}
+		if _, ok := findLine(readLog(lab, "faith0"), `msg="adopted an existing TUN device"`); !ok {
+			t.Errorf("round %d: no adoption line in the log:\n%s", round, readLog(lab, "faith0"))
+		}
+		if r := lab.Faithif("create", "faith0", "--prefix", netlab.FaithPrefix, "-f"); r.ExitCode != 1 || !strings.Contains(r.Stderr, "in use by another") {
+			t.Errorf("round %d: a second create while adopted: %s; want exit 1, in use by another instance or process", round, r)
+		}
+		routeFaith(t, lab, netlab.FaithPrefix, "faith0")
+		if err := echoRoundTrip(ctx, lab, serverAddr(port), fmt.Sprintf("round %d through an adopted faith0", round)); err != nil {
+			t.Fatal(err)
+		}
+		if r := lab.Faithif("destroy", "faith0"); r.ExitCode != 0 {
+			t.Fatalf("round %d: destroy: %s", round, r)
+		}
+		if !netlab.WaitProcessGone(pid, 5*time.Second) {
+			t.Fatalf("round %d: faithif pid %d still running after destroy", round, pid)
+		}
+		l := link()
+		if up.MatchString(l) || !strings.Contains(l, " mtu 1400 ") || !strings.Contains(l, "persist on") {
+			t.Errorf("round %d: after destroy faith0 should be there as it was (down, mtu 1400, persistent): %s", round, l)
+		}
+	}
+}

@@ -519,7 +519,7 @@ prefixes = ["2001:db8:47::/96"]
 		name string
 		args []string
 	}{
-		{"Tun", []string{"tuntap", "add", "dev", "faith1", "mode", "tun"}},
+		{"Tap", []string{"tuntap", "add", "dev", "faith1", "mode", "tap"}}, // a persistent TUN device is adopted (TestAdoptTUN)
 		{"Veth", []string{"link", "add", "faith1", "type", "veth", "peer", "name", "faith1p"}},
 	} {
 		t.Run("InterfaceExists/"+kind.name, func(t *testing.T) {
