@@ -98,3 +98,18 @@ func (s *SysctlSet) Restore() error {
 	s.changes = nil
 	return errors.Join(errs...)
 }
+
+// ipv6ForwardingPath is the router switch for IPv6, in the caller's network
+// namespace.
+const ipv6ForwardingPath = "/proc/sys/net/ipv6/conf/all/forwarding"
+
+// IPv6Forwarding reports whether the network namespace forwards IPv6
+// (net.ipv6.conf.all.forwarding): without it, only the host's own
+// connections reach a faith interface.
+func IPv6Forwarding() (bool, error) {
+	b, err := os.ReadFile(ipv6ForwardingPath)
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", ipv6ForwardingPath, err)
+	}
+	return strings.TrimSpace(string(b)) != "0", nil
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/control"
 )
 
 // readyFDEnv names the file descriptor on which a background instance tells
@@ -67,6 +69,7 @@ func daemonize(name string, args []string, stdout, stderr io.Writer) error {
 		if line == "ready" {
 			fmt.Fprintf(stdout, "%s created (pid %d, log %s)\n", name, cmd.Process.Pid, logPath)
 			cmd.Process.Release()
+			printWarnings(runDir, name, stderr)
 			return nil
 		}
 		cmd.Wait()
@@ -78,6 +81,22 @@ func daemonize(name string, args []string, stdout, stderr io.Writer) error {
 		cmd.Wait()
 	}
 	return fmt.Errorf("%s", startupError(logFile, start, name))
+}
+
+// printWarnings prints, once, what the new instance says keeps it from
+// relaying as the operator would expect (keepfaith 0, IPv6 forwarding off);
+// the background instance logs them to its log file, which nobody reads
+// at this point.
+func printWarnings(runDir faithif.RunDir, name string, stderr io.Writer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := control.Client{Path: runDir.SocketPath(name)}.Status(ctx)
+	if err != nil {
+		return // it answered "ready"; a status that fails now is for show to report
+	}
+	for _, w := range st.Warnings {
+		fmt.Fprintf(stderr, "faithif: warning: %s: %s\n", name, w)
+	}
 }
 
 // reportedError is an error whose message is complete as it is.

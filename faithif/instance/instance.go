@@ -185,6 +185,9 @@ func (in *Instance) Run(ready func()) error {
 		in.running.Store(true)
 		log.Info("ready", "interface", cfg.Name, "prefixes", fmt.Sprint(in.mapper.Prefixes()), "mtu", cfg.MTU,
 			"keepfaith", faithif.KeepFaithValue(keep), "fd_limit", relay.FDLimit(), "routes", fmt.Sprint(in.iface.Routes()), "control", socket, "pid", os.Getpid())
+		for _, w := range in.warnings() {
+			log.Warn(w, "interface", cfg.Name)
+		}
 		if ready != nil {
 			ready()
 		}
@@ -328,6 +331,7 @@ func (in *Instance) Status() status.Status {
 		KeepFaith:               in.stack.Link().Capture(),
 		Draining:                draining,
 		Up:                      in.running.Load() && !draining,
+		Warnings:                in.warnings(),
 		LastReloadSuccessful:    !in.lastReloadFailed.Load(),
 		RulesLoadedAt:           in.rulesLoadedAt.Load(),
 		ReloadsOK:               in.reloadsOK.Load(),
@@ -346,6 +350,9 @@ func (in *Instance) Status() status.Status {
 	if st.Routes == nil {
 		st.Routes = []string{}
 	}
+	if st.Warnings == nil {
+		st.Warnings = []string{}
+	}
 	if r := in.relay.Rules(); r != nil {
 		st.RuleCount = len(r.Rules)
 	}
@@ -354,6 +361,21 @@ func (in *Instance) Status() status.Status {
 
 // Ready returns nil while the instance relays: it is running and not
 // draining, keepfaith is 1 and the interface is up; else it says why not.
+// warnings returns what keeps the instance from relaying as an operator
+// would expect, in words that say how to fix it: keepfaith 0 (nothing is
+// captured), IPv6 forwarding off (only this host's own connections reach
+// the interface). show prints them; the log has them at start-up.
+func (in *Instance) warnings() []string {
+	var ws []string
+	if in.stack != nil && !in.stack.Link().Capture() {
+		ws = append(ws, "keepfaith is 0: nothing is captured; turn it on with 'faithif sysctl -w net.inet6.ip6.keepfaith=1' (or create --keepfaith)")
+	}
+	if on, err := faithif.IPv6Forwarding(); err == nil && !on {
+		ws = append(ws, fmt.Sprintf("IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0): only this host's own connections reach %s; set it to 1 for clients elsewhere", in.cfg.Name))
+	}
+	return ws
+}
+
 func (in *Instance) Ready() error {
 	name := in.cfg.Name
 	switch {

@@ -34,6 +34,9 @@ type Status struct {
 	// stack runs and the interface is not draining.
 	Draining bool `json:"draining" text:"draining"`
 	Up       bool `json:"interface_up" text:"relaying" metric:"gauge interface_up" help:"1 while the interface's stack runs and it is not draining."`
+	// Warnings say what keeps the interface from relaying as the operator
+	// would expect (keepfaith 0, IPv6 forwarding off), and how to fix it.
+	Warnings []string `json:"warnings" text:"warnings"`
 
 	RelayCounters
 	// The limits in force: per client /64, per client address, and the

@@ -711,3 +711,59 @@ func TestAdoptTUN(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateWarnings: create says once what keeps the interface from
+// relaying as expected (keepfaith 0, IPv6 forwarding off) and how to fix it;
+// show says the same while it holds, and nothing once it is fixed.
+func TestCreateWarnings(t *testing.T) {
+	lab := netlab.New(t)
+	const keepWarn, fwdWarn = "keepfaith is 0: nothing is captured", "IPv6 forwarding is off"
+	warnings := func() []string {
+		t.Helper()
+		st, err := lab.Show()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Warnings
+	}
+	has := func(ws []string, sub string) bool {
+		return slices.ContainsFunc(ws, func(w string) bool { return strings.Contains(w, sub) })
+	}
+
+	r := lab.Faithif("create", "faith0", "--prefix", netlab.FaithPrefix)
+	if r.ExitCode != 0 {
+		t.Fatalf("create: %s", r)
+	}
+	if want := "faithif: warning: faith0: " + keepWarn + "; turn it on with 'faithif sysctl -w net.inet6.ip6.keepfaith=1' (or create --keepfaith)\n"; r.Stderr != want {
+		t.Errorf("create's stderr with keepfaith 0 and forwarding on:\n%q\nwant\n%q", r.Stderr, want)
+	}
+	if ws := warnings(); len(ws) != 1 || !has(ws, keepWarn) {
+		t.Errorf("show warnings %q, want only the keepfaith one", ws)
+	}
+	if r := lab.Faithif("sysctl", "-w", "net.inet6.ip6.keepfaith=1"); r.ExitCode != 0 {
+		t.Fatalf("sysctl: %s", r)
+	}
+	if ws := warnings(); len(ws) != 0 {
+		t.Errorf("show warnings %q with keepfaith 1 and forwarding on, want none", ws)
+	}
+	if err := lab.Router.Sysctl("net.ipv6.conf.all.forwarding", "0"); err != nil {
+		t.Fatal(err)
+	}
+	if ws := warnings(); len(ws) != 1 || !has(ws, fwdWarn) || !has(ws, "reach faith0") {
+		t.Errorf("show warnings %q with forwarding off, want the forwarding one naming faith0", ws)
+	}
+	if r := lab.Faithif("show", "faith0"); !strings.Contains(r.Stdout, fwdWarn) {
+		t.Errorf("text show does not carry the warning:\n%s", r.Stdout)
+	}
+	if r := lab.Faithif("destroy", "faith0"); r.ExitCode != 0 {
+		t.Fatalf("destroy: %s", r)
+	}
+	// A new instance with forwarding still off says so at once.
+	r = lab.Faithif("create", "faith0", "--prefix", netlab.FaithPrefix, "--keepfaith")
+	if r.ExitCode != 0 {
+		t.Fatalf("create: %s", r)
+	}
+	if !strings.Contains(r.Stderr, "faithif: warning: faith0: "+fwdWarn) || strings.Contains(r.Stderr, keepWarn) {
+		t.Errorf("create's stderr with forwarding off and --keepfaith: %q; want only the forwarding warning", r.Stderr)
+	}
+}
