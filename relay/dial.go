@@ -116,8 +116,20 @@ func dialFailure(err error) (string, flow.Refusal) {
 	}
 }
 
-// dial connects to the flow's IPv4 server.
-func (r *Relay) dial(f *flowSetup) (*kernelConn, time.Duration, error) {
+// dial connects to the flow's IPv4 server; afterHandshake says the
+// client's handshake came first (under pressure).
+func (r *Relay) dial(f *flowSetup, afterHandshake bool) (*kernelConn, time.Duration, error) {
+	if f.debug {
+		order := "dial-first"
+		if afterHandshake {
+			order = "handshake-first"
+		}
+		attrs := []any{"order", order}
+		if a, ok := f.dialer.LocalAddr.(*net.TCPAddr); ok {
+			attrs = append(attrs, "bind4", a.IP.String())
+		}
+		f.log.Debug("dial started", attrs...)
+	}
 	dialStart := time.Now()
 	var nc net.Conn
 	var err error
@@ -130,12 +142,20 @@ func (r *Relay) dial(f *flowSetup) (*kernelConn, time.Duration, error) {
 	if r.cfg.ObserveDial != nil {
 		r.cfg.ObserveDial(took, err == nil)
 	}
-	if err != nil {
-		return nil, took, err
+	var server *kernelConn
+	if err == nil {
+		if server, err = newKernelConn(nc.(*net.TCPConn)); err != nil {
+			nc.Close()
+		}
 	}
-	server, err := newKernelConn(nc.(*net.TCPConn))
+	if f.debug {
+		if err != nil {
+			f.log.Debug("dial finished", "result", "failed", "dial_seconds", took.Seconds(), "error", err.Error())
+		} else {
+			f.log.Debug("dial finished", "result", "ok", "dial_seconds", took.Seconds(), "src4", server.localAddrPort().String())
+		}
+	}
 	if err != nil {
-		nc.Close()
 		return nil, took, err
 	}
 	return server, took, nil

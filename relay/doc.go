@@ -16,8 +16,9 @@
 // Files, in the order a flow meets them: relay.go (Handle), recent.go (the
 // failed dials of the last seconds), limits.go, policy.go (with mapper.go
 // and rules.go), dial.go, kernelconn.go, pipe.go; counters.go holds the
-// counters, loglimit.go the rate limit of refusal log lines, and drain.go
-// the shutdown.
+// counters, loglimit.go the rate limit of refusal log lines, drain.go the
+// shutdown, and flows.go the list of the flows being set up or relayed
+// (Relay.Flows, for `faithif flows`).
 //
 // It knows nothing of TUN devices or gVisor: it sees captured flows only
 // through package flow.

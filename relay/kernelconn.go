@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
 
@@ -33,6 +34,17 @@ func newKernelConn(c *net.TCPConn) (*kernelConn, error) {
 	k := &kernelConn{TCPConn: c, raw: raw}
 	k.read = k.readPooled
 	return k, nil
+}
+
+// localAddrPort returns the connection's own address and port (IPv4, not
+// IPv4-mapped).
+func (c *kernelConn) localAddrPort() netip.AddrPort {
+	a, ok := c.LocalAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := a.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // Abort resets the connection: SO_LINGER 0 makes close(2) send a RST.

@@ -97,8 +97,20 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
-// lines returns the lines written so far, and forgets them.
+// lines returns the lines written so far but the debug lines of a SYN's
+// steps (isStepLine), and forgets them all.
 func (s *syncBuffer) lines() []string {
+	var out []string
+	for _, l := range s.allLines() {
+		if !isStepLine(l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// allLines returns the lines written so far, and forgets them.
+func (s *syncBuffer) allLines() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t := strings.TrimSpace(s.b.String())
@@ -107,6 +119,20 @@ func (s *syncBuffer) lines() []string {
 		return nil
 	}
 	return strings.Split(t, "\n")
+}
+
+// stepMessages are the debug lines that follow each SYN through the relay
+// (TestDebugSteps).
+var stepMessages = []string{"flow captured", "flow mapped", "flow not mapped", "flow rule", "dial started", "dial finished"}
+
+// isStepLine reports whether a text log line is one of stepMessages.
+func isStepLine(l string) bool {
+	for _, m := range stepMessages {
+		if strings.Contains(l, "level=DEBUG msg=\""+m+"\"") {
+			return true
+		}
+	}
+	return false
 }
 
 func textLogger(w *syncBuffer) *slog.Logger {

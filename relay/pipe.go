@@ -70,8 +70,9 @@ type pipe struct {
 	c2s, s2c       atomic.Uint64
 	lastActive     atomic.Int64 // monotonic nanoseconds since start
 	start          time.Time
-	running        atomic.Int32 // copy directions still running
-	stopWatch      func() bool  // stops watching ctx
+	running        atomic.Int32  // copy directions still running
+	fins           atomic.Uint32 // finClient, finServer: the FINs read (and passed on)
+	stopWatch      func() bool   // stops watching ctx
 	idleTimer      *time.Timer
 	done           func(pipeResult)
 
@@ -79,6 +80,12 @@ type pipe struct {
 	end  End
 	err  error
 }
+
+// The bits of pipe.fins.
+const (
+	finClient uint32 = 1 << iota // the client's FIN: client to server is over
+	finServer                    // the server's FIN: server to client is over
+)
 
 // startPipe copies between client and server until both directions are
 // finished, either side resets, the flow is idle in both directions for idle
@@ -91,20 +98,33 @@ type pipe struct {
 // when the flow is over. The caller's
 // goroutine, whose stack may have grown deep while setting the flow up, is
 // free to end: an idle flow then holds only two shallow goroutines.
-func startPipe(ctx context.Context, client, server flow.Conn, idle time.Duration, stats pipeStats, done func(pipeResult)) {
-	p := &pipe{client: client, server: server, stats: stats, start: time.Now(), done: done}
+func startPipe(ctx context.Context, client, server flow.Conn, idle time.Duration, stats pipeStats, done func(pipeResult)) *pipe {
+	p := newPipe(client, server, stats, done)
+	p.run(ctx, idle)
+	return p
+}
+
+// newPipe returns the pipe of a flow between client and server, not yet
+// copying (run starts it).
+func newPipe(client, server flow.Conn, stats pipeStats, done func(pipeResult)) *pipe {
+	return &pipe{client: client, server: server, stats: stats, start: time.Now(), done: done}
+}
+
+// run starts copying, as startPipe says.
+func (p *pipe) run(ctx context.Context, idle time.Duration) {
 	p.stopWatch = context.AfterFunc(ctx, func() { p.fail(EndShutdown, ctx.Err()) })
 	if idle > 0 {
 		p.idleTimer = p.startIdleTimer(idle)
 	}
 	p.running.Store(2)
-	go p.run(server, client, &p.c2s, p.stats.ClientToServer, EndClientReset, EndServerReset)
-	go p.run(client, server, &p.s2c, p.stats.ServerToClient, EndServerReset, EndClientReset)
+	go p.direction(p.server, p.client, &p.c2s, p.stats.ClientToServer, finClient, EndClientReset, EndServerReset)
+	go p.direction(p.client, p.server, &p.s2c, p.stats.ServerToClient, finServer, EndServerReset, EndClientReset)
 }
 
-// run copies one direction; the last direction to finish ends the flow.
-func (p *pipe) run(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, srcEnd, dstEnd End) {
-	p.copy(dst, src, n, live, srcEnd, dstEnd)
+// direction copies one direction; the last direction to finish ends the
+// flow.
+func (p *pipe) direction(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, fin uint32, srcEnd, dstEnd End) {
+	p.copy(dst, src, n, live, fin, srcEnd, dstEnd)
 	if p.running.Add(-1) > 0 {
 		return
 	}
@@ -120,9 +140,9 @@ func (p *pipe) run(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, sr
 	p.done(pipeResult{ClientToServer: p.c2s.Load(), ServerToClient: p.s2c.Load(), End: p.end, Err: p.err})
 }
 
-// copy moves bytes from src to dst. srcEnd and dstEnd name the end of the
-// flow when src or dst fails.
-func (p *pipe) copy(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, srcEnd, dstEnd End) {
+// copy moves bytes from src to dst. fin is the bit of p.fins that src's FIN
+// sets; srcEnd and dstEnd name the end of the flow when src or dst fails.
+func (p *pipe) copy(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, fin uint32, srcEnd, dstEnd End) {
 	pooled, _ := src.(pooledReader)
 	waiter, _ := src.(readWaiter)
 	drained := true // the last read did not fill the buffer: wait before the next
@@ -163,6 +183,7 @@ func (p *pipe) copy(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, s
 		case rerr == nil:
 		case errors.Is(rerr, io.EOF):
 			// Half-close: pass the FIN on, keep the other direction.
+			p.fins.Or(fin)
 			if err := dst.CloseWrite(); err != nil {
 				p.fail(dstEnd, err)
 			}
@@ -202,3 +223,11 @@ func (p *pipe) startIdleTimer(idle time.Duration) *time.Timer {
 }
 
 var errIdle = errors.New("idle timeout")
+
+// progress returns what the flow has copied each way so far, how long
+// nothing has moved either way as of now, and the FINs read (p.fins). It
+// only reads atomics: the copy loops never wait for it.
+func (p *pipe) progress(now time.Time) (c2s, s2c uint64, idle time.Duration, fins uint32) {
+	idle = max(now.Sub(p.start)-time.Duration(p.lastActive.Load()), 0)
+	return p.c2s.Load(), p.s2c.Load(), idle, p.fins.Load()
+}

@@ -65,6 +65,7 @@ type Relay struct {
 	stats   stats
 
 	flows  tracker            // flows being decided or relayed
+	live   liveFlows          // flows being set up (once permitted) or relayed, for Flows
 	ctx    context.Context    // the flows' context, cancelled by Close
 	cancel context.CancelFunc // cancels ctx
 
@@ -132,14 +133,18 @@ func (r *Relay) Handle(req flow.Request) {
 	relaying = r.handle(req)
 }
 
-// flowSetup is one flow being decided.
+// flowSetup is one flow being decided, and then relayed.
 type flowSetup struct {
 	req    flow.Request
 	tuple  fourTuple
 	log    *slog.Logger
+	debug  bool // log is enabled at debug level: log each step of the SYN
 	start  time.Time
 	to     netip.AddrPort
 	dialer *net.Dialer
+
+	liveLinks    // its place in Relay.live
+	flowProgress // what Relay.Flows reads once it is relayed
 }
 
 // handle decides req and starts relaying it; it reports whether it did, in
@@ -147,6 +152,12 @@ type flowSetup struct {
 func (r *Relay) handle(req flow.Request) bool {
 	f := &flowSetup{req: req, tuple: fourTuple{req.Client(), req.Dest()}, start: time.Now()}
 	f.log = r.cfg.Logger.With("client", f.tuple.client.String(), "dst6", f.tuple.dest.String())
+	// Checked once per flow, so that the steps' lines cost nothing above
+	// debug level: no attribute is built unless it is set.
+	f.debug = f.log.Enabled(context.Background(), slog.LevelDebug)
+	if f.debug {
+		f.log.Debug("flow captured")
+	}
 	addr := f.tuple.client.Addr()
 	if how, reason, ok := r.recent.lookup(f.tuple, f.start); ok {
 		// The same 4-tuple's dial failed a moment ago: the same answer,
@@ -172,6 +183,7 @@ func (r *Relay) handle(req flow.Request) bool {
 	defer func() {
 		if !established {
 			r.limits.done(addr, false)
+			r.live.remove(f)
 		}
 	}()
 
@@ -179,6 +191,9 @@ func (r *Relay) handle(req flow.Request) bool {
 	v := Policy{Mapper: r.cfg.Mapper, Rules: rules, IsLocal: r.cfg.IsLocal}.Check(addr, f.tuple.dest)
 	if v.To.IsValid() {
 		f.log = f.log.With("dst4", v.To.String())
+	}
+	if f.debug {
+		debugVerdict(f.log, v, rules)
 	}
 	if v.Refused != nil {
 		r.refuse(f, r.cfg.DenyWith, "denied", "error", v.Refused.Error())
@@ -205,6 +220,7 @@ func (r *Relay) handle(req flow.Request) bool {
 		bound.LocalAddr = &net.TCPAddr{IP: v.Rule.Bind.AsSlice()}
 		f.dialer = &bound
 	}
+	r.live.add(f)
 	if r.halfOpen.Add(1) <= int64(r.cfg.Limits.DialFirst()) {
 		established = r.dialThenAccept(f)
 	} else {
@@ -212,6 +228,34 @@ func (r *Relay) handle(req flow.Request) bool {
 		established = r.acceptThenDial(f)
 	}
 	return established
+}
+
+// debugVerdict logs, at debug level, how the policy saw a flow: its
+// mapping, and the access rule that decided it (FILE:LINE, or "default":
+// no access file permits, no matching line denies) or why it is refused
+// whatever the rules say.
+func debugVerdict(log *slog.Logger, v Verdict, rules *Rules) {
+	if v.To.IsValid() {
+		log.Debug("flow mapped")
+	} else {
+		log.Debug("flow not mapped", "error", v.Refused.Error())
+	}
+	switch {
+	case v.Refused != nil:
+		log.Debug("flow rule", "rule", "always-refused", "decision", "deny", "error", v.Refused.Error())
+	case v.Rule != nil:
+		log.Debug("flow rule", "rule", fmt.Sprintf("%s:%d", rules.File, v.Rule.Line), "decision", permitDeny(v.Permit))
+	default:
+		log.Debug("flow rule", "rule", "default", "decision", permitDeny(v.Permit))
+	}
+}
+
+// permitDeny names an access decision.
+func permitDeny(permit bool) string {
+	if permit {
+		return "permit"
+	}
+	return "deny"
 }
 
 // dialThenAccept dials first, and completes the client's handshake only if
@@ -228,7 +272,7 @@ func (r *Relay) dialThenAccept(f *flowSetup) bool {
 		r.refuse(f, answer, reason, attrs...)
 		return false
 	}
-	server, took, err := r.dial(f)
+	server, took, err := r.dial(f, false)
 	if err != nil {
 		r.dialing.Add(-1)
 		reason, answer := dialFailure(err)
@@ -262,7 +306,7 @@ func (r *Relay) acceptThenDial(f *flowSetup) bool {
 		r.resetAfterHandshake(f, reason, flow.RefuseReset, attrs...)
 		return false
 	}
-	server, took, err := r.dial(f)
+	server, took, err := r.dial(f, true)
 	if err != nil {
 		r.dialing.Add(-1)
 		c.Abort()
@@ -306,13 +350,15 @@ func (r *Relay) relay(f *flowSetup, c flow.Conn, server *kernelConn, dialTime ti
 	r.stats.outcomes[OutcomeAccepted].Add(1)
 	r.stats.open.Add(1)
 	r.dialing.Add(-1) // after open: the descriptor is never uncounted
-	attrs := []any{"outcome", OutcomeAccepted.String(), "src4", server.LocalAddr().String(), "dial_seconds", dialTime.Seconds()}
+	f.src4 = server.localAddrPort()
+	attrs := []any{"outcome", OutcomeAccepted.String(), "src4", f.src4.String(), "dial_seconds", dialTime.Seconds()}
 	if afterHandshake {
 		attrs = append(attrs, "after_handshake", true)
 	}
 	f.log.Info("flow accepted", attrs...)
 
-	startPipe(r.ctx, c, server, r.cfg.IdleTimeout, pipeStats{ClientToServer: &r.stats.bytesIn, ServerToClient: &r.stats.bytesOut}, func(res pipeResult) {
+	p := newPipe(c, server, pipeStats{ClientToServer: &r.stats.bytesIn, ServerToClient: &r.stats.bytesOut}, func(res pipeResult) {
+		r.live.remove(f)
 		r.limits.done(addr, true)
 		r.stats.open.Add(-1)
 		r.stats.ended[endIndex(res.End)].Add(1)
@@ -326,6 +372,8 @@ func (r *Relay) relay(f *flowSetup, c flow.Conn, server *kernelConn, dialTime ti
 		f.log.Info("flow finished", attrs...)
 		r.flows.end()
 	})
+	f.pipe.Store(p) // after src4: Flows reads src4 once it sees the pipe
+	p.run(r.ctx, r.cfg.IdleTimeout)
 }
 
 // refuse answers the flow with how, counts it under the reason's outcome,

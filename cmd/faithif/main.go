@@ -43,6 +43,8 @@ Commands:
   rules test [faithN] SRC6 [DST6]:PORT
                             which access rule decides a flow, and why
   show [faithN] [--json]    state and counters of running instances
+  flows [faithN] [--client C] [--dest D] [--json]
+                            the flows being set up or relayed, one line each
   list [--json]             the same as show, for every instance
   sysctl [-w] net.inet6.ip6.keepfaith[=0|1]
                             read or set the capture switch (global, default 0)
@@ -69,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDestroy(args[1:], stdout, stderr)
 	case "show", "list":
 		err = cmdShow(args[0], args[1:], stdout, stderr)
+	case "flows":
+		err = cmdFlows(args[1:], stdout, stderr)
 	case "sysctl":
 		err = cmdSysctl(args[1:], stdout, stderr)
 	case "reload":

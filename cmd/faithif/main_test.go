@@ -50,6 +50,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--config", "x.conf", "extra"}, `unexpected argument "extra"`},
 		{[]string{"run", "--config", "x.conf", "--metrics", "localhost"}, "--metrics"},
 		{[]string{"run", "--bogus"}, "flag provided but not defined"},
+		{[]string{"flows", "lo"}, "must be faith<N>"},
+		{[]string{"flows", "--client", "192.0.2.1"}, "--client 192.0.2.1: clients are IPv6"},
+		{[]string{"flows", "faith0", "--client", "2001:db8:1::2/64"}, "--client 2001:db8:1::2/64: host bits are set (did you mean 2001:db8:1::/64?)"},
+		{[]string{"flows", "--dest", "192.0.2.300"}, "--dest 192.0.2.300: not an IP address or prefix"},
+		{[]string{"flows", "--dest", "192.0.2.2:0"}, `--dest 192.0.2.2:0: port "0": want a number from 1 to 65535`},
+		{[]string{"flows", "faith0", "faith1"}, `unexpected argument "faith1"`},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runCmd(t, tt.args...)
@@ -61,7 +67,7 @@ func TestUsageErrors(t *testing.T) {
 
 func TestRuntimeErrors(t *testing.T) {
 	t.Setenv("FAITHIF_RUN_DIR", t.TempDir())
-	for _, args := range [][]string{{"destroy", "faith7"}, {"show", "faith7"}} {
+	for _, args := range [][]string{{"destroy", "faith7"}, {"show", "faith7"}, {"flows", "faith7"}} {
 		code, _, stderr := runCmd(t, args...)
 		if code != exitError || !strings.Contains(stderr, "not running") {
 			t.Errorf("faithif %s: exit %d, stderr %q; want exit 1 and 'not running'", strings.Join(args, " "), code, stderr)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/flows"
 	"github.com/faithif/faithif/faithif/status"
 	"golang.org/x/sys/unix"
 )
@@ -28,18 +29,26 @@ type Controller interface {
 	Destroy(grace time.Duration)
 	// Reload rereads the access rules; on error the old rules stay.
 	Reload() error
+	// Flows returns the flows being set up or relayed that f selects,
+	// sorted.
+	Flows(f flows.Filter) flows.Table
 }
 
 // request and response are the control protocol: one JSON request (at most
 // MaxRequest bytes) and one JSON response per connection.
 type request struct {
-	Op        string        `json:"op"` // "status", "keepfaith", "destroy", "reload"
+	Op        string        `json:"op"` // "status", "keepfaith", "destroy", "reload", "flows"
 	KeepFaith bool          `json:"keepfaith,omitempty"`
 	Grace     time.Duration `json:"grace,omitempty"`
+	// Client and Dest filter the flows ("flows"), as flows.ParseClient
+	// and flows.ParseDest read them; empty: every flow.
+	Client string `json:"client,omitempty"`
+	Dest   string `json:"dest,omitempty"`
 }
 
 type response struct {
 	Status *status.Status `json:"status,omitempty"`
+	Flows  *flows.Table   `json:"flows,omitempty"`
 	Error  string         `json:"error,omitempty"`
 }
 
@@ -51,6 +60,11 @@ const MaxRequest = 64 << 10
 // maxAnswer is the largest answer the client reads, in bytes (a status is a
 // few KiB).
 const maxAnswer = 4 << 20
+
+// maxFlowsAnswer is the largest answer to "flows" the client reads, in
+// bytes: a flow takes at most about 400 bytes (addresses of the longest
+// form), so this holds over 600,000 flows; 15,000 take about 4 MiB.
+const maxFlowsAnswer = 256 << 20
 
 // MaxConns is the number of connections the server serves at once. Beyond
 // it, connections are not accepted until one being served ends: they wait
@@ -222,6 +236,14 @@ func (s *Server) handle(conn *net.UnixConn) {
 		}
 		st := s.c.Status()
 		resp.Status = &st
+	case "flows":
+		f, err := parseFilter(req.Client, req.Dest)
+		if err != nil {
+			resp.Error = err.Error()
+			break
+		}
+		t := s.c.Flows(f)
+		resp.Flows = &t
 	default:
 		resp.Error = fmt.Sprintf("unknown operation %q", req.Op)
 	}
@@ -233,7 +255,21 @@ type Client struct {
 	Path string
 }
 
+// call sends req and returns the status in the answer.
 func (c Client) call(ctx context.Context, req request) (*status.Status, error) {
+	resp, err := c.exchange(ctx, req, maxAnswer)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Status == nil {
+		return nil, fmt.Errorf("empty answer from %s", c.Path)
+	}
+	return resp.Status, nil
+}
+
+// exchange sends req and reads the answer, at most limit bytes of it; an
+// answer with an error is that error.
+func (c Client) exchange(ctx context.Context, req request, limit int64) (*response, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -246,16 +282,13 @@ func (c Client) call(ctx context.Context, req request) (*status.Status, error) {
 		return nil, fmt.Errorf("send request to %s: %w", c.Path, err)
 	}
 	var resp response
-	if err := json.NewDecoder(io.LimitReader(conn, maxAnswer)).Decode(&resp); err != nil {
+	if err := json.NewDecoder(io.LimitReader(conn, limit)).Decode(&resp); err != nil {
 		return nil, fmt.Errorf("read answer from %s: %w", c.Path, err)
 	}
 	if resp.Error != "" {
 		return nil, errors.New(resp.Error)
 	}
-	if resp.Status == nil {
-		return nil, fmt.Errorf("empty answer from %s", c.Path)
-	}
-	return resp.Status, nil
+	return &resp, nil
 }
 
 // dial connects to the control socket, once the run directory and the
@@ -345,6 +378,35 @@ func (c Client) Reload(ctx context.Context) (*status.Status, error) {
 	return c.call(ctx, request{Op: "reload"})
 }
 
+// Flows asks the instance for the flows it is setting up or relaying that
+// f selects, sorted.
+func (c Client) Flows(ctx context.Context, f flows.Filter) (*flows.Table, error) {
+	resp, err := c.exchange(ctx, request{Op: "flows", Client: f.Client.String(), Dest: f.Dest.String()}, maxFlowsAnswer)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Flows == nil {
+		return nil, fmt.Errorf("empty answer from %s", c.Path)
+	}
+	if resp.Flows.SchemaVersion != flows.SchemaVersion {
+		return nil, fmt.Errorf("answer from %s: flows schema_version %d, want %d", c.Path, resp.Flows.SchemaVersion, flows.SchemaVersion)
+	}
+	return resp.Flows, nil
+}
+
+// parseFilter reads a request's filter.
+func parseFilter(client, dest string) (flows.Filter, error) {
+	var f flows.Filter
+	var err error
+	if f.Client, err = flows.ParseClient(client); err != nil {
+		return f, fmt.Errorf("client filter %w", err)
+	}
+	if f.Dest, err = flows.ParseDest(dest); err != nil {
+		return f, fmt.Errorf("destination filter %w", err)
+	}
+	return f, nil
+}
+
 // SetKeepFaith stores the global keepfaith value in dir, so that interfaces
 // created later start with it, and applies it to every instance running
 // there.
@@ -394,6 +456,37 @@ func Statuses(ctx context.Context, dir faithif.RunDir) ([]*status.Status, error)
 		}
 		all = append(all, st)
 	}
+	return all, nil
+}
+
+// AllFlows asks every instance running in dir for its flows that f
+// selects, and returns them in one table, sorted (by interface first); a
+// socket nobody answers on (left by a crashed instance) is skipped. A run
+// directory faithif cannot trust is an error.
+func AllFlows(ctx context.Context, dir faithif.RunDir, f flows.Filter) (*flows.Table, error) {
+	all := &flows.Table{SchemaVersion: flows.SchemaVersion, Flows: []flows.Flow{}}
+	if err := dir.Check(); errors.Is(err, os.ErrNotExist) {
+		return all, nil
+	} else if err != nil {
+		return nil, err // it names the run directory and what is wrong
+	}
+	names, err := dir.Instances()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		t, err := Client{Path: dir.SocketPath(n)}.Flows(cctx, f)
+		cancel()
+		if errors.Is(err, ErrNotRunning) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
+		}
+		all.Flows = append(all.Flows, t.Flows...)
+	}
+	flows.Sort(all.Flows)
 	return all, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/flows"
 	"github.com/faithif/faithif/faithif/status"
 )
 
@@ -24,17 +25,21 @@ func (fuzzController) Status() status.Status { return status.Status{Name: "faith
 func (fuzzController) SetKeepFaith(bool)     {}
 func (fuzzController) Destroy(time.Duration) {}
 func (fuzzController) Reload() error         { return nil }
+func (fuzzController) Flows(f flows.Filter) flows.Table {
+	return flows.Build("faith0", manyFlows(3), f)
+}
 
 // FuzzControlRequest writes arbitrary bytes as a request to a live control
 // socket and checks that the server answers with exactly one JSON response,
-// holding a status or an error (not both, not neither), and still answers a
-// status request afterwards.
+// holding a status, flows or an error (exactly one of them), and still
+// answers a status request afterwards.
 //
 // `make fuzz` runs it for FUZZTIME; `go test` runs the seeds below.
 func FuzzControlRequest(f *testing.F) {
 	for _, s := range []string{
 		`{"op":"status"}`, `{"op":"keepfaith","keepfaith":true}`, `{"op":"destroy","grace":1000000000}`,
-		`{"op":"reload"}`, `{"op":"nope"}`, ``, `{`, `[]`, `null`, `"status"`, `{"op":1}`,
+		`{"op":"reload"}`, `{"op":"flows"}`, `{"op":"flows","client":"2001:db8::/32","dest":":80"}`,
+		`{"op":"flows","client":"192.0.2.1"}`, `{"op":"flows","dest":"[::1"}`, `{"op":"nope"}`, ``, `{`, `[]`, `null`, `"status"`, `{"op":1}`,
 		`{"op":"status"}{"op":"destroy"}`, `{"op":"status","grace":-1}`, `{"op":"status","op":"reload"}`,
 		`{"op":"status","x":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}`,
 		strings.Repeat(" ", MaxRequest-10) + `{"op":"status"}`,
@@ -81,6 +86,7 @@ func FuzzControlRequest(f *testing.F) {
 		}
 		var resp struct {
 			Status *json.RawMessage `json:"status"`
+			Flows  *json.RawMessage `json:"flows"`
 			Error  string           `json:"error"`
 		}
 		dec := json.NewDecoder(bytes.NewReader(answer))
@@ -90,8 +96,8 @@ func FuzzControlRequest(f *testing.F) {
 		if dec.More() {
 			t.Fatalf("answer %q holds more than one response", answer)
 		}
-		if (resp.Status == nil) == (resp.Error == "") {
-			t.Fatalf("answer %q: want a status or an error", answer)
+		if n := btoi(resp.Status != nil) + btoi(resp.Flows != nil) + btoi(resp.Error != ""); n != 1 {
+			t.Fatalf("answer %q: want a status, flows or an error", answer)
 		}
 
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -100,4 +106,11 @@ func FuzzControlRequest(f *testing.F) {
 			t.Fatalf("after request %q the server no longer answers: %v", req, err)
 		}
 	})
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

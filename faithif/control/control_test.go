@@ -21,12 +21,26 @@ import (
 	"time"
 
 	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/flows"
 	"github.com/faithif/faithif/faithif/status"
+	"github.com/faithif/faithif/relay"
 )
 
 type fakeController struct {
 	keep      atomic.Bool
 	destroyed atomic.Bool
+	name      string                       // "": faith0
+	flows     []relay.FlowInfo             // what Flows lists
+	filter    atomic.Pointer[flows.Filter] // the last filter Flows was given
+}
+
+func (f *fakeController) Flows(filter flows.Filter) flows.Table {
+	f.filter.Store(&filter)
+	name := f.name
+	if name == "" {
+		name = "faith0"
+	}
+	return flows.Build(name, f.flows, filter)
 }
 
 func (f *fakeController) Status() status.Status {

@@ -1,8 +1,10 @@
 // Package control is the control socket of a running faithN, like
 // wireguard-go's UAPI socket: the `faithif` commands (show, destroy, reload,
-// sysctl) talk to a running instance through it, one JSON request and one
-// JSON answer per connection. The socket lives in the run directory
-// (faithif.RunDir), mode 0600.
+// sysctl, flows) talk to a running instance through it, one JSON request and
+// one JSON answer per connection. The socket lives in the run directory
+// (faithif.RunDir), mode 0600. An answer is read up to 4 MiB, the flow
+// table ("flows", filtered by the instance) up to 256 MiB: 15,000 flows
+// take about 5 MiB.
 //
 // A request may be at most MaxRequest (64 KiB) long: the server reads no
 // more than that, answers a longer one with an error and closes the

@@ -13,6 +13,7 @@ import (
 	"github.com/faithif/faithif/faithif"
 	"github.com/faithif/faithif/faithif/config"
 	"github.com/faithif/faithif/faithif/control"
+	"github.com/faithif/faithif/faithif/flows"
 	"github.com/faithif/faithif/faithif/status"
 	"github.com/faithif/faithif/relay"
 	"github.com/faithif/faithif/stack"
@@ -357,6 +358,12 @@ func (in *Instance) Status() status.Status {
 		st.RuleCount = len(r.Rules)
 	}
 	return st
+}
+
+// Flows implements control.Controller: the flows the relay is setting up
+// or relaying that f selects, sorted.
+func (in *Instance) Flows(f flows.Filter) flows.Table {
+	return flows.Build(in.cfg.Name, in.relay.Flows(), f)
 }
 
 // Ready returns nil while the instance relays: it is running and not
