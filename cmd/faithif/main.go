@@ -22,6 +22,10 @@ const (
 // silentError has been reported elsewhere; it only sets the exit status.
 type silentError struct{ error }
 
+// troubleError is an error of a command whose exit status 1 means an answer
+// (rules test: deny), so that trouble is exit status 2, as in grep.
+type troubleError struct{ error }
+
 // usageError is an error in the command line: exit status 2.
 type usageError struct{ msg string }
 
@@ -90,11 +94,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var ue usageError
 	var se silentError
 	var re reportedError
+	var te troubleError
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
+	case errors.As(err, &te):
+		fmt.Fprintf(stderr, "faithif: %s\n", err)
+		return exitUsage
 	case errors.As(err, &se):
 		return exitError
 	case errors.As(err, &re):

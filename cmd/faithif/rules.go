@@ -20,12 +20,32 @@ Says what faithif decides for a flow from client SRC6 to [DST6]:PORT: the
 IPv4 destination it maps to, whether it is always refused, and which line of
 the access file matches. With faithN, the prefixes and the access file of
 that running instance are used; otherwise --config and --prefix (default
-64:ff9b::/96).
+64:ff9b::/96, and it says so).
+
+Exit status, as grep's, for scripts: 0 permit, 1 deny, 2 when it cannot
+decide (a bad argument, an unreadable or bad access file, faithN not
+running).
 
 Flags:
 `
 
+// cmdRules runs 'rules test'. A deny is a silentError (exit 1); anything
+// that keeps it from deciding is a usage error or a troubleError (exit 2).
 func cmdRules(args []string, stdout, stderr io.Writer) error {
+	err := rulesTest(args, stdout, stderr)
+	var ue usageError
+	var se silentError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp), errors.As(err, &ue), errors.As(err, &se):
+		return err
+	}
+	return troubleError{err}
+}
+
+// errDeny is the verdict deny: exit status 1, nothing more to say.
+var errDeny = silentError{errors.New("deny")}
+
+func rulesTest(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "test" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			fmt.Fprint(stdout, rulesUsage)
@@ -64,6 +84,7 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 		return usagef("destination %q: want [IPv6]:PORT", rest[1])
 	}
 
+	assumed := len(prefixes) == 0 && *rulesPath == ""
 	var pfx []netip.Prefix
 	for _, s := range prefixes {
 		p, err := relay.ParsePrefix(s)
@@ -83,6 +104,13 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	fmt.Fprintf(stdout, "flow:     [%s] -> %s\n", src, dst)
+	if len(pfx) == 0 {
+		how := "the default; give --prefix, or an interface to use its own"
+		if !assumed {
+			how = "the default; give --prefix"
+		}
+		fmt.Fprintf(stdout, "prefixes: %s (%s)\n", relay.WellKnownPrefix, how)
+	}
 	local, err := faithif.ReadLocalAddrs()
 	if err != nil {
 		return err
@@ -95,7 +123,7 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 			to = v.To.Addr().String()
 		}
 		fmt.Fprintf(stdout, "maps to:  %s\ndecision: deny (always refused: %s)\n", to, v.Refused)
-		return nil
+		return errDeny
 	case v.Refused != nil:
 		fmt.Fprintf(stdout, "maps to:  %s\ndecision: deny (always refused: %s is an address of this router, or in a local route)\n", v.To, v.To.Addr())
 	case v.Rule != nil:
@@ -106,6 +134,9 @@ func cmdRules(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "maps to:  %s\ndecision: deny (%s has no rules: every flow is denied)\n", v.To, rules.File)
 	default:
 		fmt.Fprintf(stdout, "maps to:  %s\ndecision: deny (no line of %s matches)\n", v.To, rules.File)
+	}
+	if !v.Permit || v.Refused != nil {
+		return errDeny
 	}
 	return nil
 }
