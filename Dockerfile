@@ -51,5 +51,8 @@ EXPOSE 9464
 # (10 s by default), then are reset. Give `docker stop` more than that
 # (docker run --stop-timeout 30; compose: stop_grace_period).
 STOPSIGNAL SIGTERM
+# Healthy while every interface relays (running, not draining, keepfaith 1,
+# link up): asked over the control sockets, no shell, no metrics address.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 CMD ["/usr/local/bin/faithif", "health"]
 ENTRYPOINT ["/usr/local/bin/faithif"]
 CMD ["run", "--config", "/etc/faithif/faithif.conf"]

@@ -50,6 +50,8 @@ Commands:
   flows [faithN] [--client C] [--dest D] [--json]
                             the flows being set up or relayed, one line each
   list [--json]             the same as show, for every instance
+  health [faithN]           exit 0 if the interfaces relay, else 1 and why
+                            (container health checks)
   sysctl [-w] net.inet6.ip6.keepfaith[=0|1]
                             read or set the capture switch (global, default 0)
 
@@ -85,6 +87,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(args[1:], stdout, stderr)
 	case "rules":
 		err = cmdRules(args[1:], stdout, stderr)
+	case "health":
+		err = cmdHealth(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return exitOK

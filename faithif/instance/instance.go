@@ -333,6 +333,7 @@ func (in *Instance) Status() status.Status {
 		Draining:                draining,
 		Up:                      in.running.Load() && !draining,
 		Warnings:                in.warnings(),
+		NotReady:                errString(in.Ready()),
 		LastReloadSuccessful:    !in.lastReloadFailed.Load(),
 		RulesLoadedAt:           in.rulesLoadedAt.Load(),
 		ReloadsOK:               in.reloadsOK.Load(),
@@ -368,6 +369,14 @@ func (in *Instance) Flows(f flows.Filter) flows.Table {
 
 // Ready returns nil while the instance relays: it is running and not
 // draining, keepfaith is 1 and the interface is up; else it says why not.
+// errString returns err's message, "" for nil.
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
 // warnings returns what keeps the instance from relaying as an operator
 // would expect, in words that say how to fix it: keepfaith 0 (nothing is
 // captured), IPv6 forwarding off (only this host's own connections reach

@@ -34,6 +34,10 @@ type Status struct {
 	// stack runs and the interface is not draining.
 	Draining bool `json:"draining" text:"draining"`
 	Up       bool `json:"interface_up" text:"relaying" metric:"gauge interface_up" help:"1 while the interface's stack runs and it is not draining."`
+	// NotReady is empty while the interface relays (running, not draining,
+	// keepfaith 1, link up), else why not: what /readyz and `faithif
+	// health` report.
+	NotReady string `json:"not_ready" text:"not ready"`
 	// Warnings say what keeps the interface from relaying as the operator
 	// would expect (keepfaith 0, IPv6 forwarding off), and how to fix it.
 	Warnings []string `json:"warnings" text:"warnings"`

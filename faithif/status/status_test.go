@@ -137,7 +137,7 @@ func TestJSONKeys(t *testing.T) {
 	want := []string{
 		"name", "pid", "uptime_seconds", "prefixes", "routes", "rules", "rule_count", "last_reload_successful",
 		"rules_loaded_timestamp_seconds", "reloads_ok", "reloads_failed", "mtu", "keepfaith",
-		"draining", "interface_up", "warnings", "flows_open", "flows_total", "flows_accepted", "flows_refused",
+		"draining", "interface_up", "not_ready", "warnings", "flows_open", "flows_total", "flows_accepted", "flows_refused",
 		"flows_denied", "flows_limited", "flow_outcomes", "flow_ends", "clients", "bytes_in", "bytes_out",
 		"fd_limit", "flows_fd_limit", "flows_handshake_first", "refusals_repeated", "dials_in_progress",
 		"flows_dials_limited", "max_flows_per_client",

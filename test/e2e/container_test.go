@@ -27,6 +27,8 @@ type dockerfile struct {
 	// Copies are the final stage's COPY instructions, each as its words
 	// (flags such as --from=build included).
 	Copies [][]string
+	// HealthCheck is HEALTHCHECK's CMD, in exec form.
+	HealthCheck []string
 }
 
 // Argv is the container's command line: ENTRYPOINT then CMD.
@@ -100,6 +102,13 @@ func parseDockerfile(t *testing.T) dockerfile {
 			d.StopSignal = rest
 		case "COPY", "ADD":
 			d.Copies = append(d.Copies, strings.Fields(rest))
+		case "HEALTHCHECK":
+			// HEALTHCHECK [--option=value...] CMD ["exec", "form"]
+			_, cmd, ok := strings.Cut(rest, "CMD ")
+			if !ok {
+				t.Fatalf("Dockerfile: HEALTHCHECK %s: no CMD", rest)
+			}
+			d.HealthCheck = execForm(instr, strings.TrimSpace(cmd))
 		}
 	}
 	return d
@@ -388,6 +397,27 @@ grace = "1s"
 		}
 		if code, body, err := lab.Router.HTTPGet(ctx, "http://"+metricsAddr+"/readyz"); err != nil || code != 200 {
 			t.Errorf("/readyz: %d %q %v", code, body, err)
+		}
+		// The image's HEALTHCHECK, as docker runs it: ready, then not
+		// ready with keepfaith 0 (and why), then ready again.
+		if len(d.HealthCheck) == 0 || d.HealthCheck[0] != "/usr/local/bin/faithif" {
+			t.Errorf("the Dockerfile's HEALTHCHECK %q does not run faithif itself (no shell in the way)", d.HealthCheck)
+		} else {
+			if r := dockerExec(t, d, pid, d.HealthCheck...); r.ExitCode != 0 || r.Stdout != "faith0: ready\n" {
+				t.Errorf("HEALTHCHECK while relaying: %s; want exit 0, faith0: ready", r)
+			}
+			if r := dockerExec(t, d, pid, "faithif", "sysctl", "net.inet6.ip6.keepfaith=0"); r.ExitCode != 0 {
+				t.Fatalf("sysctl keepfaith=0: %s", r)
+			}
+			if r := dockerExec(t, d, pid, d.HealthCheck...); r.ExitCode != 1 || !strings.Contains(r.Stderr, "faith0: not ready: faith0: keepfaith is 0") {
+				t.Errorf("HEALTHCHECK with keepfaith 0: %s; want exit 1 saying keepfaith is 0", r)
+			}
+			if r := dockerExec(t, d, pid, "faithif", "sysctl", "net.inet6.ip6.keepfaith=1"); r.ExitCode != 0 {
+				t.Fatalf("sysctl keepfaith=1: %s", r)
+			}
+			if r := dockerExec(t, d, pid, d.HealthCheck...); r.ExitCode != 0 {
+				t.Errorf("HEALTHCHECK with keepfaith 1 again: %s; want exit 0", r)
+			}
 		}
 		if _, err := os.Stat("/etc/faithif/faithif.conf"); err == nil && host["/etc/faithif"] == "absent" {
 			t.Errorf("/etc/faithif/faithif.conf is visible on the host")

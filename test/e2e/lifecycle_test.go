@@ -767,3 +767,32 @@ func TestCreateWarnings(t *testing.T) {
 		t.Errorf("create's stderr with forwarding off and --keepfaith: %q; want only the forwarding warning", r.Stderr)
 	}
 }
+
+// TestHealth: 'faithif health' exits 0 only while the interfaces relay,
+// and otherwise 1 saying why.
+func TestHealth(t *testing.T) {
+	lab := netlab.New(t)
+	check := func(what string, r netlab.Result, code int, stdout, stderrSub string) {
+		t.Helper()
+		if r.Err != nil || r.ExitCode != code || r.Stdout != stdout || !strings.Contains(r.Stderr, stderrSub) || strings.Contains(r.Stderr, "panic") {
+			t.Errorf("%s: %s; want exit %d, stdout %q, stderr with %q", what, r, code, stdout, stderrSub)
+		}
+	}
+	check("nothing running", lab.Faithif("health"), 1, "", "not ready: no faith interfaces are running")
+	if r := lab.Faithif("create", "faith0", "--prefix", netlab.FaithPrefix); r.ExitCode != 0 {
+		t.Fatalf("create: %s", r)
+	}
+	check("keepfaith 0", lab.Faithif("health"), 1, "", "faithif: health: faith0: not ready: faith0: keepfaith is 0, nothing is captured")
+	if r := lab.Faithif("sysctl", "-w", "net.inet6.ip6.keepfaith=1"); r.ExitCode != 0 {
+		t.Fatalf("sysctl: %s", r)
+	}
+	check("relaying", lab.Faithif("health"), 0, "faith0: ready\n", "")
+	check("relaying, by name", lab.Faithif("health", "faith0"), 0, "faith0: ready\n", "")
+	check("another name", lab.Faithif("health", "faith1"), 1, "", "faith1: not running")
+	if _, err := lab.Router.IP("link", "set", "dev", "faith0", "down"); err != nil {
+		t.Fatal(err)
+	}
+	check("link down", lab.Faithif("health", "faith0"), 1, "", "faith0 is down")
+	check("bad flag", lab.Faithif("health", "--frob"), 2, "", "frob")
+	check("bad name", lab.Faithif("health", "eth0"), 2, "", "must be faith<N>")
+}
