@@ -24,6 +24,9 @@ type Appliance struct {
 
 	started *instance.Set // the instances started, in file order
 	sysctls faithif.SysctlSet
+	// ready is set once every interface started: from then on a stop keeps
+	// the sysctls if the configuration says so (a failed start never does).
+	ready bool
 	keepOld *bool // keepfaith before Run set it, to put back
 }
 
@@ -98,6 +101,7 @@ func (a *Appliance) Run(sigs <-chan os.Signal) (err error) {
 			return fmt.Errorf("%s stopped while %s was starting", r.in.Name(), in.Name())
 		}
 	}
+	a.ready = true
 	log.Info("appliance ready", "config", cfg.File, "interfaces", len(a.started.All()), "metrics", cfg.Metrics, "pid", os.Getpid())
 	return a.serve(sigs, results)
 }
@@ -199,6 +203,12 @@ func (a *Appliance) undo() {
 		a.keepOld = nil
 	}
 	n := len(a.sysctls.Changes())
+	if a.cfg.KeepSysctls && a.ready {
+		if n > 0 {
+			a.log.Info("sysctls kept", "count", n, "why", "sysctl_on_stop = keep")
+		}
+		return
+	}
 	if err := a.sysctls.Restore(); err != nil {
 		a.log.Warn("putting back sysctls", "error", err.Error())
 	} else if n > 0 {

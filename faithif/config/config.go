@@ -44,8 +44,14 @@ type Config struct {
 	Metrics string
 	// LogFormat is "text" or "json"; LogLevel is debug, info, warn or error.
 	LogFormat, LogLevel string
-	// Sysctls are set at start, in file order, and put back on stop.
+	// Sysctls are set at start, in file order, and put back on stop unless
+	// KeepSysctls.
 	Sysctls []Sysctl
+	// KeepSysctls leaves the sysctls as set when the appliance stops
+	// (sysctl_on_stop = "keep", for hosts whose sysctls sysctl.d manages);
+	// by default ("restore") they are put back. A start that fails puts
+	// them back either way.
+	KeepSysctls bool
 	// Interfaces are created at start, in file order.
 	Interfaces []Interface
 }
@@ -125,7 +131,9 @@ type Settings struct {
 	LogFormat string              `toml:"log_format"`
 	LogLevel  string              `toml:"log_level"`
 	Sysctl    map[string]any      `toml:"sysctl"`
-	Interface []InterfaceSettings `toml:"interface"`
+	// SysctlOnStop is "restore" (the default) or "keep".
+	SysctlOnStop string              `toml:"sysctl_on_stop"`
+	Interface    []InterfaceSettings `toml:"interface"`
 }
 
 // InterfaceSettings is one [[interface]] table before checking.
@@ -318,6 +326,13 @@ func (c *checker) check(f *Settings) *Config {
 		}
 	}
 	cfg.Sysctls = c.checkSysctls(f.Sysctl)
+	switch f.SysctlOnStop {
+	case "", "restore":
+	case "keep":
+		cfg.KeepSysctls = true
+	default:
+		c.errorf("sysctl_on_stop", "%q: want restore (put the old values back on stop) or keep", f.SysctlOnStop)
+	}
 
 	if len(f.Interface) == 0 && !c.flags {
 		c.errs = append(c.errs, &Error{File: c.file, Key: "interface", Msg: "no [[interface]] table: there is nothing to run"})

@@ -30,6 +30,7 @@ keepfaith = true
 metrics = "127.0.0.1:9464"
 log_format = "json"
 log_level = "debug"
+sysctl_on_stop = "keep"
 [sysctl]
 "net.ipv6.conf.all.forwarding" = 1
 "net.ipv4.ip_forward" = "1"
@@ -63,15 +64,18 @@ prefixes = ["2001:db8:47::/96"]
 	if cfg.KeepFaith == nil || !*cfg.KeepFaith || cfg.Metrics != "127.0.0.1:9464" || cfg.LogFormat != "json" || cfg.LogLevel != "debug" {
 		t.Errorf("top level: %+v", cfg)
 	}
-	if len(cfg.Sysctls) != 2 || cfg.Sysctls[0].Key != "net.ipv6.conf.all.forwarding" || cfg.Sysctls[0].Value != "1" || cfg.Sysctls[0].Line != 7 || cfg.Sysctls[1].Value != "1" {
+	if len(cfg.Sysctls) != 2 || cfg.Sysctls[0].Key != "net.ipv6.conf.all.forwarding" || cfg.Sysctls[0].Value != "1" || cfg.Sysctls[0].Line != 8 || cfg.Sysctls[1].Value != "1" {
 		t.Errorf("sysctls in file order: %+v", cfg.Sysctls)
+	}
+	if !cfg.KeepSysctls {
+		t.Errorf("sysctl_on_stop = keep: KeepSysctls false")
 	}
 	if len(cfg.Interfaces) != 2 {
 		t.Fatalf("interfaces: %+v", cfg.Interfaces)
 	}
 	f0, f1 := cfg.Interfaces[0], cfg.Interfaces[1]
 	if f0.Name != "faith0" || f0.MTU != 1400 || f0.DenyWith != flow.RefuseReset || f0.IdleTimeout >= 0 ||
-		f0.DialTimeout != 3*time.Second || f0.Grace != time.Second || f0.Rules != rules || f0.Line != 9 {
+		f0.DialTimeout != 3*time.Second || f0.Grace != time.Second || f0.Rules != rules || f0.Line != 10 {
 		t.Errorf("faith0: %+v", f0)
 	}
 	if want := (relay.Limits{MaxFlows: 10, MaxHandshakes: 5, MaxFlowsPerAddress: 4, MaxHandshakesPerAddress: 2, MaxHandshakesTotal: 64}); f0.Limits != want {
@@ -134,6 +138,7 @@ func TestParseErrors(t *testing.T) {
 		{"log format", "log_format = \"xml\"\n" + head, []string{"faithif.conf:1: log_format:"}},
 		{"log level", "log_level = \"loud\"\n" + head, []string{"faithif.conf:1: log_level:"}},
 		{"metrics", "metrics = \"9464\"\n" + head, []string{"faithif.conf:1: metrics:"}},
+		{"sysctl_on_stop", "sysctl_on_stop = \"forget\"\n" + head, []string{"faithif.conf:1: sysctl_on_stop: \"forget\": want restore (put the old values back on stop) or keep"}},
 		{"metrics port", "metrics = \"127.0.0.1:99999\"\n" + head, []string{"faithif.conf:1: metrics:"}},
 		{"sysctl missing", "[sysctl]\n\"net.ipv6.conf.all.no_such_thing\" = 1\n" + head, []string{"faithif.conf:2: sysctl.net.ipv6.conf.all.no_such_thing: no such kernel parameter"}},
 		{"sysctl path", "[sysctl]\n\"net/../../etc\" = 1\n" + head, []string{"faithif.conf:2: sysctl.net/../../etc:", "not a sysctl name"}},

@@ -17,6 +17,9 @@ func (c *Config) WritePlan(w io.Writer) error {
 	for _, s := range c.Sysctls {
 		fmt.Fprintf(w, "  sysctl %s=%s\n", s.Key, s.Value)
 	}
+	if len(c.Sysctls) > 0 && c.KeepSysctls {
+		fmt.Fprintln(w, "  sysctls kept after stop (sysctl_on_stop = keep)")
+	}
 	for _, in := range c.Interfaces {
 		fmt.Fprintf(w, "  %s: prefixes %v, mtu %d", in.Name, in.Prefixes, in.MTU)
 		if in.Rules != "" {

@@ -770,3 +770,59 @@ func TestRunSighup(t *testing.T) {
 	}
 	stopRun(t, f, 5*time.Second)
 }
+
+// TestRunKeepSysctls: with sysctl_on_stop = "keep" (a host whose sysctls
+// sysctl.d manages), the sysctls stay as set after a stop; everything
+// else (links, routes, keepfaith) is removed as usual. A start that fails
+// puts them back all the same.
+func TestRunKeepSysctls(t *testing.T) {
+	lab := netlab.New(t)
+	prepareRunRouter(t, lab)
+	dir := netlab.TempDir(t, "conf")
+	conf := filepath.Join(dir, "faithif.conf")
+	writeFile(t, conf, "sysctl_on_stop = \"keep\"\n"+runConf(""))
+	if r := lab.Faithif("run", "--config", conf, "--check"); r.ExitCode != 0 || !strings.Contains(r.Stdout, "sysctls kept after stop (sysctl_on_stop = keep)") {
+		t.Errorf("run --check: %s; want the plan to say the sysctls are kept", r)
+	}
+	hop0, err := lab.Router.ReadSysctl("net.ipv6.conf.default.hop_limit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := lab.StartRun(t, "--config", conf)
+	stopRun(t, f, 5*time.Second)
+	for k, want := range map[string]string{"net.ipv6.conf.all.forwarding": "1", "net.ipv6.conf.default.hop_limit": "33"} {
+		if v, err := lab.Router.ReadSysctl(k); err != nil || v != want {
+			t.Errorf("sysctl %s = %q (%v) after stop with sysctl_on_stop = keep, want %s", k, v, err, want)
+		}
+	}
+	if _, ok := findLine(f.Stderr(), `msg="sysctls kept"`, "count=2"); !ok {
+		t.Errorf("no sysctls kept line:\n%s", f.Stderr())
+	}
+	if _, ok := findLine(f.Stderr(), `msg="sysctls put back"`); ok {
+		t.Errorf("sysctls put back although sysctl_on_stop = keep:\n%s", f.Stderr())
+	}
+	if k := keepfaith(t, lab.Router, lab.RunDir); k != "net.inet6.ip6.keepfaith: 0" {
+		t.Errorf("keepfaith after stop: %q, want it put back to 0 (sysctl_on_stop is about [sysctl] only)", k)
+	}
+	checkNothingLeft(t, lab, "after SIGTERM")
+
+	// A failed start (faith1 taken by a veth) puts the sysctls back even so.
+	if err := lab.Router.Sysctl("net.ipv6.conf.all.forwarding", "0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Router.Sysctl("net.ipv6.conf.default.hop_limit", hop0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lab.Router.IP("link", "add", "faith1", "type", "veth", "peer", "name", "faith1p"); err != nil {
+		t.Fatal(err)
+	}
+	r := lab.Faithif("run", "--config", conf)
+	if r.ExitCode != 1 || !strings.Contains(r.Stderr, "already exists") {
+		t.Errorf("run with faith1 taken: %s; want exit 1, already exists", r)
+	}
+	for k, want := range map[string]string{"net.ipv6.conf.all.forwarding": "0", "net.ipv6.conf.default.hop_limit": hop0} {
+		if v, err := lab.Router.ReadSysctl(k); err != nil || v != want {
+			t.Errorf("sysctl %s = %q (%v) after a failed start, want %s (put back)", k, v, err, want)
+		}
+	}
+}
