@@ -45,11 +45,13 @@ Commands:
   show [faithN] [--json]    state and counters of running instances
   list [--json]             the same as show, for every instance
   sysctl [-w] net.inet6.ip6.keepfaith[=0|1]
-                            read or set the capture switch (global, default 0)
+                            read or set the capture switch (per network
+                            namespace, default 0)
 
 Run 'faithif <command> --help' for a command's flags.
-Environment: FAITHIF_RUN_DIR (default /run/faithif) holds control sockets
-and the keepfaith value.
+Environment: FAITHIF_RUN_DIR holds control sockets, the keepfaith value
+and background logs; by default each network namespace has its own:
+/run/faithif in PID 1's, /run/faithif/netns/COOKIE in any other.
 `
 
 func main() {

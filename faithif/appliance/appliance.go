@@ -14,6 +14,7 @@ import (
 	"github.com/faithif/faithif/faithif/control"
 	"github.com/faithif/faithif/faithif/instance"
 	"github.com/faithif/faithif/faithif/metrics"
+	"github.com/faithif/faithif/faithif/status"
 )
 
 // Appliance is a checked faithif.conf, ready to be run.
@@ -52,7 +53,7 @@ func (a *Appliance) Run(sigs <-chan os.Signal) (err error) {
 		if err := faithif.CheckCreate(ic.Name); err != nil {
 			return err
 		}
-		opts := instance.Options{RunDir: a.runDir, Logger: log}
+		opts := instance.Options{RunDir: a.runDir, Owner: status.OwnerRun, Logger: log}
 		if m != nil {
 			opts.ObserveDial = m.ObserveDial(ic.Name)
 		}
