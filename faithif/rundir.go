@@ -12,10 +12,12 @@ import (
 )
 
 // DefaultRunDir holds the control sockets, the background logs and the
-// persisted keepfaith value.
+// persisted keepfaith value of PID 1's network namespace; other namespaces
+// have theirs below it (RunDirForNetns).
 const DefaultRunDir = "/run/faithif"
 
-// RunDirEnv names the environment variable that overrides DefaultRunDir.
+// RunDirEnv names the environment variable that, when set, names the run
+// directory, whatever the network namespace (see RunDirFromEnv).
 const RunDirEnv = "FAITHIF_RUN_DIR"
 
 // KeepFaithName is the sysctl name of the capture switch, as on BSD.
@@ -31,8 +33,8 @@ func KeepFaithValue(on bool) int {
 }
 
 // RunDir is the directory where running instances keep their control
-// sockets and background logs, and where the global keepfaith value is kept
-// between instances.
+// sockets and background logs, and where the keepfaith value of their
+// network namespace is kept between instances (RunDirFromEnv chooses it).
 //
 // Whoever can write to it could plant a control socket that answers root's
 // `faithif destroy` while the real instance keeps running, or a symbolic
@@ -56,12 +58,14 @@ func KeepFaithValue(on bool) int {
 // interfaces, as a BSD sysctl and ifconfig let them.
 type RunDir string
 
-// RunDirFromEnv returns $FAITHIF_RUN_DIR, or DefaultRunDir.
-func RunDirFromEnv() RunDir {
+// RunDirFromEnv returns the run directory faithif uses: $FAITHIF_RUN_DIR
+// as it is, if it is set; otherwise the calling thread's network
+// namespace's own (RunDirForNetns).
+func RunDirFromEnv() (RunDir, error) {
 	if d := os.Getenv(RunDirEnv); d != "" {
-		return RunDir(d)
+		return RunDir(d), nil
 	}
-	return DefaultRunDir
+	return RunDirForNetns()
 }
 
 // SocketPath returns the control socket path of interface name.
@@ -308,7 +312,7 @@ func (d RunDir) OpenLog(name string) (*os.File, error) {
 
 func (d RunDir) keepFaithPath() string { return filepath.Join(string(d), "keepfaith") }
 
-// KeepFaith returns the global keepfaith value; 0 (false) if never set.
+// KeepFaith returns the keepfaith value; 0 (false) if never set.
 func (d RunDir) KeepFaith() (bool, error) {
 	err := d.Check()
 	if errors.Is(err, os.ErrNotExist) {
@@ -338,7 +342,7 @@ func (d RunDir) KeepFaith() (bool, error) {
 	return false, fmt.Errorf("read %s: %s holds %q, want 0 or 1", KeepFaithName, d.keepFaithPath(), b)
 }
 
-// SetKeepFaith stores the global keepfaith value, so that interfaces created
+// SetKeepFaith stores the keepfaith value, so that interfaces created
 // later start with it, making the run directory if needed (Make). The file
 // is replaced whole (a new file renamed over it), never written through
 // whatever is there. Running instances are told separately.

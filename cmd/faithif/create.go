@@ -13,6 +13,7 @@ import (
 	"github.com/faithif/faithif/faithif/config"
 	"github.com/faithif/faithif/faithif/instance"
 	"github.com/faithif/faithif/faithif/metrics"
+	"github.com/faithif/faithif/faithif/status"
 	"github.com/faithif/faithif/relay"
 )
 
@@ -25,7 +26,8 @@ IPv6 TCP flow routed to it to the IPv4 address embedded in its destination
 or let --route do it.
 
 Without -f the instance runs in the background; create returns once it is
-ready (its log goes to $FAITHIF_RUN_DIR/faithN.log) or fails with its error.
+ready (its log goes to faithN.log in the run directory) or fails with its
+error.
 
 Signals: SIGTERM or SIGINT drain (no new flows, open ones get --grace to
 finish, then are reset) and remove the interface; a second one stops at once.
@@ -71,7 +73,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	var prefixes stringList
 	fs.Var(&prefixes, "prefix", "FAITH prefix, RFC 6052 length /32../96 (repeatable; default 64:ff9b::/96)")
 	mtu := fs.Int("mtu", faithif.DefaultMTU, "interface MTU")
-	keep := fs.Bool("keepfaith", false, "set net.inet6.ip6.keepfaith=1 (global) when starting")
+	keep := fs.Bool("keepfaith", false, "set net.inet6.ip6.keepfaith=1 (for the network namespace) when starting")
 	var fg bool
 	fs.BoolVar(&fg, "f", false, "stay in the foreground (short for --foreground)")
 	fs.BoolVar(&fg, "foreground", false, "stay in the foreground")
@@ -117,9 +119,13 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 		return daemonize(name, args, stdout, stderr)
 	}
 
+	runDir, err := faithif.RunDirFromEnv()
+	if err != nil {
+		return fmt.Errorf("create %s: %w", name, err)
+	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	set := instance.NewSet(name)
-	opts := instance.Options{RunDir: faithif.RunDirFromEnv(), KeepFaith: *keep, Logger: log}
+	opts := instance.Options{RunDir: runDir, Owner: status.OwnerCreate, KeepFaith: *keep, Logger: log}
 	var m *metrics.Metrics
 	if cfg.Metrics != "" {
 		m = metrics.New(set)

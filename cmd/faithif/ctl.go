@@ -21,6 +21,7 @@ period to finish, then are reset), removes its routes and the interface,
 and waits for it to exit. SIGTERM does the same. 'ip link del faithN' cannot
 drain (the interface is gone): open flows are reset at once, the IPv4
 servers get a RST and the IPv6 clients hear nothing until they time out.
+An interface of 'faithif run' is not destroyed alone: stop the appliance.
 
 Flags:
 `
@@ -35,7 +36,10 @@ func cmdDestroy(args []string, stdout, stderr io.Writer) error {
 	if *grace < 0 {
 		return usagef("--grace: %s: must not be negative", *grace)
 	}
-	runDir := faithif.RunDirFromEnv()
+	runDir, err := faithif.RunDirFromEnv()
+	if err != nil {
+		return fmt.Errorf("destroy %s: %w", name, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *grace+10*time.Second)
 	defer cancel()
 	g := *grace
@@ -70,9 +74,13 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	runDir, err := faithif.RunDirFromEnv()
+	if err != nil {
+		return fmt.Errorf("reload %s: %w", name, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := control.Client{Path: faithif.RunDirFromEnv().SocketPath(name)}.Reload(ctx)
+	st, err := control.Client{Path: runDir.SocketPath(name)}.Reload(ctx)
 	if err != nil {
 		return err
 	}
@@ -96,7 +104,10 @@ func cmdShow(cmd string, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	runDir := faithif.RunDirFromEnv()
+	runDir, err := faithif.RunDirFromEnv()
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var all []*status.Status
@@ -133,10 +144,12 @@ func cmdShow(cmd string, args []string, stdout, stderr io.Writer) error {
 
 const sysctlUsage = `usage: faithif sysctl [-w] net.inet6.ip6.keepfaith[=0|1]
 
-Reads or sets the global capture switch, as sysctl(8) does on BSD. While it
-is 0 (the default) nothing is captured: packets routed to a faith interface
-are discarded and counted. Setting it applies to every running instance and
-to interfaces created later.
+Reads or sets the capture switch, as sysctl(8) does on BSD. While it is 0
+(the default) nothing is captured: packets routed to a faith interface are
+discarded and counted. Like an interface name, it belongs to the network
+namespace (as it does to a vnet jail's stack on BSD): setting it applies to
+every instance running in the caller's namespace and to interfaces created
+there later.
 `
 
 func cmdSysctl(args []string, stdout, stderr io.Writer) error {
@@ -152,7 +165,10 @@ func cmdSysctl(args []string, stdout, stderr io.Writer) error {
 	if key != faithif.KeepFaithName {
 		return usagef("unknown oid %q (faithif knows only %s)", key, faithif.KeepFaithName)
 	}
-	runDir := faithif.RunDirFromEnv()
+	runDir, err := faithif.RunDirFromEnv()
+	if err != nil {
+		return err
+	}
 	old, err := runDir.KeepFaith()
 	if err != nil {
 		return err

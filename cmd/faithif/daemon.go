@@ -27,7 +27,10 @@ func daemonize(name string, args []string, stdout, stderr io.Writer) error {
 	if err := faithif.CheckCreate(name); err != nil {
 		return err
 	}
-	runDir := faithif.RunDirFromEnv()
+	runDir, err := faithif.RunDirFromEnv()
+	if err != nil {
+		return fmt.Errorf("create %s: %w", name, err)
+	}
 	logPath := runDir.LogPath(name)
 	logFile, err := runDir.OpenLog(name) // a trusted run dir; a symbolic link is refused
 	if err != nil {

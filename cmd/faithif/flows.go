@@ -51,7 +51,10 @@ func cmdFlows(args []string, stdout, stderr io.Writer) error {
 	if f.Dest, err = flows.ParseDest(*dest); err != nil {
 		return usagef("--dest %v", err)
 	}
-	runDir := faithif.RunDirFromEnv()
+	runDir, err := faithif.RunDirFromEnv()
+	if err != nil {
+		return fmt.Errorf("flows: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var t *flows.Table

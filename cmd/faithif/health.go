@@ -31,9 +31,12 @@ func cmdHealth(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	runDir, err := faithif.RunDirFromEnv()
+	if err != nil {
+		return fmt.Errorf("health: not ready: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	runDir := faithif.RunDirFromEnv()
 	var all []*status.Status
 	if name == "" {
 		if all, err = control.Statuses(ctx, runDir); err == nil && len(all) == 0 {

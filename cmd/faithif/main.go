@@ -53,11 +53,13 @@ Commands:
   health [faithN]           exit 0 if the interfaces relay, else 1 and why
                             (container health checks)
   sysctl [-w] net.inet6.ip6.keepfaith[=0|1]
-                            read or set the capture switch (global, default 0)
+                            read or set the capture switch (per network
+                            namespace, default 0)
 
 Run 'faithif <command> --help' for a command's flags.
-Environment: FAITHIF_RUN_DIR (default /run/faithif) holds control sockets
-and the keepfaith value.
+Environment: FAITHIF_RUN_DIR holds control sockets, the keepfaith value
+and background logs; by default each network namespace has its own:
+/run/faithif in PID 1's, /run/faithif/netns/COOKIE in any other.
 `
 
 func main() {

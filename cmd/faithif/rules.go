@@ -62,8 +62,12 @@ func rulesTest(args []string, stdout, stderr io.Writer) error {
 	}
 	rest := fs.Args()
 	if len(rest) == 3 && faithif.ValidateName(rest[0]) == nil {
+		runDir, err := faithif.RunDirFromEnv()
+		if err != nil {
+			return fmt.Errorf("rules test: %s: %w", rest[0], err)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		st, err := control.Client{Path: faithif.RunDirFromEnv().SocketPath(rest[0])}.Status(ctx)
+		st, err := control.Client{Path: runDir.SocketPath(rest[0])}.Status(ctx)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("rules test: %s: %w", rest[0], err)

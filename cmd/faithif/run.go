@@ -64,11 +64,15 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	if *check {
 		return cfg.WritePlan(stdout)
 	}
+	runDir, err := faithif.RunDirFromEnv()
+	if err != nil {
+		return err
+	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	return appliance.New(cfg, faithif.RunDirFromEnv(), log).Run(sigs)
+	return appliance.New(cfg, runDir, log).Run(sigs)
 }
 
 func prefixLines(prefix, s string) string {

@@ -14,6 +14,7 @@ import (
 	"github.com/faithif/faithif/faithif/control"
 	"github.com/faithif/faithif/faithif/instance"
 	"github.com/faithif/faithif/faithif/metrics"
+	"github.com/faithif/faithif/faithif/status"
 )
 
 // Appliance is a checked faithif.conf, ready to be run.
@@ -26,7 +27,7 @@ type Appliance struct {
 	sysctls faithif.SysctlSet
 	// ready is set once every interface started: from then on a stop keeps
 	// the sysctls if the configuration says so (a failed start never does).
-	ready bool
+	ready   bool
 	keepOld *bool // keepfaith before Run set it, to put back
 }
 
@@ -55,7 +56,7 @@ func (a *Appliance) Run(sigs <-chan os.Signal) (err error) {
 		if err := faithif.CheckCreate(ic.Name); err != nil {
 			return err
 		}
-		opts := instance.Options{RunDir: a.runDir, Logger: log}
+		opts := instance.Options{RunDir: a.runDir, Owner: status.OwnerRun, Logger: log}
 		if m != nil {
 			opts.ObserveDial = m.ObserveDial(ic.Name)
 		}

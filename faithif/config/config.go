@@ -126,11 +126,11 @@ func (e *Error) Error() string {
 // Settings is faithif.conf as TOML decodes it, or create's flags as they
 // are given, before checking.
 type Settings struct {
-	KeepFaith *bool               `toml:"keepfaith"`
-	Metrics   string              `toml:"metrics"`
-	LogFormat string              `toml:"log_format"`
-	LogLevel  string              `toml:"log_level"`
-	Sysctl    map[string]any      `toml:"sysctl"`
+	KeepFaith *bool          `toml:"keepfaith"`
+	Metrics   string         `toml:"metrics"`
+	LogFormat string         `toml:"log_format"`
+	LogLevel  string         `toml:"log_level"`
+	Sysctl    map[string]any `toml:"sysctl"`
 	// SysctlOnStop is "restore" (the default) or "keep".
 	SysctlOnStop string              `toml:"sysctl_on_stop"`
 	Interface    []InterfaceSettings `toml:"interface"`

@@ -26,6 +26,8 @@ type Controller interface {
 	SetKeepFaith(on bool)
 	// Destroy drains the instance: no new flows, open ones get grace to
 	// finish; then the interface is removed. A second Destroy is immediate.
+	// The server never calls it for an interface of the appliance (a
+	// Status whose Owner is status.OwnerRun): it refuses the request.
 	Destroy(grace time.Duration)
 	// Reload rereads the access rules; on error the old rules stay.
 	Reload() error
@@ -111,9 +113,11 @@ func readRequest(r io.Reader) (request, error) {
 type Server struct {
 	path    string
 	ln      *net.UnixListener
+	id      fileID // of the socket Listen made at path
 	c       Controller
 	log     *slog.Logger
 	timeout time.Duration // connTimeout; shorter in tests
+	every   time.Duration // WatchEvery; shorter in tests
 
 	slots     chan struct{} // one per connection being served, MaxConns
 	done      chan struct{} // closed by Close
@@ -157,15 +161,82 @@ func Listen(path string, c Controller, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	ln.SetUnlinkOnClose(true)
+	fi, err := os.Lstat(path)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
 	return &Server{
 		path:    path,
 		ln:      ln,
+		id:      idOf(fi),
 		c:       c,
 		log:     log,
 		timeout: connTimeout,
+		every:   WatchEvery,
 		slots:   make(chan struct{}, MaxConns),
 		done:    make(chan struct{}),
 	}, nil
+}
+
+// fileID is what tells one file from another: device and inode.
+type fileID struct{ dev, ino uint64 }
+
+func idOf(fi os.FileInfo) fileID {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}
+	}
+	return fileID{dev: uint64(st.Dev), ino: st.Ino}
+}
+
+// WatchEvery is how often Removed looks at the control socket's path.
+const WatchEvery = time.Second
+
+// Removed returns a channel that is closed once the control socket's path
+// no longer names the socket Listen made there: it was removed (rm, or its
+// run directory was), or replaced by another file. An instance that no
+// command can reach any more then stops, as wireguard-go's does when its
+// UAPI socket is removed. The path is looked at every WatchEvery until
+// the server is closed; closing the server, which removes the socket
+// itself, never closes the channel.
+func (s *Server) Removed() <-chan struct{} {
+	removed := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(s.every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-s.done:
+				return
+			case <-tick.C:
+			}
+			if !s.gone() {
+				continue
+			}
+			select {
+			case <-s.done: // Close removed it
+			default:
+				close(removed)
+			}
+			return
+		}
+	}()
+	return removed
+}
+
+// gone reports whether the socket's path no longer names the socket.
+// Another error than a missing file (a transient one) is not taken as
+// gone: the next look decides.
+func (s *Server) gone() bool {
+	fi, err := os.Lstat(s.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
+		return true
+	case err != nil:
+		return false
+	}
+	return idOf(fi) != s.id
 }
 
 // Serve answers requests until the server is closed, at most MaxConns at
@@ -196,10 +267,14 @@ func (s *Server) Serve() {
 	}
 }
 
-// Close removes the control socket. Connections being served end by
-// themselves, within the per-connection timeout.
+// Close removes the control socket, unless its path names another file by
+// now (see Removed): that one is not the server's to remove. Connections
+// being served end by themselves, within the per-connection timeout.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() { close(s.done) })
+	if s.gone() {
+		s.ln.SetUnlinkOnClose(false)
+	}
 	return s.ln.Close()
 }
 
@@ -227,6 +302,12 @@ func (s *Server) handle(conn *net.UnixConn) {
 		resp.Status = &st
 	case "destroy":
 		st := s.c.Status()
+		if st.Owner == status.OwnerRun {
+			// Stopping one interface of the appliance would stop it
+			// whole (it is all or nothing), by surprise.
+			resp.Error = fmt.Sprintf("%s belongs to 'faithif run' (pid %d): stop that, or remove the interface from its configuration and restart it", st.Name, st.PID)
+			break
+		}
 		resp.Status = &st
 		defer s.c.Destroy(req.Grace) // after the answer is written
 	case "reload":
@@ -407,9 +488,9 @@ func parseFilter(client, dest string) (flows.Filter, error) {
 	return f, nil
 }
 
-// SetKeepFaith stores the global keepfaith value in dir, so that interfaces
-// created later start with it, and applies it to every instance running
-// there.
+// SetKeepFaith stores the keepfaith value in dir (its network
+// namespace's), so that interfaces created later start with it, and
+// applies it to every instance running there.
 func SetKeepFaith(ctx context.Context, dir faithif.RunDir, on bool) error {
 	if err := dir.SetKeepFaith(on); err != nil {
 		return err // "set net.inet6.ip6.keepfaith: ..."

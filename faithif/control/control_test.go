@@ -29,6 +29,7 @@ import (
 type fakeController struct {
 	keep      atomic.Bool
 	destroyed atomic.Bool
+	owner     string
 	name      string                       // "": faith0
 	flows     []relay.FlowInfo             // what Flows lists
 	filter    atomic.Pointer[flows.Filter] // the last filter Flows was given
@@ -44,7 +45,7 @@ func (f *fakeController) Flows(filter flows.Filter) flows.Table {
 }
 
 func (f *fakeController) Status() status.Status {
-	return status.Status{Name: "faith0", KeepFaith: f.keep.Load()}
+	return status.Status{Name: "faith0", PID: 4242, Owner: f.owner, KeepFaith: f.keep.Load()}
 }
 func (f *fakeController) SetKeepFaith(v bool)   { f.keep.Store(v) }
 func (f *fakeController) Destroy(time.Duration) { f.destroyed.Store(true) }
@@ -481,4 +482,126 @@ func TestControlSocketConnCap(t *testing.T) {
 			t.Logf("answered after %v", took)
 		})
 	}
+}
+
+// TestDestroyRefusedForAppliance checks that the control socket refuses to
+// destroy an interface of 'faithif run', says whose it is and what to do,
+// and leaves it running.
+func TestDestroyRefusedForAppliance(t *testing.T) {
+	path := faithif.RunDir(t.TempDir()).SocketPath("faith0")
+	fc := &fakeController{owner: status.OwnerRun}
+	srv, err := Listen(path, fc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c := Client{Path: path}
+	_, err = c.Destroy(ctx, time.Second)
+	want := "faith0 belongs to 'faithif run' (pid 4242): stop that, or remove the interface from its configuration and restart it"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Destroy of an appliance's interface = %v; want %q", err, want)
+	}
+	// The refusal is the whole answer: the next request is served and
+	// nothing was destroyed.
+	if st, err := c.Status(ctx); err != nil || st.Owner != status.OwnerRun {
+		t.Fatalf("Status after the refused destroy = %+v, %v", st, err)
+	}
+	if fc.destroyed.Load() {
+		t.Fatal("Destroy was refused, but the instance was destroyed")
+	}
+}
+
+// TestRemoved checks that Removed's channel is closed once the socket's
+// path no longer names the socket Listen made (removed, or replaced by
+// another socket or file), and never because Close removed it.
+func TestRemoved(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	listen := func(t *testing.T) (*Server, string) {
+		t.Helper()
+		path := faithif.RunDir(t.TempDir()).SocketPath("faith0")
+		srv, err := Listen(path, &fakeController{}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.every = time.Millisecond
+		go srv.Serve()
+		t.Cleanup(func() { srv.Close() })
+		return srv, path
+	}
+	waitClosed := func(t *testing.T, ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second): // a hang guard
+			t.Fatalf("%s: Removed not closed", what)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		replace func(t *testing.T, path string)
+	}{
+		{"Removed", func(t *testing.T, path string) {}},
+		{"ReplacedBySocket", func(t *testing.T, path string) {
+			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+		}},
+		{"ReplacedByFile", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, path := listen(t)
+			if srv.gone() {
+				t.Fatal("gone() with the socket in place")
+			}
+			ch := srv.Removed()
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			tc.replace(t, path)
+			if !srv.gone() {
+				t.Fatal("gone() = false after the socket was removed")
+			}
+			waitClosed(t, ch, tc.name)
+			// What took its place is not the server's to remove.
+			before, _ := os.Lstat(path)
+			srv.Close()
+			after, err := os.Lstat(path)
+			if (before == nil) != (after == nil) || (before != nil && !os.SameFile(before, after)) {
+				t.Errorf("Close changed what is at the socket's path: %v before, %v (%v) after", before, after, err)
+			}
+		})
+	}
+	t.Run("RunDirRemoved", func(t *testing.T) {
+		srv, path := listen(t)
+		ch := srv.Removed()
+		if err := os.RemoveAll(filepath.Dir(path)); err != nil {
+			t.Fatal(err)
+		}
+		waitClosed(t, ch, "run directory removed")
+	})
+	t.Run("Close", func(t *testing.T) {
+		srv, path := listen(t)
+		ch := srv.Removed()
+		srv.Close() // removes the socket itself
+		if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("socket still there after Close: %v", err)
+		}
+		// Many ticks later, still not closed (the goroutine has ended,
+		// as goleak checks at the end).
+		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-ch:
+			t.Fatal("Removed closed by Close")
+		default:
+		}
+	})
 }

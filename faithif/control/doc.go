@@ -21,6 +21,11 @@
 // served, a client that keeps reopening slow connections cannot starve one
 // already waiting (such as a destroy).
 //
+// An instance whose socket is removed, or replaced by another file, can no
+// longer be reached, and stops (Server.Removed), as wireguard-go's does.
+// The socket refuses to destroy an interface of `faithif run` (the Owner
+// of its status): the appliance stops only as a whole.
+//
 // A client believes an answer only from a socket in a run directory it
 // trusts, owned by root or by its own user, and served by a process running
 // as one of them (SO_PEERCRED): a socket planted by another user is never

@@ -21,9 +21,14 @@ import (
 
 // Options are what an Instance needs besides its interface's configuration.
 type Options struct {
-	// RunDir holds the control socket and the global keepfaith value.
+	// RunDir holds the control socket and the keepfaith value of the
+	// network namespace.
 	RunDir faithif.RunDir
-	// KeepFaith sets the global switch net.inet6.ip6.keepfaith to 1 once
+	// Owner is the command running the instance, status.OwnerCreate or
+	// status.OwnerRun, as its status reports it; the control socket
+	// refuses to destroy one of the appliance's.
+	Owner string
+	// KeepFaith sets the namespace's switch net.inet6.ip6.keepfaith to 1 once
 	// the instance runs (create --keepfaith).
 	KeepFaith bool
 	// ObserveDial, if set, is given every IPv4 dial's duration and
@@ -164,7 +169,7 @@ func (in *Instance) Run(ready func()) error {
 	go in.control.Serve()
 	if in.opts.KeepFaith && !keep {
 		// Only now that nothing can fail any more: --keepfaith is
-		// `sysctl net.inet6.ip6.keepfaith=1`, global.
+		// `sysctl net.inet6.ip6.keepfaith=1`, for the whole namespace.
 		if err := control.SetKeepFaith(context.Background(), in.opts.RunDir, true); err != nil {
 			log.Warn("setting keepfaith", "error", err.Error())
 		}
@@ -173,11 +178,24 @@ func (in *Instance) Run(ready func()) error {
 	}
 
 	runDone := make(chan struct{})
+	removed := in.control.Removed()
 	go func() {
-		select {
-		case req := <-in.stopCh:
-			in.drain(req)
-		case <-runDone:
+		for {
+			select {
+			case req := <-in.stopCh:
+				in.drain(req)
+				return
+			case <-removed:
+				// Nothing can reach the instance any more: stop as
+				// destroy would, unless a stop has begun already.
+				removed = nil
+				in.stopOnce.Do(func() {
+					log.Warn("control socket removed: stopping as if destroyed", "interface", cfg.Name, "path", socket, "grace", cfg.Grace.String())
+					in.stopCh <- stopRequest{why: "control socket removed", grace: cfg.Grace}
+				})
+			case <-runDone:
+				return
+			}
 		}
 	}()
 	logRules(log, cfg.Name, in.relay.Rules(), nil)
@@ -324,6 +342,7 @@ func (in *Instance) Status() status.Status {
 	st := status.Status{
 		Name:                    in.cfg.Name,
 		PID:                     os.Getpid(),
+		Owner:                   in.opts.Owner,
 		UptimeSeconds:           time.Since(in.started).Seconds(),
 		Prefixes:                []string{},
 		Routes:                  in.iface.Routes(),

@@ -7,8 +7,11 @@ import (
 
 // Status is the state and counters of one running interface.
 type Status struct {
-	Name          string  `json:"name" text:"-"`
-	PID           int     `json:"pid" text:"-"`
+	Name string `json:"name" text:"-"`
+	PID  int    `json:"pid" text:"-"`
+	// Owner is the command whose process runs the interface: OwnerCreate
+	// or OwnerRun. `faithif destroy` stops only the former's.
+	Owner         string  `json:"owner" text:"-"`
 	UptimeSeconds float64 `json:"uptime_seconds" text:"-"`
 
 	// Prefixes are the FAITH prefixes; Routes the routes the instance
@@ -53,6 +56,14 @@ type Status struct {
 	MaxHandshakes           int `json:"max_handshakes" text:"handshakes,max"`
 	StackCounters
 }
+
+// The values of Status.Owner.
+const (
+	// OwnerCreate is an interface of its own process, `faithif create`.
+	OwnerCreate = "create"
+	// OwnerRun is one of the interfaces of the appliance, `faithif run`.
+	OwnerRun = "run"
+)
 
 // RelayCounters and StackCounters are the counters Status embeds, named
 // apart so that both can be embedded.

@@ -125,7 +125,7 @@ func TestTextPrintsEverything(t *testing.T) {
 			t.Errorf("field %s: %q is not on the %q line (%q)", f.JSON, want, f.Group, lines[f.Group])
 		}
 	}
-	head := regexp.MustCompile(fmt.Sprintf(`^%s: +pid %d, up 1m%ds\n`, st.Name, st.PID, int(st.UptimeSeconds)-60))
+	head := regexp.MustCompile(fmt.Sprintf(`^%s: +pid %d \(faithif %s\), up 1m%ds\n`, st.Name, st.PID, st.Owner, int(st.UptimeSeconds)-60))
 	if !head.MatchString(text) {
 		t.Errorf("heading %q; want /%s/", strings.SplitN(text, "\n", 2)[0], head)
 	}
@@ -135,7 +135,7 @@ func TestTextPrintsEverything(t *testing.T) {
 // reads flows_open): renaming one must be a decision, not an accident.
 func TestJSONKeys(t *testing.T) {
 	want := []string{
-		"name", "pid", "uptime_seconds", "prefixes", "routes", "rules", "rule_count", "last_reload_successful",
+		"name", "pid", "owner", "uptime_seconds", "prefixes", "routes", "rules", "rule_count", "last_reload_successful",
 		"rules_loaded_timestamp_seconds", "reloads_ok", "reloads_failed", "mtu", "keepfaith",
 		"draining", "interface_up", "not_ready", "warnings", "flows_open", "flows_total", "flows_accepted", "flows_refused",
 		"flows_denied", "flows_limited", "flow_outcomes", "flow_ends", "clients", "bytes_in", "bytes_out",

@@ -10,11 +10,12 @@ import (
 )
 
 // WriteText prints st as `faithif show` does: a heading with the name, the
-// process and the uptime, then one line per group of fields.
+// process, the command it runs (faithif create or run) and the uptime, then
+// one line per group of fields.
 func (st *Status) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	up := (time.Duration(st.UptimeSeconds) * time.Second).String()
-	fmt.Fprintf(tw, "%s:\tpid %d, up %s\n", st.Name, st.PID, up)
+	fmt.Fprintf(tw, "%s:\tpid %d (faithif %s), up %s\n", st.Name, st.PID, st.Owner, up)
 	var order []string
 	lines := map[string][]string{}
 	for _, f := range Fields() {

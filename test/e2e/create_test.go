@@ -33,9 +33,9 @@ func TestCreateErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// An existing persistent TUN device named faith4: opening /dev/net/tun
-	// with that name would silently attach to it, which must not happen.
-	if _, err := ns.IP("tuntap", "add", "dev", "faith4", "mode", "tun"); err != nil {
+	// An existing persistent TAP device named faith4: a TUN device is
+	// adopted (TestAdoptTUN), a TAP device never (nor attached to).
+	if _, err := ns.IP("tuntap", "add", "dev", "faith4", "mode", "tap"); err != nil {
 		t.Fatal(err)
 	}
 	tunBefore, err := ns.IP("-d", "-o", "link", "show", "dev", "faith4")
@@ -75,7 +75,7 @@ func TestCreateErrors(t *testing.T) {
 		{name: "BadName/faith", argv: create("faith", "--prefix", pfx, "-f"), code: 2},
 		{name: "BadName/faithX", argv: create("faithX", "--prefix", pfx, "-f"), code: 2},
 		{name: "Exists", argv: create("faith1", "--prefix", pfx, "-f"), code: 1, stderrRE: `exist`},
-		{name: "ExistsTun", argv: create("faith4", "--prefix", pfx, "-f"), code: 1, stderrRE: `exist`},
+		{name: "ExistsTap", argv: create("faith4", "--prefix", pfx, "-f"), code: 1, stderrRE: `already exists \(a TAP device`},
 		{name: "Prefix/nonsense", argv: create("faith0", "--prefix", "nonsense", "-f"), code: 2},
 		{name: "Prefix/IPv4", argv: create("faith0", "--prefix", "192.0.2.0/24", "-f"), code: 2},
 		{name: "Prefix/TooLong", argv: create("faith0", "--prefix", "2001:db8::/97", "-f"), code: 2},

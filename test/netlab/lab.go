@@ -338,7 +338,13 @@ func (l *Lab) teardown() {
 	}
 }
 
+// deleteNS deletes the namespace name, and first the run directory
+// faithif keeps for it when FAITHIF_RUN_DIR is not set
+// (/run/faithif/netns/COOKIE), if there is one.
 func deleteNS(name string) error {
+	if err := removeNetnsRunDir(name); err != nil {
+		return err
+	}
 	var err error
 	for i := 0; i < 5; i++ {
 		if _, err = ipCmd("netns", "del", name); err == nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/faithif/faithif/faithif"
 	"github.com/vishvananda/netns"
 )
 
@@ -258,4 +259,41 @@ func (n *Namespace) Counters() (map[string]uint64, error) {
 		return nil
 	})
 	return m, err
+}
+
+// FaithifRunDir returns the run directory faithif uses in the namespace
+// when FAITHIF_RUN_DIR is not set: /run/faithif/netns/COOKIE
+// (faithif.RunDirForNetns). The lab removes it with the namespace.
+func (n *Namespace) FaithifRunDir() (string, error) {
+	var d faithif.RunDir
+	err := n.Do(func() error {
+		var err error
+		d, err = faithif.RunDirForNetns()
+		return err
+	})
+	return string(d), err
+}
+
+// removeNetnsRunDir removes the run directory faithif keeps for the named
+// namespace when FAITHIF_RUN_DIR is not set, if there is one. A namespace
+// that is already gone has none left to find (a cookie names a namespace
+// only while it lives).
+func removeNetnsRunDir(name string) error {
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return nil // gone already, or never made
+	}
+	n := &Namespace{Name: name, h: h}
+	defer h.Close()
+	d, err := n.FaithifRunDir()
+	if err != nil {
+		return fmt.Errorf("netlab: run directory of %s: %w", name, err)
+	}
+	if !strings.HasPrefix(d, faithif.NetnsRunDirs+"/") {
+		return fmt.Errorf("netlab: namespace %s has run directory %s, not one of its own under %s", name, d, faithif.NetnsRunDirs)
+	}
+	if err := os.RemoveAll(d); err != nil {
+		return fmt.Errorf("netlab: remove the run directory of %s: %w", name, err)
+	}
+	return nil
 }
