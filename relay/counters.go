@@ -81,39 +81,39 @@ type Counters struct {
 	FlowsOpen int64 `json:"flows_open" text:"flows,open" metric:"gauge flows_open" help:"Relayed flows open now."`
 	// FlowsTotal counts the captured flows that reached a decision; the
 	// next four split it (refused: no IPv4 connection, or no descriptor).
-	FlowsTotal    uint64 `json:"flows_total" text:"flows,total"`
+	FlowsTotal    uint64 `json:"flows_decided" text:"flows,total"`
 	FlowsAccepted uint64 `json:"flows_accepted" text:"flows,accepted"`
 	FlowsRefused  uint64 `json:"flows_refused" text:"flows,refused"`
 	FlowsDenied   uint64 `json:"flows_denied" text:"flows,denied"`
 	FlowsLimited  uint64 `json:"flows_limited" text:"flows,limited"`
 	// FlowOutcomes counts decided flows by Outcome name; FlowEnds counts
 	// finished relayed flows by End.
-	FlowOutcomes map[string]uint64 `json:"flow_outcomes" text:"outcomes" metric:"counter flows_total outcome" help:"Captured flows by the relay's decision: accepted, refused (the IPv4 server reset), denied, unreachable, timed_out, limited, error."`
-	FlowEnds     map[string]uint64 `json:"flow_ends" text:"ended" metric:"counter flows_ended_total end" help:"Relayed flows finished, by how they ended."`
+	FlowOutcomes map[string]uint64 `json:"flows_total" text:"outcomes" metric:"counter flows_total outcome" help:"Captured flows by the relay's decision: accepted, refused (the IPv4 server reset), denied, unreachable, timed_out, limited, error."`
+	FlowEnds     map[string]uint64 `json:"flows_ended_total" text:"ended" metric:"counter flows_ended_total end" help:"Relayed flows finished, by how they ended."`
 	// Clients is how many client /64s have flows open or being set up.
 	Clients int `json:"clients" text:"clients,open" metric:"gauge clients" help:"Client /64s with flows open or being set up."`
 	// BytesIn and BytesOut count relayed payload, client to server and
 	// server to client.
-	BytesIn  uint64 `json:"bytes_in" text:"bytes,client->server" metric:"counter bytes_total direction=client_to_server" help:"Payload bytes relayed, by direction."`
-	BytesOut uint64 `json:"bytes_out" text:"bytes,server->client" metric:"counter bytes_total direction=server_to_client" help:"Payload bytes relayed, by direction."`
+	BytesIn  uint64 `json:"bytes_client_to_server_total" text:"bytes,client->server" metric:"counter bytes_total direction=client_to_server" help:"Payload bytes relayed, by direction."`
+	BytesOut uint64 `json:"bytes_server_to_client_total" text:"bytes,server->client" metric:"counter bytes_total direction=server_to_client" help:"Payload bytes relayed, by direction."`
 	// FDLimit is the open-files limit in force; FlowsFDLimit counts the
 	// flows refused for want of a descriptor.
 	FDLimit      uint64 `json:"fd_limit" text:"fd limit" metric:"gauge fd_limit" help:"The process's open-files limit; each relayed flow holds one descriptor."`
-	FlowsFDLimit uint64 `json:"flows_fd_limit" text:"fd limit,flows refused for lack of fds" metric:"counter flows_fd_limit_total" help:"Flows refused because the process was short of file descriptors."`
+	FlowsFDLimit uint64 `json:"flows_fd_limit_total" text:"fd limit,flows refused for lack of fds" metric:"counter flows_fd_limit_total" help:"Flows refused because the process was short of file descriptors."`
 	// FlowsHandshakeFirst counts the flows (within FlowsTotal) whose
 	// client's handshake was completed before their IPv4 dial, because a
 	// quarter of the handshake table was half-open: under pressure.
-	FlowsHandshakeFirst uint64 `json:"flows_handshake_first" text:"flows,handshake first" metric:"counter flows_handshake_first_total" help:"Flows whose client's handshake was completed before their IPv4 dial, because a quarter of max_handshakes were half-open (pressure, e.g. a SYN flood); a failed dial then resets the client."`
+	FlowsHandshakeFirst uint64 `json:"flows_handshake_first_total" text:"flows,handshake first" metric:"counter flows_handshake_first_total" help:"Flows whose client's handshake was completed before their IPv4 dial, because a quarter of max_handshakes were half-open (pressure, e.g. a SYN flood); a failed dial then resets the client."`
 	// RefusalsRepeated counts the SYNs of a 4-tuple whose dial failed in
 	// the last 5 s, answered the same way without a second dial; they are
 	// not new flows, so not in FlowsTotal.
-	RefusalsRepeated uint64 `json:"refusals_repeated" text:"flows,refusals repeated" metric:"counter refusals_repeated_total" help:"SYNs of a 4-tuple whose IPv4 dial failed in the last 5 s, answered as before without a second dial (not counted in flows_total)."`
+	RefusalsRepeated uint64 `json:"refusals_repeated_total" text:"flows,refusals repeated" metric:"counter refusals_repeated_total" help:"SYNs of a 4-tuple whose IPv4 dial failed in the last 5 s, answered as before without a second dial (not counted in flows_total)."`
 	// DialsInProgress is how many IPv4 connections are being set up, in
 	// either order (dialling, or dialled first and waiting for the
 	// client); FlowsDialsLimited counts the flows (within FlowsLimited)
 	// refused because max_handshakes of them were.
 	DialsInProgress   int64  `json:"dials_in_progress" text:"flows,dialling" metric:"gauge dials_in_progress" help:"IPv4 connections being set up (dialling, or dialled and waiting for the client's handshake); at most max_handshakes."`
-	FlowsDialsLimited uint64 `json:"flows_dials_limited" text:"flows,dials limited" metric:"counter flows_dials_limited_total" help:"Flows refused because max_handshakes IPv4 connections were being set up (a SYN dropped, or after the handshake a RST); within flows_total{outcome=limited}."`
+	FlowsDialsLimited uint64 `json:"flows_dials_limited_total" text:"flows,dials limited" metric:"counter flows_dials_limited_total" help:"Flows refused because max_handshakes IPv4 connections were being set up (a SYN dropped, or after the handshake a RST); within flows_total{outcome=limited}."`
 }
 
 // Counters returns a snapshot of the relay's counters.

@@ -188,5 +188,6 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
+	opts.ReplaceAttr = roundDurations
 	return slog.New(slog.NewTextHandler(w, opts))
 }

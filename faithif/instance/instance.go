@@ -202,8 +202,8 @@ func (in *Instance) Run(ready func()) error {
 	defer in.running.Store(false)
 	runErr := in.stack.Run(func() {
 		in.running.Store(true)
-		log.Info("ready", "interface", cfg.Name, "prefixes", fmt.Sprint(in.mapper.Prefixes()), "mtu", cfg.MTU,
-			"keepfaith", faithif.KeepFaithValue(keep), "fd_limit", relay.FDLimit(), "routes", fmt.Sprint(in.iface.Routes()), "control", socket, "pid", os.Getpid())
+		log.Info("ready", "interface", cfg.Name, "prefixes", in.mapper.Prefixes(), "mtu", cfg.MTU,
+			"keepfaith", faithif.KeepFaithValue(keep), "fd_limit", relay.FDLimit(), "routes", nonNil(in.iface.Routes()), "control", socket, "pid", os.Getpid())
 		for _, w := range in.warnings() {
 			log.Warn(w, "interface", cfg.Name)
 		}
@@ -340,6 +340,7 @@ func (in *Instance) Status() status.Status {
 	draining := in.relay.Draining()
 	lim := in.relay.Limits()
 	st := status.Status{
+		SchemaVersion:           status.SchemaVersion,
 		Name:                    in.cfg.Name,
 		PID:                     os.Getpid(),
 		Owner:                   in.opts.Owner,
@@ -388,6 +389,15 @@ func (in *Instance) Flows(f flows.Filter) flows.Table {
 
 // Ready returns nil while the instance relays: it is running and not
 // draining, keepfaith is 1 and the interface is up; else it says why not.
+// nonNil returns l, or an empty list for nil: a JSON log line then has []
+// rather than null.
+func nonNil(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
+}
+
 // errString returns err's message, "" for nil.
 func errString(err error) string {
 	if err == nil {

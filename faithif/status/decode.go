@@ -31,6 +31,9 @@ func Decode(data []byte) (*Status, error) {
 	if err := dec.Decode(st); err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
+	if st.SchemaVersion != SchemaVersion {
+		return nil, fmt.Errorf("status: schema_version %d, want %d", st.SchemaVersion, SchemaVersion)
+	}
 	return st, nil
 }
 

@@ -5,10 +5,18 @@ import (
 	"github.com/faithif/faithif/stack"
 )
 
+// SchemaVersion is the version of Status's JSON form (`show --json`). It
+// changes when a key is renamed or removed or changes its meaning; new keys
+// may be added without a change. Version 2 named every counter as its
+// Prometheus metric is named (TestJSONKeysFollowMetrics).
+const SchemaVersion = 2
+
 // Status is the state and counters of one running interface.
 type Status struct {
-	Name string `json:"name" text:"-"`
-	PID  int    `json:"pid" text:"-"`
+	// SchemaVersion is the SchemaVersion of the instance that answered.
+	SchemaVersion int    `json:"schema_version" text:"-"`
+	Name          string `json:"name" text:"-"`
+	PID           int    `json:"pid" text:"-"`
 	// Owner is the command whose process runs the interface: OwnerCreate
 	// or OwnerRun. `faithif destroy` stops only the former's.
 	Owner         string  `json:"owner" text:"-"`
@@ -20,16 +28,16 @@ type Status struct {
 	Routes   []string `json:"routes" text:"routes"`
 	// Rules is the access file, empty for none; RuleCount the rules in
 	// force.
-	Rules     string `json:"rules" text:"rules,file"`
-	RuleCount int    `json:"rule_count" text:"rules,count" metric:"gauge rules" help:"Access rules in force."`
+	Rules     string `json:"access_file" text:"rules,file"`
+	RuleCount int    `json:"rules" text:"rules,count" metric:"gauge rules" help:"Access rules in force."`
 	// LastReloadSuccessful is false after a reload that failed (the old
 	// rules stayed) until one succeeds; RulesLoadedAt is when the rules in
 	// force were read (Unix seconds: start-up or the last successful
 	// reload); ReloadsOK and ReloadsFailed count the reloads by result.
 	LastReloadSuccessful bool   `json:"last_reload_successful" text:"rules,last reload successful" metric:"gauge last_reload_successful" help:"1 unless the last reload of the access rules failed (the old rules then stay in force)."`
 	RulesLoadedAt        int64  `json:"rules_loaded_timestamp_seconds" text:"rules,loaded at (unix time)" metric:"gauge rules_loaded_timestamp_seconds" help:"When the access rules in force were read (Unix time): start-up or the last successful reload."`
-	ReloadsOK            uint64 `json:"reloads_ok" text:"rules,reloads ok" metric:"counter reloads_total result=ok" help:"Reloads of the access rules, by result."`
-	ReloadsFailed        uint64 `json:"reloads_failed" text:"rules,reloads failed" metric:"counter reloads_total result=failed" help:"Reloads of the access rules, by result."`
+	ReloadsOK            uint64 `json:"reloads_ok_total" text:"rules,reloads ok" metric:"counter reloads_total result=ok" help:"Reloads of the access rules, by result."`
+	ReloadsFailed        uint64 `json:"reloads_failed_total" text:"rules,reloads failed" metric:"counter reloads_total result=failed" help:"Reloads of the access rules, by result."`
 	MTU                  int    `json:"mtu" text:"mtu"`
 	// KeepFaith is net.inet6.ip6.keepfaith as the interface applies it.
 	KeepFaith bool `json:"keepfaith" text:"keepfaith" metric:"gauge keepfaith" help:"net.inet6.ip6.keepfaith as the interface applies it: 1 captures, 0 discards."`

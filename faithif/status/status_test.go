@@ -40,7 +40,41 @@ func filled(t *testing.T) *Status {
 			t.Fatalf("field %s: kind %s has no rendering", f.JSON, fv.Kind())
 		}
 	}
+	st.SchemaVersion = SchemaVersion
 	return st
+}
+
+// TestJSONKeysFollowMetrics: every counter or gauge has the JSON key of its
+// metric (without faithif_); a series of a labelled family puts the label
+// value before _total (bytes_total{direction="client_to_server"} is
+// bytes_client_to_server_total), a map field is the family itself.
+func TestJSONKeysFollowMetrics(t *testing.T) {
+	for _, f := range Fields() {
+		m := f.Metric
+		if m == nil {
+			continue
+		}
+		want := m.Name
+		if m.LabelValue != "" {
+			base, total := strings.CutSuffix(m.Name, "_total")
+			want = base + "_" + m.LabelValue
+			if total {
+				want += "_total"
+			}
+		}
+		if f.JSON != want {
+			t.Errorf("JSON key %q for metric faithif_%s%s: want %q", f.JSON, m.Name, map[bool]string{true: "{" + m.Label + "=" + m.LabelValue + "}"}[m.LabelValue != ""], want)
+		}
+	}
+}
+
+func TestDecodeSchemaVersion(t *testing.T) {
+	st := filled(t)
+	st.SchemaVersion = 1
+	b, _ := json.Marshal(st)
+	if _, err := Decode(b); err == nil || !strings.Contains(err.Error(), "schema_version 1, want 2") {
+		t.Errorf("Decode of a version 1 status: %v, want an error naming both versions", err)
+	}
 }
 
 func TestFieldsDescribeEveryField(t *testing.T) {
@@ -135,17 +169,17 @@ func TestTextPrintsEverything(t *testing.T) {
 // reads flows_open): renaming one must be a decision, not an accident.
 func TestJSONKeys(t *testing.T) {
 	want := []string{
-		"name", "pid", "owner", "uptime_seconds", "prefixes", "routes", "rules", "rule_count", "last_reload_successful",
-		"rules_loaded_timestamp_seconds", "reloads_ok", "reloads_failed", "mtu", "keepfaith",
-		"draining", "interface_up", "not_ready", "warnings", "flows_open", "flows_total", "flows_accepted", "flows_refused",
-		"flows_denied", "flows_limited", "flow_outcomes", "flow_ends", "clients", "bytes_in", "bytes_out",
-		"fd_limit", "flows_fd_limit", "flows_handshake_first", "refusals_repeated", "dials_in_progress",
-		"flows_dials_limited", "max_flows_per_client",
+		"schema_version", "name", "pid", "owner", "uptime_seconds", "prefixes", "routes", "access_file", "rules", "last_reload_successful",
+		"rules_loaded_timestamp_seconds", "reloads_ok_total", "reloads_failed_total", "mtu", "keepfaith",
+		"draining", "interface_up", "not_ready", "warnings", "flows_open", "flows_decided", "flows_accepted", "flows_refused",
+		"flows_denied", "flows_limited", "flows_total", "flows_ended_total", "clients", "bytes_client_to_server_total", "bytes_server_to_client_total",
+		"fd_limit", "flows_fd_limit_total", "flows_handshake_first_total", "refusals_repeated_total", "dials_in_progress",
+		"flows_dials_limited_total", "max_flows_per_client",
 		"max_handshakes_per_client", "max_flows_per_address", "max_handshakes_per_address", "max_handshakes",
-		"handshakes_in_flight", "handshakes_dropped", "handshakes_evicted", "handshakes_expired", "syns_held",
-		"syns_not_held", "under_pressure", "syns_challenged", "syns_validated", "syn_challenges_rate_limited",
-		"syn_challenge_rsts_rejected", "validated_sources", "packets_in", "packets_out", "packets_discarded", "icmp6_in", "icmp6_ptb_mtu_raised", "icmp6_out",
-		"icmp6_errors_sent", "icmp6_errors_rate_limited",
+		"handshakes_in_flight", "handshakes_dropped_total", "handshakes_evicted_total", "handshakes_expired_total", "syns_held",
+		"syns_not_held_total", "under_pressure", "syns_challenged_total", "syns_validated_total", "syn_challenges_rate_limited_total",
+		"syn_challenge_rsts_rejected_total", "validated_sources", "packets_in_total", "packets_out_total", "packets_discarded_total", "icmp6_received_total", "icmp6_ptb_mtu_raised_total", "icmp6_sent_total",
+		"icmp6_errors_sent", "icmp6_errors_rate_limited_total",
 	}
 	var got []string
 	for _, f := range Fields() {

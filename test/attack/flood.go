@@ -164,7 +164,7 @@ func (e *env) idle() status {
 // challenge, and any counter named for the challenge ("challenge",
 // "cookie").
 func pressureText(st0, st status) string {
-	keys := []string{"handshakes_evicted", "handshakes_expired", "handshakes_dropped", "syns_not_held", "flows_handshake_first", "syns_validated"}
+	keys := []string{"handshakes_evicted_total", "handshakes_expired_total", "handshakes_dropped_total", "syns_not_held_total", "flows_handshake_first_total", "syns_validated_total"}
 	var extra []string
 	for k := range st {
 		if strings.Contains(k, "challenge") || strings.Contains(k, "cookie") {
@@ -222,7 +222,7 @@ func floodRow(ctx context.Context, p *netlab.Program, cfg *config, r *result, co
 	settle(ctx, after)
 	r.peak = s.stop()
 	r.after, _ = e.metrics()
-	pin, _ := delta(st0, st, "packets_in")
+	pin, _ := delta(st0, st, "packets_in_total")
 	r.note("faithif: packets_in +%.0f, %s; handshakes in flight at the end %.0f", pin, pressureText(st0, st), st.n("handshakes_in_flight"))
 	return e, st0, st, srv
 }
@@ -447,10 +447,10 @@ func rowLogFlood(ctx context.Context, p *netlab.Program, cfg *config, r *result)
 	r.after, _ = e.metrics()
 
 	a := parts[0]
-	reached := a.st.n("packets_in") - a.st0.n("packets_in") - float64(a.c1["TcpOutSegs"]-a.c0["TcpOutSegs"])
+	reached := a.st.n("packets_in_total") - a.st0.n("packets_in_total") - float64(a.c1["TcpOutSegs"]-a.c0["TcpOutSegs"])
 	accounted := 0.0
 	var acct []string
-	for _, k := range []string{"flows_denied", "refusals_repeated", "handshakes_dropped"} {
+	for _, k := range []string{"flows_denied", "refusals_repeated_total", "handshakes_dropped_total"} {
 		if v, ok := delta(a.st0, a.st, k); ok {
 			accounted += v
 			acct = append(acct, fmt.Sprintf("%s +%.0f", k, v))
@@ -532,8 +532,8 @@ func rowFlags(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 	}
 	settle(ctx, time.Second)
 	st := e.mustShow()
-	badFlags, hasBadFlags := delta(st0, st, "packets_discarded", "bad_flags")
-	flowsBad, _ := delta(st0, st, "flows_total")
+	badFlags, hasBadFlags := delta(st0, st, "packets_discarded_total", "bad_flags")
+	flowsBad, _ := delta(st0, st, "flows_decided")
 	acceptedBad := srv.accepted.Load()
 	aOK := hasBadFlags && badFlags == float64(2*cfg.flagsCount) && acceptedBad == 0
 	r.note("SYN+FIN and SYN+RST x%d each: packets_discarded.bad_flags +%.0f (present: %v), the server accepted %d; flows_total +%.0f (with the legitimate ones)",
@@ -575,14 +575,14 @@ func rowFlags(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 	st = e.mustShow()
 	dials := srv1["TcpOutRsts"] - srv0["TcpOutRsts"]
 	refused, _ := delta(st0, st, "flows_refused")
-	repeated, hasRepeated := delta(st0, st, "refusals_repeated")
+	repeated, hasRepeated := delta(st0, st, "refusals_repeated_total")
 	var oc []string
 	for _, k := range []string{"accepted", "refused", "error"} {
-		v, _ := delta(st0, st, "flow_outcomes", k)
+		v, _ := delta(st0, st, "flows_total", k)
 		oc = append(oc, fmt.Sprintf("%s +%.0f", k, v))
 	}
-	outRefused, hasOutcomes := delta(st0, st, "flow_outcomes", "refused")
-	outError, _ := delta(st0, st, "flow_outcomes", "error")
+	outRefused, hasOutcomes := delta(st0, st, "flows_total", "refused")
+	outError, _ := delta(st0, st, "flows_total", "error")
 	bOK := dials == 1 && hasOutcomes && outRefused == 1 && outError == 0
 	r.note("a SYN sent again right after the server refused it: the server answered %d SYN(s) with a RST; flows_refused +%.0f, refusals_repeated +%.0f (present: %v); outcomes %s",
 		dials, refused, repeated, hasRepeated, strings.Join(oc, ", "))

@@ -82,7 +82,7 @@ func rowEmptyRules(ctx context.Context, p *netlab.Program, cfg *config, r *resul
 	r.legit = &before
 	r.legitText = fmt.Sprintf("before %d/%d, after %d/%d", before.ok, before.attempts, after.ok, after.attempts)
 	r.note("after the reload: legitimate connects %d/%d succeeded; 5 probes: %v; rule_count %.0f; flows_denied +%.0f; access file has no rules logged: %v",
-		after.ok, after.attempts, outcomes, st.n("rule_count"), denied, warned)
+		after.ok, after.attempts, outcomes, st.n("rules"), denied, warned)
 	held := res.ExitCode == 0 && after.ok == 0 && outcomes["EACCES"] == 5 && served == 0
 	r.verdict(held, "after the reload: %d of %d flows connected, probes %v, server got %d", after.ok, after.attempts+5, outcomes, served)
 }

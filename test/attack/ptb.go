@@ -156,10 +156,10 @@ func rowPTB(ctx context.Context, p *netlab.Program, cfg *config, r *result) {
 	settle(ctx, cfg.settle)
 	r.after, _ = e.metrics()
 
-	ptbs, _ := delta(st0, st, "icmp6_in", "packet_too_big")
+	ptbs, _ := delta(st0, st, "icmp6_received_total", "packet_too_big")
 	r.sent = fmt.Sprintf("%d PTBs (6 at one flow, %d sprayed in %v)", len(forged)+spray.Sent, spray.Sent, spray.Elapsed.Round(time.Millisecond))
 	r.note("faithif counted icmp6_in.packet_too_big +%.0f", ptbs)
-	if v, ok := delta(st0, st, "icmp6_ptb_mtu_raised"); ok {
+	if v, ok := delta(st0, st, "icmp6_ptb_mtu_raised_total"); ok {
 		r.note("icmp6_ptb_mtu_raised +%.0f", v)
 	}
 	r.note("MB/s per download: before %s; after the 6 forged %s; after the spray %s", mbps(base), mbps(after6), mbps(afterSpray))
