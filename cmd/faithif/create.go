@@ -14,6 +14,7 @@ import (
 	"github.com/faithif/faithif/faithif/instance"
 	"github.com/faithif/faithif/faithif/metrics"
 	"github.com/faithif/faithif/faithif/status"
+	"github.com/faithif/faithif/faithif/systemd"
 	"github.com/faithif/faithif/relay"
 )
 
@@ -118,14 +119,23 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	if !fg {
 		return daemonize(name, args, stdout, stderr)
 	}
-
 	runDir, err := faithif.RunDirFromEnv()
 	if err != nil {
 		return fmt.Errorf("create %s: %w", name, err)
 	}
+	if inBackground() {
+		logw, lerr := backgroundLog(runDir, name)
+		if lerr != nil {
+			return lerr
+		}
+		defer logw.Close()
+		defer func() { err = logFinalError(logw, err) }()
+		stderr = logw
+	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	notify := systemd.NewNotifier(log)
 	set := instance.NewSet(name)
-	opts := instance.Options{RunDir: runDir, Owner: status.OwnerCreate, KeepFaith: *keep, Logger: log}
+	opts := instance.Options{RunDir: runDir, Owner: status.OwnerCreate, KeepFaith: *keep, Logger: log, Notifier: notify}
 	var m *metrics.Metrics
 	if cfg.Metrics != "" {
 		m = metrics.New(set)
@@ -162,7 +172,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 			in.Stop(sig.String(), in.Grace())
 		}
 	}()
-	return in.Run(notifyReady)
+	return in.Run(func() { notifyReady(notify, readyStatus(in.Status())) })
 }
 
 // flagsError turns the errors config.FromFlags found into the command's: a

@@ -56,6 +56,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"flows", "--dest", "192.0.2.300"}, "--dest 192.0.2.300: not an IP address or prefix"},
 		{[]string{"flows", "--dest", "192.0.2.2:0"}, `--dest 192.0.2.2:0: port "0": want a number from 1 to 65535`},
 		{[]string{"flows", "faith0", "faith1"}, `unexpected argument "faith1"`},
+		{[]string{"completion"}, "want bash or zsh"},
+		{[]string{"completion", "fish"}, `shell "fish": want bash or zsh`},
+		{[]string{"man"}, "want faithif.8 or faithif.conf.5"},
+		{[]string{"man", "faithd.8"}, `page "faithd.8"`},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runCmd(t, tt.args...)
@@ -97,7 +101,8 @@ func TestSysctlReadSetPersist(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, args := range [][]string{{"help"}, {"create", "--help"}, {"sysctl", "-h"}, {"show", "--help"}, {"destroy", "--help"}} {
+	for _, args := range [][]string{{"help"}, {"create", "--help"}, {"sysctl", "-h"}, {"show", "--help"}, {"destroy", "--help"},
+		{"completion", "--help"}, {"man", "--help"}} {
 		code, stdout, stderr := runCmd(t, args...)
 		if code != exitOK || !strings.Contains(stdout+stderr, "usage: faithif") {
 			t.Errorf("faithif %s: exit %d; want 0 and usage text", strings.Join(args, " "), code)

@@ -15,6 +15,7 @@ import (
 	"github.com/faithif/faithif/faithif/control"
 	"github.com/faithif/faithif/faithif/flows"
 	"github.com/faithif/faithif/faithif/status"
+	"github.com/faithif/faithif/faithif/systemd"
 	"github.com/faithif/faithif/relay"
 	"github.com/faithif/faithif/stack"
 )
@@ -36,6 +37,9 @@ type Options struct {
 	ObserveDial func(time.Duration, bool)
 	// Logger receives the instance's log; nil: slog.Default().
 	Logger *slog.Logger
+	// Notifier, if set, is told of reloads and of the stop (the one who
+	// calls Run announces readiness).
+	Notifier *systemd.Notifier
 }
 
 // Instance is one faithN: TUN → stack → relay, with its control socket. It
@@ -220,6 +224,7 @@ func (in *Instance) Run(ready func()) error {
 			why = fmt.Errorf("%s was removed", cfg.Name)
 		}
 		log.Info("stopping", "interface", cfg.Name, "why", why.Error(), "flows_open", in.relay.Counters().FlowsOpen)
+		in.opts.Notifier.Stopping(fmt.Sprintf("%s stopping: %v", cfg.Name, why))
 		// The interface is gone (ip link del) or unreadable: nothing can be
 		// drained, as no segment reaches the IPv6 clients any more. Every
 		// open flow is reset at once (relay.Close): its IPv4 server gets a
@@ -251,7 +256,9 @@ const rstTime = 2 * time.Second
 // the TUN, which ends Run.
 func (in *Instance) drain(req stopRequest) {
 	name := in.cfg.Name
-	in.log.Info("stopping", "interface", name, "why", req.why, "flows_open", in.relay.Counters().FlowsOpen, "grace", req.grace.String())
+	open := in.relay.Counters().FlowsOpen
+	in.log.Info("stopping", "interface", name, "why", req.why, "flows_open", open, "grace", req.grace.String())
+	in.opts.Notifier.Stopping(fmt.Sprintf("%s draining: %d open flows, grace %s (%s)", name, open, req.grace, req.why))
 	ctx, cancel := context.WithTimeout(in.force, req.grace)
 	err := in.relay.Shutdown(ctx)
 	cancel()
@@ -297,12 +304,15 @@ func (in *Instance) Reload() error {
 	if in.cfg.Rules == "" {
 		return fmt.Errorf("reload %s: no access file (start with --config FILE)", in.cfg.Name)
 	}
+	in.opts.Notifier.Reloading(fmt.Sprintf("%s: reloading %s", in.cfg.Name, in.cfg.Rules))
 	rs, err := relay.LoadRules(in.cfg.Rules, faithif.IsLocalIPv4)
 	if err != nil {
 		in.reloadsFailed.Add(1)
 		in.lastReloadFailed.Store(true)
 		in.log.Error("reload failed, keeping the old rules", "interface", in.cfg.Name, "error", err.Error())
-		return fmt.Errorf("reload %s: %w (the old rules stay)", in.cfg.Name, err)
+		err = fmt.Errorf("reload %s: %w (the old rules stay)", in.cfg.Name, err)
+		in.opts.Notifier.Reloaded(err.Error())
+		return err
 	}
 	old := in.relay.Rules()
 	in.relay.SetRules(rs)
@@ -311,7 +321,16 @@ func (in *Instance) Reload() error {
 	in.rulesLoadedAt.Store(time.Now().Unix())
 	in.log.Info("rules reloaded", "interface", in.cfg.Name, "rules", rs.File, "count", len(rs.Rules))
 	logRules(in.log, in.cfg.Name, rs, old)
+	in.opts.Notifier.Reloaded(fmt.Sprintf("%s: %s from %s", in.cfg.Name, plural(len(rs.Rules), "rule"), rs.File))
 	return nil
+}
+
+// plural returns "1 rule", "2 rules".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // logRules says, at start (old nil) and at each reload, what the rules rs

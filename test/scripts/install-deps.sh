@@ -3,7 +3,9 @@
 # those that are missing; quick and silent when everything is there.
 #   ip (iproute2), curl, nginx (nginx-light or nginx), setpriv and unshare
 #   (util-linux), mount, sysctl (procps), gcc and libc headers (go test -race),
-#   promtool (prometheus; its server is not started).
+#   promtool (prometheus; its server is not started), and for the installation
+#   test (test/e2e/install_test.go) systemd-analyze (systemd), man (man-db),
+#   groff (groff-base) and zsh.
 # With --bench (make bench) also the benchmark tools: tayga, iperf3, wrk,
 # haproxy.
 set -euo pipefail
@@ -20,6 +22,10 @@ have sysctl || need+=(procps)
 have gcc || need+=(gcc)
 [ -e /usr/include/stdlib.h ] || need+=(libc6-dev)
 have promtool || need+=(prometheus) # promtool check metrics (test/e2e/metrics_test.go)
+have systemd-analyze || need+=(systemd)
+have man || need+=(man-db)
+have groff || need+=(groff-base)
+have zsh || need+=(zsh)
 
 # The benchmark's tools (test/bench/bench.sh), only when asked for: make test
 # does not need them.
