@@ -9,6 +9,7 @@ import (
 
 	"github.com/faithif/faithif/cmd/internal/clidoc"
 	"github.com/faithif/faithif/deploy"
+	"github.com/faithif/faithif/faithif"
 )
 
 // The shell completions and the man pages are generated from the commands
@@ -171,12 +172,12 @@ When standard error is connected to the journal, every log line carries
 its priority. The units faithif@.service (one interface) and
 faithif.service (the appliance) are installed by 'make install'.`},
 		{Title: "ENVIRONMENT", Items: []clidoc.Item{
-			{Tag: "FAITHIF_RUN_DIR", Text: `The run directory: the control sockets faithN.sock, the stored
+			{Tag: "FAITHIF_RUN_DIR", Text: fmt.Sprintf(`The run directory: the control sockets faithN.sock, the stored
 keepfaith value, and the logs of background instances, faithN.log,
-rotated at 10 MB with 3 older ones kept. By default each network namespace
+rotated at %d MB with %d older ones kept. By default each network namespace
 has its own: /run/faithif in PID 1's, /run/faithif/netns/COOKIE in any
 other. It, and every file in it, must be owned by root or by the user
-faithif runs as, and be writable by nobody else.`},
+faithif runs as, and be writable by nobody else.`, faithif.LogMaxMB, faithif.LogBackups)},
 			{Tag: "NOTIFY_SOCKET", Text: `Set by systemd for a Type=notify service: where readiness, reloads and
 stopping are announced (sd_notify(3)).`},
 			{Tag: "JOURNAL_STREAM", Text: `Set by systemd when the service's output goes to the journal. If it
