@@ -406,8 +406,6 @@ func (in *Instance) Flows(f flows.Filter) flows.Table {
 	return flows.Build(in.cfg.Name, in.relay.Flows(), f)
 }
 
-// Ready returns nil while the instance relays: it is running and not
-// draining, keepfaith is 1 and the interface is up; else it says why not.
 // nonNil returns l, or an empty list for nil: a JSON log line then has []
 // rather than null.
 func nonNil(l []string) []string {
@@ -440,6 +438,8 @@ func (in *Instance) warnings() []string {
 	return ws
 }
 
+// Ready returns nil while the instance relays: it is running and not
+// draining, keepfaith is 1 and the interface is up; else it says why not.
 func (in *Instance) Ready() error {
 	name := in.cfg.Name
 	switch {
