@@ -58,6 +58,8 @@ func commands() []command {
 		{name: "sysctl", args: "[-w] " + faithif.KeepFaithName + "[=0|1]", run: cmdSysctl,
 			operands: []clidoc.Values{{Words: []string{faithif.KeepFaithName}}},
 			summary:  "read or set the capture switch (per network\nnamespace, default 0)"},
+		{name: "version", args: "[--json]", run: cmdVersion,
+			summary: "print the version and the commit it was built from\n(also: faithif --version)"},
 		{name: "completion", args: "bash|zsh", run: cmdCompletion,
 			operands: []clidoc.Values{{Words: []string{"bash", "zsh"}}},
 			summary:  "print the shell completion script"},
@@ -96,7 +98,8 @@ func mainUsage() string {
 		}
 	}
 	b.WriteString(`
-Run 'faithif <command> --help' for a command's flags.
+Run 'faithif help <command>' (or 'faithif <command> --help') for a
+command's flags.
 Environment: FAITHIF_RUN_DIR holds control sockets, the keepfaith value
 and background logs; by default each network namespace has its own:
 /run/faithif in PID 1's, /run/faithif/netns/COOKIE in any other.

@@ -95,10 +95,24 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 const showUsage = `usage: faithif show [faithN] [--json]
 
 Prints the state and counters of one running instance, or of all of them.
+
+Flags:
+`
+
+const listUsage = `usage: faithif list [--json]
+
+Prints the state and counters of every running instance, as show without a
+name does.
+
+Flags:
 `
 
 func cmdShow(cmd string, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet(cmd, showUsage, stderr)
+	usage := showUsage
+	if cmd == "list" {
+		usage = listUsage
+	}
+	fs := newFlagSet(cmd, usage, stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	name, err := parseWithName(fs, args, false)
 	if err != nil {

@@ -53,12 +53,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	var err error
-	if c, ok := lookup(args[0]); ok {
+	known := true
+	switch c, ok := lookup(args[0]); {
+	case ok:
 		err = c.run(args[1:], stdout, stderr)
-	} else if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stdout, mainUsage())
-		return exitOK
-	} else {
+	case args[0] == "--version" || args[0] == "-V":
+		err = cmdVersion(args[1:], stdout, stderr)
+	case args[0] == "help" || args[0] == "-h" || args[0] == "--help":
+		err = cmdHelp(args[1:], stdout, stderr)
+		known = len(args) < 2
+	default:
+		known = false
 		err = usagef("unknown command %q", args[0])
 	}
 	var ue usageError
@@ -80,7 +85,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "faithif: %s\n", err)
-		fmt.Fprintf(stderr, "Run 'faithif %s --help' for usage.\n", firstWord(args))
+		if known {
+			fmt.Fprintf(stderr, "Run 'faithif %s --help' for usage.\n", args[0])
+		} else {
+			fmt.Fprintln(stderr, "Run 'faithif help' for the commands.")
+		}
 		return exitUsage
 	default:
 		fmt.Fprintf(stderr, "faithif: %s\n", err)
@@ -88,21 +97,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func firstWord(args []string) string {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return ""
-	}
-	return args[0]
-}
-
 // newFlagSet returns a flag set that reports errors instead of exiting.
 // Every command builds its flag set with it; if stderr is a flagRecorder
 // (describe), the recorder is given the flag set and the usage.
 func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(&helpBuffer{dst: stderr})
 	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
 	if r, ok := stderr.(*flagRecorder); ok {
@@ -111,13 +113,42 @@ func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args into fs; a bad flag is a usage error.
+// parseFlags parses args into fs. A bad flag is a usage error of one line,
+// naming the command ("create: flag provided but not defined: -frob"); the
+// usage text is printed only when asked for (-h, --help).
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	err := fs.Parse(args)
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		return usageError{err.Error()}
+	hb, _ := fs.Output().(*helpBuffer)
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		if hb != nil {
+			hb.flush()
+		}
+	default:
+		return usageError{fs.Name() + ": " + err.Error()}
+	}
+	if hb != nil {
+		hb.buf.Reset()
 	}
 	return err
+}
+
+// helpBuffer holds what the flag package prints while parsing (the usage
+// text, which it prints on any error) until parseFlags knows whether it was
+// asked for.
+type helpBuffer struct {
+	buf strings.Builder
+	dst io.Writer
+}
+
+// Write implements io.Writer.
+func (h *helpBuffer) Write(p []byte) (int, error) { return h.buf.Write(p) }
+
+// flush writes what was held to dst.
+func (h *helpBuffer) flush() {
+	io.WriteString(h.dst, h.buf.String())
+	h.buf.Reset()
 }
 
 // parseWithName parses flags that may come before or after one positional

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -147,5 +148,70 @@ func TestRunCheck(t *testing.T) {
 	code, stdout, _ = runCmd(t, "sysctl", "net.inet6.ip6.keepfaith")
 	if code != exitOK || !strings.Contains(stdout, ": 0") {
 		t.Errorf("--check changed keepfaith: %q", stdout)
+	}
+}
+
+// TestBadFlagOneLine: a bad flag is one short error naming the command and
+// one hint, for every command; never the usage text, never twice.
+func TestBadFlagOneLine(t *testing.T) {
+	t.Setenv("FAITHIF_RUN_DIR", t.TempDir())
+	for _, c := range commands() {
+		args := []string{c.name}
+		if c.sub != "" {
+			args = append(args, c.sub)
+		}
+		args = append(args, "--frob")
+		code, stdout, stderr := runCmd(t, args...)
+		want := "faithif: " + c.name
+		if c.sub != "" {
+			want += " " + c.sub
+		}
+		want += ": flag provided but not defined: -frob\nRun 'faithif " + c.name + " --help' for usage.\n"
+		if code != exitUsage || stderr != want || stdout != "" {
+			t.Errorf("faithif %s: exit %d, stdout %q, stderr\n%q\nwant exit 2 and only\n%q", strings.Join(args, " "), code, stdout, stderr, want)
+		}
+	}
+	code, _, stderr := runCmd(t, "--frob")
+	if want := "faithif: unknown command \"--frob\"\nRun 'faithif help' for the commands.\n"; code != exitUsage || stderr != want {
+		t.Errorf("faithif --frob: exit %d, stderr %q; want %q", code, stderr, want)
+	}
+}
+
+// TestVersion: version, --version and -V print the build; --json is the
+// same as JSON.
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-V"}} {
+		code, stdout, stderr := runCmd(t, args...)
+		if code != exitOK || !strings.HasPrefix(stdout, "faithif ") || !strings.Contains(stdout, "(commit ") || !strings.Contains(stdout, "go1.") || stderr != "" {
+			t.Errorf("faithif %s: exit %d, stdout %q, stderr %q; want 'faithif VERSION (commit C, goX)'", strings.Join(args, " "), code, stdout, stderr)
+		}
+	}
+	code, stdout, _ := runCmd(t, "version", "--json")
+	var v map[string]any
+	if err := json.Unmarshal([]byte(stdout), &v); code != exitOK || err != nil || v["version"] == nil || v["commit"] == nil || v["go_version"] == nil {
+		t.Errorf("version --json: exit %d, %q (%v); want version, commit, go_version", code, stdout, err)
+	}
+	if code, _, stderr := runCmd(t, "version", "extra"); code != exitUsage || !strings.Contains(stderr, `unexpected argument "extra"`) {
+		t.Errorf("version extra: exit %d, %q", code, stderr)
+	}
+}
+
+// TestHelpCommand: 'faithif help COMMAND' and 'COMMAND --help' show that
+// command's own help (list its own, not show's).
+func TestHelpCommand(t *testing.T) {
+	for _, c := range commands() {
+		for _, args := range [][]string{{"help", c.name}, append(append([]string{c.name}, strings.Fields(c.sub)...), "--help")} {
+			code, stdout, stderr := runCmd(t, args...)
+			if want := "usage: faithif " + c.name; code != exitOK || !strings.HasPrefix(stdout+stderr, want) {
+				t.Errorf("faithif %s: exit %d, output %q; want exit 0 and %q first", strings.Join(args, " "), code, stdout+stderr, want)
+			}
+		}
+	}
+	if code, stdout, _ := runCmd(t, "help"); code != exitOK || !strings.Contains(stdout, "Commands:") || !strings.Contains(stdout, "version [--json]") {
+		t.Errorf("faithif help: exit %d, %q", code, stdout)
+	}
+	code, _, stderr := runCmd(t, "help", "frob")
+	if want := "faithif: help: unknown command \"frob\"\nRun 'faithif help' for the commands.\n"; code != exitUsage || stderr != want {
+		t.Errorf("faithif help frob: exit %d, %q; want %q", code, stderr, want)
 	}
 }
