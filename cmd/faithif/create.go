@@ -32,14 +32,14 @@ error.
 
 Signals: SIGTERM or SIGINT drain (no new flows, open ones get --grace to
 finish, then are reset) and remove the interface; a second one stops at once.
-SIGHUP rereads the --config file. 'ip link del faithN' also ends the instance.
+SIGHUP rereads the --access file. 'ip link del faithN' also ends the instance.
 
-Access file (--config), faithd.conf syntax, first match wins, no match denies:
+Access file (--access), faithd.conf syntax, first match wins, no match denies:
   # SRC6[/PLEN]       permit|deny  DST4[/PLEN]      [BIND4]
   2001:db8:1::/48     deny         10.0.0.0/8
   2001:db8:1::/48     permit       0.0.0.0/0        192.0.2.1
 A bad line is an error (FILE:LINE: ...) and the whole file is rejected; a
-file with no rule denies everything, no --config permits everything.
+file with no rule denies everything, no --access permits everything.
 0/8, 127/8, 169.254/16, 224/4, 240/4, 255.255.255.255 and what the router
 delivers locally (its addresses, local routes) are refused whatever it says.
 
@@ -78,7 +78,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	var fg bool
 	fs.BoolVar(&fg, "f", false, "stay in the foreground (short for --foreground)")
 	fs.BoolVar(&fg, "foreground", false, "stay in the foreground")
-	rulesPath := fs.String("config", "", "faithd.conf access file: SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4] (default: none, permit all)")
+	rulesPath := fs.String("access", "", "faithd.conf access file: SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4] (default: none, permit all)")
 	routes := fs.Bool("route", false, "install 'PREFIX dev faithN' for every prefix, removed again on destroy")
 	denyWith := fs.String("deny-with", "icmp6", "answer to a denied flow: icmp6 (administratively prohibited, the client sees EACCES) or rst (ECONNREFUSED)")
 	maxFlows := fs.Int("max-flows-per-client", relay.DefaultMaxFlowsPerClient, "flows one client /64 may have open or being set up")
@@ -166,7 +166,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	go func() {
 		for sig := range sigs {
 			if sig == syscall.SIGHUP {
-				in.Reload() // logs its own outcome
+				in.Reload("") // logs its own outcome
 				continue
 			}
 			in.Stop(sig.String(), in.Grace())
@@ -176,7 +176,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 }
 
 // flagsError turns the errors config.FromFlags found into the command's: a
-// usage error (exit 2), unless a problem is inside the access file --config
+// usage error (exit 2), unless a problem is inside the access file --access
 // names (exit 1, as for a bad faithif.conf).
 func flagsError(err error) error {
 	msg := prefixLines("faithif: ", err.Error())

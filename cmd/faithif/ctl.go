@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -61,18 +62,29 @@ func cmdDestroy(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-const reloadUsage = `usage: faithif reload faithN
+const reloadUsage = `usage: faithif reload faithN [--access FILE]
 
-Rereads the access file given to create --config (as SIGHUP does). Open
+Rereads the access file given to create --access (as SIGHUP does), or with
+--access switches to FILE, which later reloads and SIGHUP then reread. Open
 flows keep running; new flows see the new rules. A file with errors is
-rejected whole and the old rules stay.
+rejected whole and the old rules (and file) stay. An interface of
+'faithif run' takes its access file from its configuration only.
+
+Flags:
 `
 
 func cmdReload(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("reload", reloadUsage, stderr)
+	access := fs.String("access", "", "switch to this access file (faithd.conf syntax)")
 	name, err := parseWithName(fs, args, true)
 	if err != nil {
 		return err
+	}
+	if *access != "" {
+		// The instance may run in another directory: send the path whole.
+		if *access, err = filepath.Abs(*access); err != nil {
+			return fmt.Errorf("reload %s: --access: %w", name, err)
+		}
 	}
 	runDir, err := faithif.RunDirFromEnv()
 	if err != nil {
@@ -80,7 +92,13 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := control.Client{Path: runDir.SocketPath(name)}.Reload(ctx)
+	c := control.Client{Path: runDir.SocketPath(name)}
+	var st *status.Status
+	if *access != "" {
+		st, err = c.ReloadFrom(ctx, *access)
+	} else {
+		st, err = c.Reload(ctx)
+	}
 	if err != nil {
 		return err
 	}

@@ -52,9 +52,9 @@ func TestDescribe(t *testing.T) {
 	if f := flag("create", "f"); f.Value != "" {
 		t.Errorf("create -f: %+v; want a boolean", f)
 	}
-	for _, cmd := range []string{"create", "run", "rules"} {
-		if f := flag(cmd, "config"); !f.Values.Files {
-			t.Errorf("%s --config: %+v; want file names", cmd, f)
+	for _, cf := range [][2]string{{"run", "config"}, {"create", "access"}, {"rules", "access"}, {"reload", "access"}} {
+		if f := flag(cf[0], cf[1]); !f.Values.Files {
+			t.Errorf("%s --%s: %+v; want file names", cf[0], cf[1], f)
 		}
 	}
 	if f := flag("create", "log-format"); !slices.Equal(f.Values.Words, []string{"text", "json"}) {

@@ -126,7 +126,11 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 			hb.flush()
 		}
 	default:
-		return usageError{fs.Name() + ": " + err.Error()}
+		msg := fs.Name() + ": " + err.Error()
+		if err.Error() == "flag provided but not defined: -config" && fs.Lookup("access") != nil {
+			msg += " (the access file is --access FILE; --config names faithif.conf, for 'faithif run')"
+		}
+		return usageError{msg}
 	}
 	if hb != nil {
 		hb.buf.Reset()

@@ -207,7 +207,7 @@ func (a *Appliance) reload() {
 		if in.RulesFile() == "" {
 			continue
 		}
-		if err := in.Reload(); err != nil { // logs its own outcome
+		if err := in.Reload(""); err != nil { // logs its own outcome
 			failed = append(failed, in.Name())
 		}
 	}

@@ -65,6 +65,11 @@ type Instance struct {
 	reloadsOK, reloadsFailed atomic.Uint64
 	lastReloadFailed         atomic.Bool
 	rulesLoadedAt            atomic.Int64
+	// rulesFile is the access file in force ("" for none): the
+	// configuration's, until a reload names another. reloadMu makes
+	// reloads one at a time.
+	rulesFile atomic.Pointer[string]
+	reloadMu  sync.Mutex
 
 	stopOnce  sync.Once
 	stopCh    chan stopRequest // the first stop request
@@ -92,6 +97,7 @@ func New(cfg config.Interface, opts Options) (*Instance, error) {
 	}
 	in := &Instance{cfg: cfg, opts: opts, log: log, mapper: mapper, stopCh: make(chan stopRequest, 1)}
 	in.rulesLoadedAt.Store(time.Now().Unix())
+	in.rulesFile.Store(&cfg.Rules)
 	in.force, in.forceStop = context.WithCancel(context.Background())
 	in.relay = relay.New(relay.Config{
 		Mapper: mapper, Rules: cfg.RuleSet, IsLocal: in.isLocal, DenyWith: cfg.DenyWith, Limits: cfg.Limits,
@@ -108,7 +114,7 @@ func (in *Instance) Name() string { return in.cfg.Name }
 func (in *Instance) Grace() time.Duration { return in.cfg.Grace }
 
 // RulesFile returns the access file, empty if there is none.
-func (in *Instance) RulesFile() string { return in.cfg.Rules }
+func (in *Instance) RulesFile() string { return *in.rulesFile.Load() }
 
 // Running reports whether the instance relays: from ready until Run
 // returns.
@@ -298,14 +304,20 @@ func (in *Instance) Destroy(grace time.Duration) {
 	in.Stop("destroy", grace)
 }
 
-// Reload implements control.Controller: it rereads the access file and
-// swaps it in; open flows are not touched. On error the old rules stay.
-func (in *Instance) Reload() error {
-	if in.cfg.Rules == "" {
-		return fmt.Errorf("reload %s: no access file (start with --config FILE)", in.cfg.Name)
+// Reload implements control.Controller: it rereads the access file, or
+// reads file instead if it is not empty, and swaps the rules in; open flows
+// are not touched. On error the old rules and file stay.
+func (in *Instance) Reload(file string) error {
+	in.reloadMu.Lock()
+	defer in.reloadMu.Unlock()
+	if file == "" {
+		file = in.RulesFile()
 	}
-	in.opts.Notifier.Reloading(fmt.Sprintf("%s: reloading %s", in.cfg.Name, in.cfg.Rules))
-	rs, err := relay.LoadRules(in.cfg.Rules, faithif.IsLocalIPv4)
+	if file == "" {
+		return fmt.Errorf("reload %s: no access file (start with --access FILE, or give one: faithif reload %s --access FILE)", in.cfg.Name, in.cfg.Name)
+	}
+	in.opts.Notifier.Reloading(fmt.Sprintf("%s: reloading %s", in.cfg.Name, file))
+	rs, err := relay.LoadRules(file, faithif.IsLocalIPv4)
 	if err != nil {
 		in.reloadsFailed.Add(1)
 		in.lastReloadFailed.Store(true)
@@ -316,6 +328,7 @@ func (in *Instance) Reload() error {
 	}
 	old := in.relay.Rules()
 	in.relay.SetRules(rs)
+	in.rulesFile.Store(&file)
 	in.reloadsOK.Add(1)
 	in.lastReloadFailed.Store(false)
 	in.rulesLoadedAt.Store(time.Now().Unix())
@@ -366,7 +379,7 @@ func (in *Instance) Status() status.Status {
 		UptimeSeconds:           time.Since(in.started).Seconds(),
 		Prefixes:                []string{},
 		Routes:                  in.iface.Routes(),
-		Rules:                   in.cfg.Rules,
+		Rules:                   in.RulesFile(),
 		MTU:                     in.iface.MTU(),
 		KeepFaith:               in.stack.Link().Capture(),
 		Draining:                draining,

@@ -161,7 +161,7 @@ func TestNotifyCreate(t *testing.T) {
 	writeFile(t, rules, "2001:db8:1::/64 permit 192.0.2.0/24\n")
 	f := lab.Start(t, netlab.StartSpec{
 		Env:  append(lab.Env(), ns.env()),
-		Argv: []string{netlab.Binary(t), "create", "faith0", "--prefix", netlab.FaithPrefix, "--config", rules, "-f"},
+		Argv: []string{netlab.Binary(t), "create", "faith0", "--prefix", netlab.FaithPrefix, "--access", rules, "-f"},
 	})
 	pid := f.Pid()
 
