@@ -142,16 +142,7 @@ func cmdShow(cmd string, args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var all []*status.Status
-	if name == "" {
-		all, err = control.Statuses(ctx, runDir)
-	} else {
-		var st *status.Status
-		if st, err = (control.Client{Path: runDir.SocketPath(name)}).Status(ctx); err != nil {
-			err = fmt.Errorf("%s: %w", name, err)
-		}
-		all = []*status.Status{st}
-	}
+	all, err := statuses(ctx, runDir, name)
 	if err != nil {
 		return fmt.Errorf("show: %w", err)
 	}
@@ -172,6 +163,19 @@ func cmdShow(cmd string, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// statuses returns the status of instance name, or of every instance
+// running in runDir when name is empty.
+func statuses(ctx context.Context, runDir faithif.RunDir, name string) ([]*status.Status, error) {
+	if name == "" {
+		return control.Statuses(ctx, runDir)
+	}
+	st, err := control.Client{Path: runDir.SocketPath(name)}.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return []*status.Status{st}, nil
 }
 
 const sysctlUsage = `usage: faithif sysctl [-w] net.inet6.ip6.keepfaith[=0|1]
