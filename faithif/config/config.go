@@ -243,7 +243,7 @@ var goTypeNames = map[string]string{
 	"int": "an integer", "*int": "an integer", "string": "a string", "*string": "a string",
 	"bool": "true or false", "*bool": "true or false", "[]string": "a list of strings",
 	"[]config.InterfaceSettings": "[[interface]] tables", "[]config.RouteSettings": "[[interface.route]] tables",
-	"*config.DNS64Settings":   "an [interface.dns64] table",
+	"config.DNS64Settings": "an [interface.dns64] table", "*config.DNS64Settings": "an [interface.dns64] table",
 	"map[string]interface {}": "a table",
 }
 

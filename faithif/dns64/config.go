@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -97,7 +98,11 @@ func parseAddrPort(s string) (netip.AddrPort, error) {
 }
 
 func splitAddrPort(s string) (netip.AddrPort, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
+	host, bracketed := s, strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]")
+	if bracketed {
+		host = s[1 : len(s)-1] // [2001:db8::53]
+	}
+	if a, err := netip.ParseAddr(host); err == nil && (a.Is6() || !bracketed) {
 		return netip.AddrPortFrom(a, DefaultPort), nil
 	}
 	host, port, err := net.SplitHostPort(s)

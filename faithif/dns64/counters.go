@@ -97,7 +97,9 @@ type stats struct {
 	cacheMisses atomic.Uint64
 }
 
-// Counters is a snapshot of a Responder's counters.
+// Counters is a snapshot of a Responder's counters. Their names start with
+// DNS64 because status.Status embeds them beside the relay's and the
+// stack's.
 //
 // The struct tags describe each counter once for every reader (see package
 // faithif/status): json is its key in `faithif show --json`, text its group
@@ -105,20 +107,20 @@ type stats struct {
 // its Prometheus type, name (after faithif_) and label, help its help text.
 type Counters struct {
 	// Queries counts the queries received, by type.
-	Queries map[string]uint64 `json:"dns64_queries_total" text:"dns64 queries" showif:"dns64_listen" metric:"counter dns64_queries_total type" help:"DNS64 queries received, by query type: a, aaaa, ptr, https, other."`
+	DNS64Queries map[string]uint64 `json:"dns64_queries_total" text:"dns64 queries" showif:"dns64_listen" metric:"counter dns64_queries_total type" help:"DNS64 queries received, by query type: a, aaaa, ptr, https, other."`
 	// Results counts them by how they ended: every query under one.
-	Results map[string]uint64 `json:"dns64_query_results_total" text:"dns64 results" showif:"dns64_listen" metric:"counter dns64_query_results_total result" help:"DNS64 queries by how they ended: the RCODE answered (noerror, nxdomain, servfail, refused, formerr, notimp, other), or not_allowed (a client outside the allowed prefixes, REFUSED) or rate_limited (over its rate: dropped, REFUSED over TCP)."`
+	DNS64Results map[string]uint64 `json:"dns64_query_results_total" text:"dns64 results" showif:"dns64_listen" metric:"counter dns64_query_results_total result" help:"DNS64 queries by how they ended: the RCODE answered (noerror, nxdomain, servfail, refused, formerr, notimp, other), or not_allowed (a client outside the allowed prefixes, REFUSED) or rate_limited (over its rate: dropped, REFUSED over TCP)."`
 	// Synthesized counts the answers faithif made up: AAAA records from A
 	// records, and CNAMEs from an ip6.arpa name to its in-addr.arpa name.
-	Synthesized map[string]uint64 `json:"dns64_synthesized_total" text:"dns64 synthesized" showif:"dns64_listen" metric:"counter dns64_synthesized_total kind" help:"DNS64 answers synthesized: aaaa (AAAA records made from A records), ptr (an ip6.arpa name under a FAITH prefix answered with a CNAME to its in-addr.arpa name)."`
+	DNS64Synthesized map[string]uint64 `json:"dns64_synthesized_total" text:"dns64 synthesized" showif:"dns64_listen" metric:"counter dns64_synthesized_total kind" help:"DNS64 answers synthesized: aaaa (AAAA records made from A records), ptr (an ip6.arpa name under a FAITH prefix answered with a CNAME to its in-addr.arpa name)."`
 	// Suppressed counts the AAAA records withheld because the relay would
 	// refuse the client every port of them, by Reason.
-	Suppressed map[string]uint64 `json:"dns64_synthesis_suppressed_total" text:"dns64 suppressed" showif:"dns64_listen" metric:"counter dns64_synthesis_suppressed_total reason" help:"AAAA records withheld because the relay would refuse the asking client every port of them (A records not synthesized, or real AAAA records inside a FAITH prefix), by reason: always_refused, not_global, router_address, not_mappable, access_rules."`
+	DNS64Suppressed map[string]uint64 `json:"dns64_synthesis_suppressed_total" text:"dns64 suppressed" showif:"dns64_listen" metric:"counter dns64_synthesis_suppressed_total reason" help:"AAAA records withheld because the relay would refuse the asking client every port of them (A records not synthesized, or real AAAA records inside a FAITH prefix), by reason: always_refused, not_global, router_address, not_mappable, access_rules."`
 	// CacheEntries is how many upstream answers the cache holds;
 	// CacheHits and CacheMisses count the lookups.
-	CacheEntries int64  `json:"dns64_cache_entries" text:"dns64 cache,entries" showif:"dns64_listen" metric:"gauge dns64_cache_entries" help:"Upstream answers in the DNS64 cache."`
-	CacheHits    uint64 `json:"dns64_cache_hits_total" text:"dns64 cache,hits" showif:"dns64_listen" metric:"counter dns64_cache_hits_total" help:"DNS64 upstream lookups answered from the cache."`
-	CacheMisses  uint64 `json:"dns64_cache_misses_total" text:"dns64 cache,misses" showif:"dns64_listen" metric:"counter dns64_cache_misses_total" help:"DNS64 upstream lookups not in the cache, asked upstream."`
+	DNS64CacheEntries int64  `json:"dns64_cache_entries" text:"dns64 cache,entries" showif:"dns64_listen" metric:"gauge dns64_cache_entries" help:"Upstream answers in the DNS64 cache."`
+	DNS64CacheHits    uint64 `json:"dns64_cache_hits_total" text:"dns64 cache,hits" showif:"dns64_listen" metric:"counter dns64_cache_hits_total" help:"DNS64 upstream lookups answered from the cache."`
+	DNS64CacheMisses  uint64 `json:"dns64_cache_misses_total" text:"dns64 cache,misses" showif:"dns64_listen" metric:"counter dns64_cache_misses_total" help:"DNS64 upstream lookups not in the cache, asked upstream."`
 }
 
 // Counters returns a snapshot of the counters; a nil Responder's are all
@@ -131,27 +133,27 @@ func (r *Responder) Counters() Counters {
 		s = new(stats)
 	}
 	c := Counters{
-		Queries:     make(map[string]uint64, len(qtypeNames)),
-		Results:     make(map[string]uint64, numResults),
-		Synthesized: make(map[string]uint64, len(synthNames)),
-		Suppressed:  make(map[string]uint64, numReasons),
-		CacheHits:   s.cacheHits.Load(),
-		CacheMisses: s.cacheMisses.Load(),
+		DNS64Queries:     make(map[string]uint64, len(qtypeNames)),
+		DNS64Results:     make(map[string]uint64, numResults),
+		DNS64Synthesized: make(map[string]uint64, len(synthNames)),
+		DNS64Suppressed:  make(map[string]uint64, numReasons),
+		DNS64CacheHits:   s.cacheHits.Load(),
+		DNS64CacheMisses: s.cacheMisses.Load(),
 	}
 	for i, n := range qtypeNames {
-		c.Queries[n] = s.queries[i].Load()
+		c.DNS64Queries[n] = s.queries[i].Load()
 	}
 	for i, n := range resultNames {
-		c.Results[n] = s.results[i].Load()
+		c.DNS64Results[n] = s.results[i].Load()
 	}
 	for i, n := range synthNames {
-		c.Synthesized[n] = s.synthesized[i].Load()
+		c.DNS64Synthesized[n] = s.synthesized[i].Load()
 	}
 	for i, n := range reasonNames {
-		c.Suppressed[n] = s.suppressed[i].Load()
+		c.DNS64Suppressed[n] = s.suppressed[i].Load()
 	}
 	if r != nil && r.cache != nil {
-		c.CacheEntries = int64(r.cache.len())
+		c.DNS64CacheEntries = int64(r.cache.len())
 	}
 	return c
 }

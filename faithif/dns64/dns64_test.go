@@ -258,12 +258,12 @@ func TestSynthesis(t *testing.T) {
 		})
 	}
 	c := e.r.Counters()
-		// always_refused: loopback, two-a's 127.0.0.1, faith-aaaa's real AAAA.
+	// always_refused: loopback, two-a's 127.0.0.1, faith-aaaa's real AAAA.
 	want := map[string]uint64{"always_refused": 3, "router_address": 1, "access_rules": 1, "not_global": 0, "not_mappable": 0}
-	if !mapsEqual(c.Suppressed, want) {
-		t.Errorf("suppressed %v, want %v", c.Suppressed, want)
+	if !mapsEqual(c.DNS64Suppressed, want) {
+		t.Errorf("suppressed %v, want %v", c.DNS64Suppressed, want)
 	}
-	if c.Synthesized["aaaa"] != 8 || c.Queries["aaaa"] != 18 || c.Results["noerror"] != 16 || c.Results["nxdomain"] != 2 {
+	if c.DNS64Synthesized["aaaa"] != 8 || c.DNS64Queries["aaaa"] != 18 || c.DNS64Results["noerror"] != 16 || c.DNS64Results["nxdomain"] != 2 {
 		t.Errorf("counters %+v", c)
 	}
 }
@@ -289,7 +289,7 @@ func TestWellKnownPrefixNotGlobal(t *testing.T) {
 	if m.Rcode != dns.RcodeSuccess || len(m.Answer) != 0 {
 		t.Errorf("answer %v, want none", m.Answer)
 	}
-	if n := e.r.Counters().Suppressed["not_global"]; n != 1 {
+	if n := e.r.Counters().DNS64Suppressed["not_global"]; n != 1 {
 		t.Errorf("suppressed not_global %d, want 1", n)
 	}
 }
@@ -372,7 +372,7 @@ func TestPassThrough(t *testing.T) {
 	if m := e.query(t, "other.example.", dns.TypeA, "udp", nil); m.Rcode != dns.RcodeRefused {
 		t.Errorf("the upstream's REFUSED: %s", dns.RcodeToString[m.Rcode])
 	}
-	if c := e.r.Counters(); c.Queries["a"] != 2 || c.Queries["other"] != 1 || c.Results["refused"] != 1 {
+	if c := e.r.Counters(); c.DNS64Queries["a"] != 2 || c.DNS64Queries["other"] != 1 || c.DNS64Results["refused"] != 1 {
 		t.Errorf("counters %+v", c)
 	}
 }
@@ -404,7 +404,7 @@ func TestPTR(t *testing.T) {
 			t.Errorf("PTR %s: %s, asked %d times; want the upstream's REFUSED", n, dns.RcodeToString[m.Rcode], e.up.Count(n, dns.TypePTR, ""))
 		}
 	}
-	if n := e.r.Counters().Synthesized["ptr"]; n != 2 {
+	if n := e.r.Counters().DNS64Synthesized["ptr"]; n != 2 {
 		t.Errorf("synthesized ptr %d, want 2", n)
 	}
 }
@@ -514,8 +514,8 @@ func TestFailover(t *testing.T) {
 	if m := e.query(t, "mx.dns64.test.", dns.TypeMX, "udp", nil); m.Rcode != dns.RcodeServerFailure {
 		t.Errorf("all SERVFAIL: %s", dns.RcodeToString[m.Rcode])
 	}
-	if c := e.r.Counters(); c.Results["servfail"] != 2 {
-		t.Errorf("results %v", c.Results)
+	if c := e.r.Counters(); c.DNS64Results["servfail"] != 2 {
+		t.Errorf("results %v", c.DNS64Results)
 	}
 	good := dnstest.Start(t, dnstest.MustParseZone(testZone), "127.0.0.1")
 	bad := dnstest.Start(t, dnstest.MustParseZone(testZone), "127.0.0.1")
@@ -568,7 +568,7 @@ func TestCache(t *testing.T) {
 		t.Errorf("NXDOMAIN asked %d times within its negative TTL", n)
 	}
 	c := e.r.Counters()
-	if c.CacheHits == 0 || c.CacheMisses == 0 || c.CacheEntries == 0 {
+	if c.DNS64CacheHits == 0 || c.DNS64CacheMisses == 0 || c.DNS64CacheEntries == 0 {
 		t.Errorf("cache counters %+v", c)
 	}
 
@@ -580,7 +580,7 @@ func TestCache(t *testing.T) {
 	if n := e2.up.Count("a-only.dns64.test.", dns.TypeA, ""); n != 2 {
 		t.Errorf("cache of 2: a-only asked %d times, want 2", n)
 	}
-	if n := e2.r.Counters().CacheEntries; n != 2 {
+	if n := e2.r.Counters().DNS64CacheEntries; n != 2 {
 		t.Errorf("cache of 2 holds %d", n)
 	}
 	// No cache at all.
@@ -681,7 +681,7 @@ func TestRateLimit(t *testing.T) {
 	if len(w.msgs) != 2 {
 		t.Errorf("a second later: %d of 3 answered, want 2", len(w.msgs))
 	}
-	if n := e.r.Counters().Results["rate_limited"]; n != 3 {
+	if n := e.r.Counters().DNS64Results["rate_limited"]; n != 3 {
 		t.Errorf("rate_limited %d, want 3", n)
 	}
 }
@@ -711,7 +711,7 @@ func TestAllow(t *testing.T) {
 	if n := e.up.Count("mx.dns64.test.", dns.TypeMX, ""); n != 1 {
 		t.Errorf("upstream asked %d times, want once (then cached)", n)
 	}
-	if n := e.r.Counters().Results["not_allowed"]; n != 3 {
+	if n := e.r.Counters().DNS64Results["not_allowed"]; n != 3 {
 		t.Errorf("not_allowed %d, want 3", n)
 	}
 }
@@ -735,7 +735,7 @@ func TestMalformed(t *testing.T) {
 	if want := []string{"NOTIMP", "FORMERR", "FORMERR"}; !slices.Equal(got, want) {
 		t.Errorf("rcodes %v, want %v", got, want)
 	}
-	if r := e.r.Counters().Results; r["notimp"] != 1 || r["formerr"] != 2 {
+	if r := e.r.Counters().DNS64Results; r["notimp"] != 1 || r["formerr"] != 2 {
 		t.Errorf("results %v", r)
 	}
 	if acceptQuery(dns.Header{Bits: 1 << 15}) != dns.MsgIgnore || acceptQuery(dns.Header{Qdcount: 3}) != dns.MsgAccept {
@@ -829,6 +829,8 @@ func TestParseAddrs(t *testing.T) {
 		{"192.0.2.53", "192.0.2.53:53", false, ""},
 		{"2001:db8::53", "[2001:db8::53]:53", false, ""},
 		{"[2001:db8::53]:5353", "[2001:db8::53]:5353", false, ""},
+		{"[2001:db8::53]", "[2001:db8::53]:53", false, ""},
+		{"[192.0.2.53]", "", false, "want an IP address"},
 		{"[::]:53", "[::]:53", true, ""},
 		{"[::]:53", "", false, "not a unicast address"},
 		{"ff02::fb", "", true, "multicast"},
@@ -852,5 +854,63 @@ func TestParseAddrs(t *testing.T) {
 		if err != nil || ap.String() != tc.want {
 			t.Errorf("%q: %v %v, want %s", tc.in, ap, err, tc.want)
 		}
+	}
+}
+
+// weirdUpstream answers every query through h, on 127.0.0.1 over UDP.
+func weirdUpstream(t *testing.T, h dns.HandlerFunc) netip.AddrPort {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	srv := &dns.Server{PacketConn: pc, Handler: h, NotifyStartedFunc: func() { close(started) }}
+	go srv.ActivateAndServe()
+	<-started
+	t.Cleanup(func() { srv.Shutdown() })
+	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// TestUpstreamMisbehaving: an answer to another question, or a message
+// that is not an answer, is no answer (the next upstream is asked, and with
+// none SERVFAIL); an extended RCODE reaches a client without EDNS0 as
+// SERVFAIL.
+func TestUpstreamMisbehaving(t *testing.T) {
+	other := weirdUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Question[0].Name = "elsewhere.example."
+		w.WriteMsg(m)
+	})
+	notAnswer := weirdUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Response = false
+		w.WriteMsg(m)
+	})
+	extended := weirdUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.SetEdns0(1232, false)
+		m.Rcode = dns.RcodeBadCookie
+		w.WriteMsg(m)
+	})
+	e := newEnv(t, envOpts{extra: []netip.AddrPort{other, notAnswer}})
+	if m := e.query(t, "mx.dns64.test.", dns.TypeMX, "udp", nil); m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 {
+		t.Errorf("after two bad upstreams: %v, want the third one's answer", m)
+	}
+	e.mu.Lock()
+	obs := slices.Clone(e.obs)
+	e.mu.Unlock()
+	if want := []string{other.String() + " failed", notAnswer.String() + " failed", e.up.Addr.String() + " ok"}; !slices.Equal(obs, want) {
+		t.Errorf("upstream queries %q, want %q", obs, want)
+	}
+	e2 := newEnv(t, envOpts{cfg: func(c *Config) { c.Upstreams = []netip.AddrPort{extended} }})
+	if m := e2.query(t, "mx.dns64.test.", dns.TypeMX, "udp", nil); m.Rcode != dns.RcodeServerFailure {
+		t.Errorf("BADCOOKIE to a client without EDNS0: %s, want SERVFAIL", dns.RcodeToString[m.Rcode])
+	}
+	if m := e2.query(t, "mx.dns64.test.", dns.TypeMX, "udp", withEDNS(false)); m.Rcode != dns.RcodeBadCookie {
+		t.Errorf("BADCOOKIE to a client with EDNS0: %s", dns.RcodeToString[m.Rcode])
 	}
 }
