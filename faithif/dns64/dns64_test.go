@@ -914,3 +914,27 @@ func TestUpstreamMisbehaving(t *testing.T) {
 		t.Errorf("BADCOOKIE to a client with EDNS0: %s", dns.RcodeToString[m.Rcode])
 	}
 }
+
+// TestPrefixLengths: synthesis in a prefix of every RFC 6052 length puts
+// the IPv4 address where the relay reads it back (the u-octet skipped),
+// and PTR reads it out again.
+func TestPrefixLengths(t *testing.T) {
+	for _, p := range []string{"2001:db8::/32", "2001:db8:100::/40", "2001:db8:122::/48", "2001:db8:122:300::/56", "2001:db8:122:344::/64", "2001:db8:46::/96"} {
+		prefix := netip.MustParsePrefix(p)
+		e := newEnv(t, envOpts{prefixes: []netip.Prefix{prefix}})
+		m := e.aaaa(t, "a-only.dns64.test.")
+		if len(m.Answer) != 1 {
+			t.Fatalf("%s: %v", p, m.Answer)
+		}
+		got, _ := netip.AddrFromSlice(m.Answer[0].(*dns.AAAA).AAAA)
+		mapper, _ := relay.NewMapper(prefix)
+		if v4, err := mapper.Map(got); err != nil || v4 != netip.MustParseAddr("198.51.100.10") || !prefix.Contains(got) {
+			t.Errorf("%s: synthesized %s maps to %v (%v)", p, got, v4, err)
+		}
+		rev, _ := dns.ReverseAddr(got.String())
+		m = e.query(t, rev, dns.TypePTR, "udp", nil)
+		if len(m.Answer) != 2 || m.Answer[0].(*dns.CNAME).Target != "10.100.51.198.in-addr.arpa." {
+			t.Errorf("%s: PTR %s: %v", p, rev, m.Answer)
+		}
+	}
+}
