@@ -111,8 +111,11 @@ func (r *Responder) aaaa(client netip.Addr, name string, do bool) (*dns.Msg, err
 			if !names[strings.ToLower(rr.Hdr.Name)] {
 				continue // not of this name: not believed
 			}
+			v4, ok := netip.AddrFromSlice(rr.A.To4())
+			if !ok {
+				continue // no address (an empty record): not an A record
+			}
 			as++
-			v4, _ := netip.AddrFromSlice(rr.A.To4())
 			aaaa := relay.Unmap(r.cfg.Prefix, v4)
 			if !r.relays(client, aaaa, rr.Hdr.Name, v4) {
 				continue
@@ -122,13 +125,14 @@ func (r *Responder) aaaa(client netip.Addr, name string, do bool) (*dns.Msg, err
 				Hdr:  dns.RR_Header{Name: rr.Hdr.Name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: min(rr.Hdr.Ttl, ttlCap)},
 				AAAA: aaaa.AsSlice(),
 			})
+		case *dns.CNAME, *dns.DNAME:
+			out.Answer = append(out.Answer, rr) // the chain
 		case *dns.RRSIG:
-			if rr.TypeCovered != dns.TypeA {
-				out.Answer = append(out.Answer, rr) // a CNAME's, still valid
+			if rr.TypeCovered == dns.TypeCNAME || rr.TypeCovered == dns.TypeDNAME {
+				out.Answer = append(out.Answer, rr) // the chain's, still valid
 			}
-		default:
-			out.Answer = append(out.Answer, rr) // the CNAME chain
 		}
+		// Anything else in an A answer is not the client's business.
 	}
 	switch {
 	case made > 0:
@@ -153,7 +157,8 @@ func (r *Responder) aaaa(client netip.Addr, name string, do bool) (*dns.Msg, err
 
 // usableAAAA returns the records of answer less the AAAA records that
 // count as absent: in ::ffff:0:0/96 or an excluded range (RFC 6147 5.1.4),
-// or in a FAITH prefix at an address the relay would refuse client; and
+// in a FAITH prefix at an address the relay would refuse client, or with
+// no address at all; and
 // how many AAAA records of the names are left. When a record is taken
 // out, so are the signatures of AAAA records.
 func (r *Responder) usableAAAA(client netip.Addr, answer []dns.RR, names map[string]bool) ([]dns.RR, int) {
@@ -164,8 +169,8 @@ func (r *Responder) usableAAAA(client netip.Addr, answer []dns.RR, names map[str
 			kept = append(kept, rr)
 			continue
 		}
-		addr, _ := netip.AddrFromSlice(a.AAAA)
-		if r.excluded(addr) || !r.relaysReal(client, addr, a.Hdr.Name) {
+		addr, ok := netip.AddrFromSlice(a.AAAA)
+		if !ok || !addr.Is6() || r.excluded(addr) || !r.relaysReal(client, addr, a.Hdr.Name) {
 			dropped = true
 			continue
 		}
