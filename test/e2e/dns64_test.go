@@ -402,7 +402,7 @@ func TestDNS64Unbound(t *testing.T) {
 	}
 	faithif := "[" + netlab.RouterAddr6 + "]:53"
 	unbound := "[" + netlab.RouterAddr6 + "]:5353"
-	lab.StartFaithif(t, "--config", rules, "--dns64", faithif, "--dns64-upstream", netlab.ServerAddr,
+	lab.StartFaithif(t, "--access", rules, "--dns64", faithif, "--dns64-upstream", netlab.ServerAddr,
 		"--dns64-exclude", "2001:db8:bad::/48")
 	conf := filepath.Join(dir, "unbound.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(unboundConf, netlab.RouterAddr6, dir, netlab.FaithPrefix, netlab.ServerAddr)), 0o644); err != nil {
