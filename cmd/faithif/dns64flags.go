@@ -36,15 +36,15 @@ type dns64Flags struct {
 // addDNS64Flags defines the DNS64 flags on fs.
 func addDNS64Flags(fs *flag.FlagSet) *dns64Flags {
 	d := &dns64Flags{fs: fs}
-	fs.Var(&d.listen, "dns64", "answer DNS (UDP and TCP) on LISTEN[,LISTEN...], e.g. [2001:db8:1::1]:53, synthesizing AAAA records in the FAITH prefix: DNS64 (off by default; needs --dns64-upstream)")
-	fs.Var(&d.upstreams, "dns64-upstream", "the resolvers DNS64 asks, ADDR[:PORT][,...], in order: the next when one fails")
-	fs.StringVar(&d.prefix, "dns64-prefix", "", "the prefix DNS64 synthesizes in, one of --prefix (default: the first)")
-	fs.Var(&d.exclude, "dns64-exclude", "IPv6 prefixes whose AAAA records count as absent, besides ::ffff:0:0/96 (comma-separated)")
+	fs.Var(&d.listen, "dns64", "answer DNS (UDP and TCP) on `LISTEN`[,LISTEN...], e.g. [2001:db8:1::1]:53, synthesizing AAAA records in the FAITH prefix: DNS64 (off by default; needs --dns64-upstream)")
+	fs.Var(&d.upstreams, "dns64-upstream", "the resolvers DNS64 asks, `ADDR`[:PORT][,...], in order: the next when one fails")
+	fs.StringVar(&d.prefix, "dns64-prefix", "", "the `PREFIX` DNS64 synthesizes in, one of --prefix (default: the first)")
+	fs.Var(&d.exclude, "dns64-exclude", "IPv6 `PREFIXES` whose AAAA records count as absent, besides ::ffff:0:0/96 (comma-separated)")
 	fs.BoolVar(&d.synthAll, "dns64-synthall", false, "synthesize from the A records for every name, even one with AAAA records")
-	fs.Var(&d.allow, "dns64-allow", "the clients DNS64 answers: prefixes, addresses, or "+dns64.LocalNets+" (the router's own networks, the default), comma-separated")
-	fs.IntVar(&d.rateLimit, "dns64-rate-limit", dns64.DefaultRateLimit, "queries a second each client address may ask, bursts of twice that (0: no limit)")
-	fs.IntVar(&d.cacheSize, "dns64-cache-size", dns64.DefaultCacheSize, "upstream answers DNS64 keeps for their TTL (0: no cache)")
-	fs.StringVar(&d.timeout, "dns64-timeout", dns64.DefaultTimeout.String(), "how long each upstream has to answer")
+	fs.Var(&d.allow, "dns64-allow", "the `CLIENTS` DNS64 answers: prefixes, addresses, or "+dns64.LocalNets+" (the router's own networks, the default), comma-separated")
+	fs.IntVar(&d.rateLimit, "dns64-rate-limit", dns64.DefaultRateLimit, "`N` queries a second each client address may ask, bursts of twice that (0: no limit)")
+	fs.IntVar(&d.cacheSize, "dns64-cache-size", dns64.DefaultCacheSize, "`N` upstream answers DNS64 keeps for their TTL (0: no cache)")
+	fs.StringVar(&d.timeout, "dns64-timeout", dns64.DefaultTimeout.String(), "how long (`D`) each upstream has to answer")
 	return d
 }
 
