@@ -5,7 +5,8 @@
 #   make test           deps, go vet, unit tests (-race), end-to-end tests (root),
 #                       a 60 s soak (root)
 #   make e2e            only the end-to-end tests (root)
-#   make demo           fetch a page from an IPv4-only nginx over IPv6 through faithif
+#   make demo           fetch a page by name (faithif's DNS64) from an IPv4-only nginx
+#                       over IPv6 through faithif
 #   make bench          kernel vs TAYGA vs faithif benchmark in a namespace lab
 #                       (installs tayga, iperf3, wrk; writes BENCHMARKS.md)
 #   make soak           connection churn through faithif for SOAK_SECONDS (600), then

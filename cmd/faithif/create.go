@@ -43,6 +43,10 @@ file with no rule denies everything, no --access permits everything.
 0/8, 127/8, 169.254/16, 224/4, 240/4, 255.255.255.255 and what the router
 delivers locally (its addresses, local routes) are refused whatever it says.
 
+DNS64 (--dns64 LISTEN --dns64-upstream ADDR): answers the clients' DNS
+queries, asking ADDR, with AAAA records synthesized in the FAITH prefix for
+names that have none, only for IPv4 addresses the relay would accept.
+
 Flags:
 `
 
@@ -93,6 +97,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	pprofAddr := fs.String("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off by default")
 	logFormat := fs.String("log-format", config.DefaultLogFormat, "log format: text or json")
 	logLevel := fs.String("log-level", config.DefaultLogLevel, "log level: debug, info, warn or error")
+	d64 := addDNS64Flags(fs)
 	name, err := parseWithName(fs, args, true)
 	if err != nil {
 		return err
@@ -107,6 +112,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 			IdleTimeout: idle, DialTimeout: dial, Grace: grace,
 			MaxFlowsPerClient: maxFlows, MaxHandshakesPerClient: maxHandshakes, MaxFlowsPerAddress: maxFlowsAddr,
 			MaxHandshakesPerAddress: maxHandshakesAddr, MaxHandshakes: maxHandshakesAll,
+			DNS64: d64.settings(),
 		}},
 	}, faithif.IsLocalIPv4)
 	if err != nil {
@@ -140,6 +146,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	if cfg.Metrics != "" {
 		m = metrics.New(set)
 		opts.ObserveDial = m.ObserveDial(name)
+		opts.ObserveUpstream = m.ObserveUpstream(name)
 	}
 	in, err := instance.New(ic, opts)
 	if err != nil {

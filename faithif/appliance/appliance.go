@@ -64,6 +64,7 @@ func (a *Appliance) Run(sigs <-chan os.Signal) (err error) {
 		opts := instance.Options{RunDir: a.runDir, Owner: status.OwnerRun, Logger: log, Notifier: a.notify}
 		if m != nil {
 			opts.ObserveDial = m.ObserveDial(ic.Name)
+			opts.ObserveUpstream = m.ObserveUpstream(ic.Name)
 		}
 		in, err := instance.New(ic, opts)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/faithif/faithif/faithif"
 	"github.com/faithif/faithif/faithif/config"
 	"github.com/faithif/faithif/faithif/control"
+	"github.com/faithif/faithif/faithif/dns64"
 	"github.com/faithif/faithif/faithif/flows"
 	"github.com/faithif/faithif/faithif/status"
 	"github.com/faithif/faithif/faithif/systemd"
@@ -35,6 +36,9 @@ type Options struct {
 	// ObserveDial, if set, is given every IPv4 dial's duration and
 	// result (the metrics' histogram).
 	ObserveDial func(time.Duration, bool)
+	// ObserveUpstream, if set, is given every DNS64 upstream query's
+	// duration and result (the metrics' histogram).
+	ObserveUpstream func(upstream string, d time.Duration, ok bool)
 	// Logger receives the instance's log; nil: slog.Default().
 	Logger *slog.Logger
 	// Notifier, if set, is told of reloads and of the stop (the one who
@@ -50,6 +54,7 @@ type Instance struct {
 	log     *slog.Logger
 	mapper  *relay.Mapper
 	relay   *relay.Relay
+	dns64   *dns64.Responder // nil without [dns64]
 	started time.Time
 
 	// Set by Run.
@@ -104,6 +109,17 @@ func New(cfg config.Interface, opts Options) (*Instance, error) {
 		DialTimeout: cfg.DialTimeout, IdleTimeout: cfg.IdleTimeout, ObserveDial: opts.ObserveDial,
 		Logger: log.With("interface", cfg.Name),
 	})
+	if cfg.DNS64 != nil {
+		// The responder asks the relay's own policy whether it would
+		// relay a client to an address before handing it out.
+		in.dns64, err = dns64.New(*cfg.DNS64, dns64.Options{
+			Policy: in.relay.Policy, LocalNets: faithif.NewLocalNets().Contains,
+			ObserveUpstream: opts.ObserveUpstream, Logger: log.With("interface", cfg.Name),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.Name, err)
+		}
+	}
 	return in, nil
 }
 
@@ -145,6 +161,14 @@ func (in *Instance) Run(ready func()) error {
 	}
 	defer local.Close()
 	in.local.Store(local)
+	if in.dns64 != nil {
+		// Bound now, so that an address in use fails before anything
+		// is created; answered once the interface relays.
+		if err := in.dns64.Listen(); err != nil {
+			return fmt.Errorf("create %s: %w", cfg.Name, err)
+		}
+		defer in.dns64.Close()
+	}
 
 	in.iface, err = faithif.Create(cfg.Name, cfg.MTU)
 	if err != nil {
@@ -217,6 +241,12 @@ func (in *Instance) Run(ready func()) error {
 		for _, w := range in.warnings() {
 			log.Warn(w, "interface", cfg.Name)
 		}
+		if in.dns64 != nil {
+			if err := in.dns64.Serve(); err != nil {
+				// Bound already: not expected. The relay goes on.
+				log.Error("dns64 not serving", "interface", cfg.Name, "error", err.Error())
+			}
+		}
 		if ready != nil {
 			ready()
 		}
@@ -265,6 +295,9 @@ func (in *Instance) drain(req stopRequest) {
 	open := in.relay.Counters().FlowsOpen
 	in.log.Info("stopping", "interface", name, "why", req.why, "flows_open", open, "grace", req.grace.String())
 	in.opts.Notifier.Stopping(fmt.Sprintf("%s draining: %d open flows, grace %s (%s)", name, open, req.grace, req.why))
+	if in.dns64 != nil {
+		in.dns64.Close() // no more names for a relay that takes no new flow
+	}
 	ctx, cancel := context.WithTimeout(in.force, req.grace)
 	err := in.relay.Shutdown(ctx)
 	cancel()
@@ -397,6 +430,14 @@ func (in *Instance) Status() status.Status {
 		MaxHandshakesPerAddress: lim.MaxHandshakesPerAddress,
 		MaxHandshakes:           lim.MaxHandshakesTotal,
 		StackCounters:           in.stack.Counters(),
+		DNS64Listen:             []string{},
+		DNS64Upstreams:          []string{},
+		DNS64Counters:           in.dns64.Counters(),
+	}
+	if in.dns64 != nil {
+		st.DNS64Listen = in.dns64.Addrs()
+		st.DNS64Upstreams = in.dns64.Upstreams()
+		st.DNS64Prefix = in.dns64.Prefix().String()
 	}
 	for _, p := range in.mapper.Prefixes() {
 		st.Prefixes = append(st.Prefixes, p.String())

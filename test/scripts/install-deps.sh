@@ -3,9 +3,10 @@
 # those that are missing; quick and silent when everything is there.
 #   ip (iproute2), curl, nginx (nginx-light or nginx), setpriv and unshare
 #   (util-linux), mount, sysctl (procps), gcc and libc headers (go test -race),
-#   promtool (prometheus; its server is not started), and for the installation
-#   test (test/e2e/install_test.go) systemd-analyze (systemd), man (man-db),
-#   groff (groff-base) and zsh.
+#   promtool (prometheus; its server is not started), unbound (the DNS64
+#   interoperability test and the demo run their own; the system's service is
+#   not started), and for the installation test (test/e2e/install_test.go)
+#   systemd-analyze (systemd), man (man-db), groff (groff-base) and zsh.
 # With --bench (make bench) also the benchmark tools: tayga, iperf3, wrk,
 # haproxy.
 set -euo pipefail
@@ -26,6 +27,7 @@ have systemd-analyze || need+=(systemd)
 have man || need+=(man-db)
 have groff || need+=(groff-base)
 have zsh || need+=(zsh)
+have unbound || need+=(unbound)     # test/e2e/dns64_test.go, the demo's name server
 
 # The benchmark's tools (test/bench/bench.sh), only when asked for: make test
 # does not need them.
@@ -74,7 +76,7 @@ if [ $nginx_missing -eq 1 ]; then
 	fi
 fi
 echo "install-deps: apt-get install ${need[*]}"
-# Do not let the package start a system-wide nginx.
+# Do not let the packages start a system-wide nginx or unbound.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then
