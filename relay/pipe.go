@@ -69,6 +69,10 @@ type pipe struct {
 	stats          pipeStats
 	c2s, s2c       atomic.Uint64
 	lastActive     atomic.Int64 // monotonic nanoseconds since start
+	// writing counts the directions in a write: bytes waiting for the
+	// peer to take them (a slow client, a zero window). The flow is not
+	// idle while it is above zero.
+	writing atomic.Int32
 	start          time.Time
 	running        atomic.Int32  // copy directions still running
 	fins           atomic.Uint32 // finClient, finServer: the FINs read (and passed on)
@@ -165,7 +169,10 @@ func (p *pipe) copy(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, f
 		}
 		if nr > 0 {
 			p.lastActive.Store(int64(time.Since(p.start)))
+			p.writing.Add(1)
 			nw, werr := dst.Write((*bp)[:nr])
+			p.lastActive.Store(int64(time.Since(p.start)))
+			p.writing.Add(-1)
 			n.Add(uint64(nw))
 			if live != nil {
 				live.Add(uint64(nw))
@@ -206,12 +213,17 @@ func (p *pipe) fail(end End, err error) {
 }
 
 // startIdleTimer arms a timer that fails the flow once nothing has moved in
-// either direction for idle. It re-arms itself for the remaining time instead
-// of being reset on every read.
+// either direction for idle: nothing read, and nothing waiting to be
+// written (bytes a slow peer has not taken yet are not idleness). It
+// re-arms itself for the remaining time instead of being reset on every
+// read.
 func (p *pipe) startIdleTimer(idle time.Duration) *time.Timer {
 	var t *time.Timer
 	t = time.AfterFunc(time.Duration(1<<62), func() {
 		quiet := time.Since(p.start) - time.Duration(p.lastActive.Load())
+		if p.writing.Load() > 0 {
+			quiet = 0
+		}
 		if quiet >= idle {
 			p.fail(EndIdleTimeout, errIdle)
 			return
@@ -229,5 +241,8 @@ var errIdle = errors.New("idle timeout")
 // only reads atomics: the copy loops never wait for it.
 func (p *pipe) progress(now time.Time) (c2s, s2c uint64, idle time.Duration, fins uint32) {
 	idle = max(now.Sub(p.start)-time.Duration(p.lastActive.Load()), 0)
+	if p.writing.Load() > 0 {
+		idle = 0 // bytes are waiting for the peer: not idle
+	}
 	return p.c2s.Load(), p.s2c.Load(), idle, p.fins.Load()
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -164,4 +165,71 @@ func TestPipeShutdownOnCancel(t *testing.T) {
 // isReset reports whether err is a connection reset.
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET)
+}
+
+// blockingConn is a flow.Conn for the idle tests: Read returns its data
+// once and then waits until the flow is aborted; Write signals that it
+// started and waits for release (a peer that takes bytes slowly).
+type blockingConn struct {
+	data     []byte
+	started  chan struct{}
+	release  chan struct{}
+	aborted  chan struct{}
+	abortOne sync.Once
+}
+
+func newBlockingConn(data []byte) *blockingConn {
+	return &blockingConn{data: data, started: make(chan struct{}, 1), release: make(chan struct{}), aborted: make(chan struct{})}
+}
+
+func (c *blockingConn) Read(b []byte) (int, error) {
+	if len(c.data) > 0 {
+		n := copy(b, c.data)
+		c.data = c.data[n:]
+		return n, nil
+	}
+	<-c.aborted
+	return 0, syscall.ECONNRESET
+}
+
+func (c *blockingConn) Write(b []byte) (int, error) {
+	c.started <- struct{}{}
+	select {
+	case <-c.release:
+		return len(b), nil
+	case <-c.aborted:
+		return 0, syscall.ECONNRESET
+	}
+}
+
+func (c *blockingConn) CloseWrite() error { return nil }
+func (c *blockingConn) Close() error      { return nil }
+func (c *blockingConn) Abort() error {
+	c.abortOne.Do(func() { close(c.aborted) })
+	return nil
+}
+
+// TestPipeSlowPeerIsNotIdle: bytes waiting for a slow peer keep the flow
+// alive past the idle timeout (a download to a slow client is not idle);
+// once they are taken and nothing moves, the idle timeout ends the flow.
+func TestPipeSlowPeerIsNotIdle(t *testing.T) {
+	const idle = 50 * time.Millisecond
+	server := newBlockingConn([]byte("a download"))
+	client := newBlockingConn(nil)
+	done := make(chan pipeResult, 1)
+	p := startPipe(context.Background(), client, server, idle, pipeStats{}, func(r pipeResult) { done <- r })
+	<-client.started // the write to the client is waiting
+	time.Sleep(6 * idle)
+	select {
+	case r := <-done:
+		t.Fatalf("the flow ended while a write to the client was waiting: %+v", r)
+	default:
+	}
+	if _, _, quiet, _ := p.progress(time.Now()); quiet != 0 {
+		t.Errorf("idle %v while a write waits; want 0", quiet)
+	}
+	close(client.release)
+	if r := result(t, done); r.End != EndIdleTimeout || r.ServerToClient != uint64(len("a download")) {
+		t.Fatalf("after the write: %+v; want idle_timeout with every byte delivered", r)
+	}
 }

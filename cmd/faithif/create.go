@@ -108,7 +108,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	cfg, err := config.FromFlags(&config.Settings{
 		Metrics: *metricsAddr, LogFormat: *logFormat, LogLevel: *logLevel,
 		Interface: []config.InterfaceSettings{{
-			Name: name, Prefixes: prefixes, MTU: mtu, Rules: *rulesPath, DenyWith: *denyWith,
+			Name: name, Prefixes: prefixes, MTU: mtu, AccessFile: *rulesPath, DenyWith: *denyWith,
 			IdleTimeout: idle, DialTimeout: dial, Grace: grace,
 			MaxFlowsPerClient: maxFlows, MaxHandshakesPerClient: maxHandshakes, MaxFlowsPerAddress: maxFlowsAddr,
 			MaxHandshakesPerAddress: maxHandshakesAddr, MaxHandshakes: maxHandshakesAll,

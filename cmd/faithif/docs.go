@@ -186,7 +186,7 @@ syslog priority (sd-daemon(3)) and log lines carry no time.`},
 		}},
 		{Title: "FILES", Items: []clidoc.Item{
 			{Tag: "/etc/faithif/faithif.conf", Text: "The appliance's configuration, for 'faithif run --config'; see faithif.conf(5)."},
-			{Tag: "/etc/faithif/faithd.conf", Text: "An access file, for 'faithif create --access' and faithif.conf's rules key."},
+			{Tag: "/etc/faithif/faithd.conf", Text: "An access file, for 'faithif create --access' and faithif.conf's access_file key."},
 			{Tag: "/run/faithif", Text: "The run directory of PID 1's network namespace; /run/faithif/netns/COOKIE, that of another (FAITHIF_RUN_DIR)."},
 		}},
 		{Title: "EXIT STATUS", Text: `0 on success, 1 on an error (the message names what is wrong), 2 on a
@@ -222,7 +222,7 @@ routes. SIGTERM drains every interface and removes exactly what was
 applied. SIGHUP rereads every interface's access file; other changes need
 a restart.`},
 			{Title: "KEYS", Text: "Every key, with its meaning and default, in the commented example\n(deploy/faithif.conf):", Literal: deploy.FaithifConf()},
-			{Title: "ACCESS FILE", Text: `An access file (the rules key; 'faithif create --access') has the
+			{Title: "ACCESS FILE", Text: `An access file (the access_file key; 'faithif create --access') has the
 lines of BSD's faithd.conf: SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4]
 (the client's IPv6 source, the action, the IPv4 destination, optionally
 the IPv4 address to connect from), and as an extension a port or a range

@@ -147,6 +147,9 @@ type InterfaceSettings struct {
 	Prefixes                []string        `toml:"prefixes"`
 	MTU                     *int            `toml:"mtu"`
 	Route                   []RouteSettings `toml:"route"`
+	// AccessFile is the faithd.conf access file; Rules is its old name,
+	// still read (not both).
+	AccessFile              string          `toml:"access_file"`
 	Rules                   string          `toml:"rules"`
 	DenyWith                string          `toml:"deny_with"`
 	IdleTimeout             *string         `toml:"idle_timeout"`
@@ -287,7 +290,8 @@ type checker struct {
 var flagNames = map[string]string{
 	"interface.name":             "", // the interface argument itself
 	"interface.prefixes":         "--prefix",
-	"interface.rules":            "--config",
+	"interface.access_file":      "--access",
+	"interface.rules":            "--access",
 	"interface.dns64":            "--dns64",
 	"interface.dns64.listen":     "--dns64",
 	"interface.dns64.upstreams":  "--dns64-upstream",
@@ -480,7 +484,7 @@ func checkSysctl(s Sysctl) error {
 
 func (c *checker) checkInterface(at string, f *InterfaceSettings) Interface {
 	in := Interface{
-		Name: f.Name, MTU: faithif.DefaultMTU, Rules: f.Rules, Line: c.lines[at],
+		Name: f.Name, MTU: faithif.DefaultMTU, Rules: f.AccessFile, Line: c.lines[at],
 		IdleTimeout: relay.DefaultIdleTimeout, DialTimeout: relay.DefaultDialTimeout, Grace: DefaultGrace,
 		Limits:   relay.DefaultLimits(),
 		DenyWith: flow.RefuseProhibited,
@@ -525,10 +529,17 @@ func (c *checker) checkInterface(at string, f *InterfaceSettings) Interface {
 		}
 		in.Routes = append(in.Routes, r)
 	}
-	if f.Rules != "" {
-		rs, err := relay.LoadRules(f.Rules, c.isLocal)
+	accessKey := at + ".access_file"
+	switch {
+	case f.Rules != "" && f.AccessFile != "":
+		c.errorf(at+".rules", "the access file is given twice, as access_file and as rules (its old name): keep access_file")
+	case f.Rules != "":
+		in.Rules, accessKey = f.Rules, at+".rules"
+	}
+	if in.Rules != "" {
+		rs, err := relay.LoadRules(in.Rules, c.isLocal)
 		if err != nil {
-			c.add(at+".rules", &Error{Msg: err.Error(), Content: true})
+			c.add(accessKey, &Error{Msg: err.Error(), Content: true})
 		}
 		in.RuleSet = rs
 	}

@@ -138,6 +138,8 @@ func TestParseErrors(t *testing.T) {
 				"faithif.conf:8: interface.max_handshakes: 3: must be at least 4"}},
 		{"max handshakes", head + "max_handshakes = 1000000\n", []string{"faithif.conf:4: interface.max_handshakes: 1000000: must be at most 65536"}},
 		{"rules missing", head + "rules = \"/nonexistent/faithd.conf\"\n", []string{"faithif.conf:4: interface.rules:", "/nonexistent/faithd.conf"}},
+		{"access_file missing", head + "access_file = \"/nonexistent/faithd.conf\"\n", []string{"faithif.conf:4: interface.access_file:", "/nonexistent/faithd.conf"}},
+		{"access file twice", head + "access_file = \"/a.conf\"\nrules = \"/b.conf\"\n", []string{"faithif.conf:5: interface.rules: the access file is given twice, as access_file and as rules (its old name): keep access_file"}},
 		{"log format", "log_format = \"xml\"\n" + head, []string{"faithif.conf:1: log_format:"}},
 		{"log level", "log_level = \"loud\"\n" + head, []string{"faithif.conf:1: log_level:"}},
 		{"metrics", "metrics = \"9464\"\n" + head, []string{"faithif.conf:1: metrics:"}},
@@ -268,7 +270,7 @@ func TestFromFlags(t *testing.T) {
 		{"log format", func(s *Settings) { s.LogFormat = "xml" }, `--log-format: "xml": want text or json`},
 		{"metrics", func(s *Settings) { s.Metrics = "9464" }, `--metrics: "9464": want HOST:PORT`},
 		{"name", func(s *Settings) { s.Interface[0].Name = "eth0" }, `interface name "eth0": must be faith<N>`},
-		{"rules", func(s *Settings) { s.Interface[0].Rules = "/nonexistent/faithd.conf" }, "--config: rules: open /nonexistent/faithd.conf"},
+		{"rules", func(s *Settings) { s.Interface[0].AccessFile = "/nonexistent/faithd.conf" }, "--access: rules: open /nonexistent/faithd.conf"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Settings{Interface: []InterfaceSettings{good}}

@@ -354,7 +354,7 @@ log_format = "json"
 [[interface]]
 name = "faith0"
 prefixes = ["` + netlab.FaithPrefix + `"]
-rules = "/etc/faithif/faithd.conf"
+access_file = "/etc/faithif/faithd.conf"
 grace = "1s"
   [[interface.route]]
   prefix = "` + netlab.FaithPrefix + `"

@@ -186,7 +186,7 @@ func TestUnitsVerify(t *testing.T) {
 			t.Errorf("systemd-analyze verify %s: %v\n%s%s", u, err, out, stderr)
 		}
 	}
-	if b, _ := os.ReadFile(filepath.Join(prefix, "etc/faithif/faithif.conf")); !strings.Contains(string(b), `rules = "`+prefix+`/etc/faithif/faithd.conf"`) {
+	if b, _ := os.ReadFile(filepath.Join(prefix, "etc/faithif/faithif.conf")); !strings.Contains(string(b), `access_file = "`+prefix+`/etc/faithif/faithd.conf"`) {
 		t.Errorf("installed faithif.conf does not name %s/etc/faithif/faithd.conf", prefix)
 	}
 }
