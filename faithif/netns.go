@@ -39,22 +39,67 @@ const NetnsRunDirs = DefaultRunDir + "/netns"
 // permission. If neither can be told, or on a kernel without
 // SO_NETNS_COOKIE (before Linux 5.14) in a namespace other than PID 1's, it
 // returns an error that says to set FAITHIF_RUN_DIR.
+//
+// PID 1 is the host's init only in the initial PID namespace: a process in
+// a new one (unshare -p, a container) has a PID 1 of its own, in its own
+// network namespace, while it may still share the host's /run. So
+// DefaultRunDir is for PID 1's network namespace in the initial PID
+// namespace only; in another PID namespace every network namespace takes
+// its COOKIE directory (a container of its own /run may still set
+// FAITHIF_RUN_DIR=/run/faithif, as the image does). Where the kernel gives
+// the initial network namespace a fixed inode number (PROC_NET_INIT_INO,
+// recent kernels), that namespace is DefaultRunDir's from any PID
+// namespace.
 func RunDirForNetns() (RunDir, error) {
 	return runDirForNetns([][2]string{
 		{"/proc/thread-self/ns/net", "/proc/1/ns/net"},
 		{"/proc/thread-self/net/dev", "/proc/1/net/dev"},
-	}, NetnsCookie)
+	}, NetnsCookie, func() (bool, error) {
+		if initialNetNamespace() {
+			return true, nil
+		}
+		return initialPIDNamespace()
+	})
 }
 
-// runDirForNetns is RunDirForNetns with the files to compare and the
-// cookie given.
-func runDirForNetns(files [][2]string, cookie func() (uint64, error)) (RunDir, error) {
+// initNetNamespaceInode is the inode number recent kernels give the
+// initial network namespace's /proc/PID/ns/net (PROC_NET_INIT_INO); older
+// ones number it as any other.
+const initNetNamespaceInode = 0xEFFFFFF9
+
+// initialNetNamespace reports whether the calling thread is in the initial
+// network namespace, on a kernel that numbers it PROC_NET_INIT_INO.
+func initialNetNamespace() bool {
+	var st unix.Stat_t
+	return unix.Stat("/proc/thread-self/ns/net", &st) == nil && st.Ino == initNetNamespaceInode
+}
+
+// initPIDNamespaceInode is the inode number of the initial PID namespace's
+// /proc/PID/ns/pid (the kernel's PROC_PID_INIT_INO, fixed since Linux 3.8).
+const initPIDNamespaceInode = 0xEFFFFFFC
+
+// initialPIDNamespace reports whether the calling thread is in the initial
+// PID namespace, where PID 1 is the host's init.
+func initialPIDNamespace() (bool, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/pid", &st); err != nil {
+		return false, fmt.Errorf("run directory: %w", err)
+	}
+	return st.Ino == initPIDNamespaceInode, nil
+}
+
+// runDirForNetns is RunDirForNetns with the files to compare, the cookie
+// and the test whether PID 1 there is the host's given.
+func runDirForNetns(files [][2]string, cookie func() (uint64, error), initialPID func() (bool, error)) (RunDir, error) {
 	same, err := sameNetns(files)
 	if err != nil {
 		return "", err
 	}
 	if same {
-		return DefaultRunDir, nil
+		initial, err := initialPID()
+		if err == nil && initial {
+			return DefaultRunDir, nil
+		}
 	}
 	c, err := cookie()
 	if err != nil {

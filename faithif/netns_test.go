@@ -48,7 +48,7 @@ func TestRunDirForNetnsChoice(t *testing.T) {
 		{"no cookie", [][2]string{{a, b}}, noCookie, "", []string{"other than PID 1's", "protocol not available", "set FAITHIF_RUN_DIR"}},
 		{"nothing to compare", [][2]string{{a, missing}, {missing, a}}, cookie, "", []string{"cannot tell whether this is PID 1's", missing, "set FAITHIF_RUN_DIR"}},
 	} {
-		got, err := runDirForNetns(tc.files, tc.cookie)
+		got, err := runDirForNetns(tc.files, tc.cookie, func() (bool, error) { return true, nil })
 		if tc.errContains == nil {
 			if err != nil || got != tc.want {
 				t.Errorf("%s: %q, %v; want %q", tc.name, got, err, tc.want)
@@ -64,6 +64,25 @@ func TestRunDirForNetnsChoice(t *testing.T) {
 				t.Errorf("%s: %q does not mention %q", tc.name, err, s)
 			}
 		}
+	}
+}
+
+// TestRunDirNewPIDNamespace: PID 1's network namespace is the host's only
+// in the initial PID namespace; in another (unshare -p sharing the host's
+// /run), the namespace's own COOKIE directory is taken.
+func TestRunDirNewPIDNamespace(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a")
+	if err := os.WriteFile(a, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	same := [][2]string{{a, a}}
+	cookie := func() (uint64, error) { return 4097, nil }
+	if got, err := runDirForNetns(same, cookie, func() (bool, error) { return false, nil }); err != nil || got != NetnsRunDir(4097) {
+		t.Errorf("same network namespace as PID 1, a new PID namespace: %q, %v; want %q", got, err, NetnsRunDir(4097))
+	}
+	if initial, err := initialPIDNamespace(); err != nil || !initial {
+		t.Errorf("initialPIDNamespace() in the test process = %v, %v; want true (tests run in the host's PID namespace)", initial, err)
 	}
 }
 

@@ -102,7 +102,7 @@ Run 'faithif help <command>' (or 'faithif <command> --help') for a
 command's flags.
 Environment: FAITHIF_RUN_DIR holds control sockets, the keepfaith value
 and background logs; by default each network namespace has its own:
-/run/faithif in PID 1's, /run/faithif/netns/COOKIE in any other.
+/run/faithif in the host's, /run/faithif/netns/COOKIE in any other.
 `)
 	return b.String()
 }
