@@ -143,24 +143,24 @@ type Settings struct {
 
 // InterfaceSettings is one [[interface]] table before checking.
 type InterfaceSettings struct {
-	Name                    string          `toml:"name"`
-	Prefixes                []string        `toml:"prefixes"`
-	MTU                     *int            `toml:"mtu"`
-	Route                   []RouteSettings `toml:"route"`
+	Name     string          `toml:"name"`
+	Prefixes []string        `toml:"prefixes"`
+	MTU      *int            `toml:"mtu"`
+	Route    []RouteSettings `toml:"route"`
 	// AccessFile is the faithd.conf access file; Rules is its old name,
 	// still read (not both).
-	AccessFile              string          `toml:"access_file"`
-	Rules                   string          `toml:"rules"`
-	DenyWith                string          `toml:"deny_with"`
-	IdleTimeout             *string         `toml:"idle_timeout"`
-	DialTimeout             *string         `toml:"dial_timeout"`
-	Grace                   *string         `toml:"grace"`
-	MaxFlowsPerClient       *int            `toml:"max_flows_per_client"`
-	MaxHandshakesPerClient  *int            `toml:"max_handshakes_per_client"`
-	MaxFlowsPerAddress      *int            `toml:"max_flows_per_address"`
-	MaxHandshakesPerAddress *int            `toml:"max_handshakes_per_address"`
-	MaxHandshakes           *int            `toml:"max_handshakes"`
-	DNS64                   *DNS64Settings  `toml:"dns64"`
+	AccessFile              string         `toml:"access_file"`
+	Rules                   string         `toml:"rules"`
+	DenyWith                string         `toml:"deny_with"`
+	IdleTimeout             *string        `toml:"idle_timeout"`
+	DialTimeout             *string        `toml:"dial_timeout"`
+	Grace                   *string        `toml:"grace"`
+	MaxFlowsPerClient       *int           `toml:"max_flows_per_client"`
+	MaxHandshakesPerClient  *int           `toml:"max_handshakes_per_client"`
+	MaxFlowsPerAddress      *int           `toml:"max_flows_per_address"`
+	MaxHandshakesPerAddress *int           `toml:"max_handshakes_per_address"`
+	MaxHandshakes           *int           `toml:"max_handshakes"`
+	DNS64                   *DNS64Settings `toml:"dns64"`
 }
 
 // DNS64Settings is one [interface.dns64] table before checking.
