@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/faithif/faithif/faithif"
-	"github.com/faithif/faithif/faithif/config"
 	"github.com/faithif/faithif/faithif/control"
 	"github.com/faithif/faithif/faithif/status"
 )
@@ -29,34 +28,48 @@ Flags:
 
 func cmdDestroy(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("destroy", destroyUsage, stderr)
-	grace := fs.Duration("grace", config.DefaultGrace, "let open flows finish this long before resetting them")
+	graceFlag := fs.String("grace", "", "let open flows finish this long (a `duration`) before resetting them (default: the instance's own --grace)")
 	name, err := parseWithName(fs, args, true)
 	if err != nil {
 		return err
 	}
-	if *grace < 0 {
-		return usagef("--grace: %s: must not be negative", *grace)
+	var grace time.Duration // 0: the instance's own
+	if *graceFlag != "" {
+		if grace, err = time.ParseDuration(*graceFlag); err != nil {
+			return usagef("--grace: %q: not a duration (e.g. 10s, 1m)", *graceFlag)
+		}
+		if grace < 0 {
+			return usagef("--grace: %s: must not be negative", grace)
+		}
+		if grace == 0 {
+			grace = time.Nanosecond // reset at once; zero on the wire is "the instance's own"
+		}
 	}
 	runDir, err := faithif.RunDirFromEnv()
 	if err != nil {
 		return fmt.Errorf("destroy %s: %w", name, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *grace+10*time.Second)
-	defer cancel()
-	g := *grace
-	if g == 0 {
-		g = time.Nanosecond // zero means "the instance's default" on the wire
-	}
 	c := control.Client{Path: runDir.SocketPath(name)}
-	st, err := c.Destroy(ctx, g)
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	st, err := c.Status(sctx)
+	scancel()
 	if err != nil {
 		return fmt.Errorf("destroy %s: %w", name, err)
 	}
+	wait := grace
+	if wait == 0 {
+		wait, _ = time.ParseDuration(st.Grace)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait+10*time.Second)
+	defer cancel()
+	if st, err = c.Destroy(ctx, grace); err != nil {
+		return fmt.Errorf("destroy %s: %w", name, err)
+	}
 	if st.FlowsOpen > 0 {
-		fmt.Fprintf(stdout, "%s: draining %d open flows (up to %s)\n", name, st.FlowsOpen, *grace)
+		fmt.Fprintf(stdout, "%s: draining %d open flows (up to %s)\n", name, st.FlowsOpen, wait)
 	}
 	if err := c.WaitGone(ctx); err != nil {
-		return fmt.Errorf("destroy %s: pid %d did not exit within %s", name, st.PID, *grace+10*time.Second)
+		return fmt.Errorf("destroy %s: pid %d did not exit within %s", name, st.PID, wait+10*time.Second)
 	}
 	fmt.Fprintf(stdout, "%s destroyed (pid %d)\n", name, st.PID)
 	return nil

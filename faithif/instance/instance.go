@@ -414,6 +414,7 @@ func (in *Instance) Status() status.Status {
 		Routes:                  in.iface.Routes(),
 		Rules:                   in.RulesFile(),
 		MTU:                     in.iface.MTU(),
+		Grace:                   in.cfg.Grace.String(),
 		KeepFaith:               in.stack.Link().Capture(),
 		Draining:                draining,
 		Up:                      in.running.Load() && !draining,

@@ -40,6 +40,9 @@ type Status struct {
 	ReloadsOK            uint64 `json:"reloads_ok_total" text:"rules,reloads ok" metric:"counter reloads_total result=ok" help:"Reloads of the access rules, by result."`
 	ReloadsFailed        uint64 `json:"reloads_failed_total" text:"rules,reloads failed" metric:"counter reloads_total result=failed" help:"Reloads of the access rules, by result."`
 	MTU                  int    `json:"mtu" text:"mtu"`
+	// Grace is how long open flows may finish when the interface stops
+	// (a duration, "10s"): its --grace, or grace in faithif.conf.
+	Grace string `json:"grace" text:"grace"`
 	// KeepFaith is net.inet6.ip6.keepfaith as the interface applies it.
 	KeepFaith bool `json:"keepfaith" text:"keepfaith" metric:"gauge keepfaith" help:"net.inet6.ip6.keepfaith as the interface applies it: 1 captures, 0 discards."`
 	// Draining is true from the first stop request on; Up while the

@@ -198,7 +198,7 @@ func TestTextShowIf(t *testing.T) {
 func TestJSONKeys(t *testing.T) {
 	want := []string{
 		"schema_version", "name", "pid", "owner", "uptime_seconds", "prefixes", "routes", "access_file", "rules", "last_reload_successful",
-		"rules_loaded_timestamp_seconds", "reloads_ok_total", "reloads_failed_total", "mtu", "keepfaith",
+		"rules_loaded_timestamp_seconds", "reloads_ok_total", "reloads_failed_total", "mtu", "grace", "keepfaith",
 		"draining", "interface_up", "not_ready", "warnings", "flows_open", "flows_decided", "flows_accepted", "flows_refused",
 		"flows_denied", "flows_limited", "flows_total", "flows_ended_total", "clients", "bytes_client_to_server_total", "bytes_server_to_client_total",
 		"fd_limit", "flows_fd_limit_total", "flows_handshake_first_total", "refusals_repeated_total", "dials_in_progress",

@@ -796,3 +796,26 @@ func TestHealth(t *testing.T) {
 	check("bad flag", lab.Faithif("health", "--frob"), 2, "", "frob")
 	check("bad name", lab.Faithif("health", "eth0"), 2, "", "must be faith<N>")
 }
+
+// TestDestroyUsesInstanceGrace: destroy without --grace drains for the
+// instance's own grace (show says it), not a default of its own; a bad
+// --grace is a usage error that says what a duration is.
+func TestDestroyUsesInstanceGrace(t *testing.T) {
+	lab := netlab.New(t)
+	bgCreate(t, lab, "faith0", "--prefix", netlab.FaithPrefix, "--grace", "1500ms")
+	if st, err := lab.Show(); err != nil || st.Grace != "1.5s" {
+		t.Fatalf("show: grace %q (%v); want 1.5s", st.Grace, err)
+	}
+	for _, bad := range []string{"xyz", "1", "-1s"} {
+		r := lab.Faithif("destroy", "faith0", "--grace", bad)
+		if r.ExitCode != 2 || !strings.Contains(r.Stderr, "--grace") || strings.Contains(r.Stderr, "parse error") {
+			t.Errorf("destroy --grace %s: %s; want exit 2 naming --grace and saying why", bad, r)
+		}
+	}
+	if r := lab.Faithif("destroy", "faith0"); r.ExitCode != 0 {
+		t.Fatalf("destroy: %s", r)
+	}
+	if _, ok := findLine(readLog(lab, "faith0"), "msg=stopping", "why=destroy", "grace=1.5s"); !ok {
+		t.Errorf("no stopping line with the instance's grace=1.5s:\n%s", readLog(lab, "faith0"))
+	}
+}
