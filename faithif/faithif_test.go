@@ -3,6 +3,7 @@ package faithif
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -17,6 +18,14 @@ func TestValidateName(t *testing.T) {
 		if err := ValidateName(bad); err == nil {
 			t.Errorf("ValidateName(%q) = nil; want an error", bad)
 		}
+	}
+}
+
+func TestCompareNames(t *testing.T) {
+	names := []string{"faith10", "faith2", "faith0", "faith1", "faith9"}
+	slices.SortFunc(names, CompareNames)
+	if want := []string{"faith0", "faith1", "faith2", "faith9", "faith10"}; !slices.Equal(names, want) {
+		t.Errorf("sorted %v, want %v", names, want)
 	}
 }
 

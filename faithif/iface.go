@@ -1,12 +1,15 @@
 package faithif
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -38,6 +41,17 @@ func ValidateName(name string) error {
 		return fmt.Errorf("interface name %q: longer than %d characters", name, syscall.IFNAMSIZ-1)
 	}
 	return nil
+}
+
+// CompareNames orders interface names as a person would: faith2 before
+// faith10 (by N for faith<N>, else as strings).
+func CompareNames(a, b string) int {
+	na, erra := strconv.Atoi(strings.TrimPrefix(a, "faith"))
+	nb, errb := strconv.Atoi(strings.TrimPrefix(b, "faith"))
+	if erra == nil && errb == nil && strings.HasPrefix(a, "faith") && strings.HasPrefix(b, "faith") {
+		return cmp.Compare(na, nb)
+	}
+	return strings.Compare(a, b)
 }
 
 // ValidateMTU checks an interface MTU.

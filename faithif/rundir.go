@@ -6,7 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -65,6 +65,11 @@ type RunDir string
 // namespace's own (RunDirForNetns).
 func RunDirFromEnv() (RunDir, error) {
 	if d := os.Getenv(RunDirEnv); d != "" {
+		if !filepath.IsAbs(d) {
+			// Relative, it would name another directory from each working
+			// directory: a command would not find its instance.
+			return "", fmt.Errorf("%s=%s: not an absolute path", RunDirEnv, d)
+		}
 		return RunDir(d), nil
 	}
 	return RunDirForNetns()
@@ -101,7 +106,7 @@ func (d RunDir) Instances() ([]string, error) {
 			names = append(names, name)
 		}
 	}
-	sort.Strings(names)
+	slices.SortFunc(names, CompareNames)
 	return names, nil
 }
 

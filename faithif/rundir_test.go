@@ -307,8 +307,8 @@ func TestRunDirInstances(t *testing.T) {
 		}
 	}
 	names, err := RunDir(dir).Instances()
-	if err != nil || strings.Join(names, " ") != "faith0 faith10 faith2" {
-		t.Fatalf("Instances = %v, %v; want [faith0 faith10 faith2]", names, err)
+	if err != nil || strings.Join(names, " ") != "faith0 faith2 faith10" {
+		t.Fatalf("Instances = %v, %v; want [faith0 faith2 faith10]", names, err)
 	}
 	notDir := filepath.Join(dir, "keepfaith")
 	_, err = RunDir(notDir).Instances()
@@ -411,5 +411,18 @@ func TestLogWriterRefusesLinks(t *testing.T) {
 	wantRefused(t, "LogWriter of a hard link", err, d.LogPath("faith1"), "has 2 links")
 	if b, err := os.ReadFile(target); err != nil || string(b) != "untouched\n" {
 		t.Errorf("the linked file now holds %q (%v)", b, err)
+	}
+}
+
+// TestRunDirFromEnvRelative: a relative FAITHIF_RUN_DIR is refused (it
+// would name another directory from every working directory).
+func TestRunDirFromEnvRelative(t *testing.T) {
+	t.Setenv(RunDirEnv, "rd")
+	if d, err := RunDirFromEnv(); err == nil || !strings.Contains(err.Error(), "FAITHIF_RUN_DIR=rd: not an absolute path") {
+		t.Errorf("RunDirFromEnv with FAITHIF_RUN_DIR=rd: %q, %v; want an error", d, err)
+	}
+	t.Setenv(RunDirEnv, "/run/x")
+	if d, err := RunDirFromEnv(); err != nil || d != "/run/x" {
+		t.Errorf("RunDirFromEnv with FAITHIF_RUN_DIR=/run/x: %q, %v", d, err)
 	}
 }

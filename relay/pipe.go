@@ -72,13 +72,13 @@ type pipe struct {
 	// writing counts the directions in a write: bytes waiting for the
 	// peer to take them (a slow client, a zero window). The flow is not
 	// idle while it is above zero.
-	writing atomic.Int32
-	start          time.Time
-	running        atomic.Int32  // copy directions still running
-	fins           atomic.Uint32 // finClient, finServer: the FINs read (and passed on)
-	stopWatch      func() bool   // stops watching ctx
-	idleTimer      *time.Timer
-	done           func(pipeResult)
+	writing   atomic.Int32
+	start     time.Time
+	running   atomic.Int32  // copy directions still running
+	fins      atomic.Uint32 // finClient, finServer: the FINs read (and passed on)
+	stopWatch func() bool   // stops watching ctx
+	idleTimer *time.Timer
+	done      func(pipeResult)
 
 	once sync.Once
 	end  End

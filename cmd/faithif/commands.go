@@ -58,6 +58,8 @@ func commands() []command {
 		{name: "sysctl", args: "[-w] " + faithif.KeepFaithName + "[=0|1]", run: cmdSysctl,
 			operands: []clidoc.Values{{Words: []string{faithif.KeepFaithName}}},
 			summary:  "read or set the capture switch (per network\nnamespace, default 0)"},
+		{name: "help", args: "[COMMAND]", run: cmdHelp,
+			summary: "the commands, or one command's help"},
 		{name: "version", args: "[--json]", run: cmdVersion,
 			summary: "print the version and the commit it was built from\n(also: faithif --version)"},
 		{name: "completion", args: "bash|zsh", run: cmdCompletion,

@@ -157,7 +157,7 @@ func cmdShow(cmd string, args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	all, err := statuses(ctx, runDir, name)
 	if err != nil {
-		return fmt.Errorf("show: %w", err)
+		return fmt.Errorf("%s: %w", cmd, err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -236,6 +236,10 @@ func cmdSysctl(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := control.SetKeepFaith(context.Background(), runDir, on); err != nil {
 		return err
+	}
+	if old == on {
+		fmt.Fprintf(stdout, "%s: %d (unchanged)\n", key, faithif.KeepFaithValue(on))
+		return nil
 	}
 	fmt.Fprintf(stdout, "%s: %d -> %d\n", key, faithif.KeepFaithValue(old), faithif.KeepFaithValue(on))
 	return nil

@@ -25,7 +25,7 @@ func TestDescribe(t *testing.T) {
 	for _, c := range cmds {
 		names = append(names, c.Name)
 	}
-	if want := []string{"create", "run", "destroy", "reload", "rules", "show", "flows", "list", "health", "sysctl", "version", "completion", "man"}; !slices.Equal(names, want) {
+	if want := []string{"create", "run", "destroy", "reload", "rules", "show", "flows", "list", "health", "sysctl", "help", "version", "completion", "man"}; !slices.Equal(names, want) {
 		t.Errorf("commands %q, want %q", names, want)
 	}
 	flag := func(cmd, name string) clidoc.Flag {

@@ -38,8 +38,9 @@ Flags:
 func cmdFlows(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("flows", flowsUsage, stderr)
 	asJSON := fs.Bool("json", false, "print JSON: {\"schema_version\": 1, \"flows\": [...]}")
-	client := fs.String("client", "", "only flows from this IPv6 client address or prefix[:port]")
-	dest := fs.String("dest", "", "only flows to this IPv4 server or IPv6 FAITH address or prefix[:port]")
+	client, dest := new(string), new(string)
+	fs.Var(onceString{client}, "client", "only flows from this IPv6 client address or prefix[:port] (once)")
+	fs.Var(onceString{dest}, "dest", "only flows to this IPv4 server or IPv6 FAITH address or prefix[:port] (once)")
 	name, err := parseWithName(fs, args, false)
 	if err != nil {
 		return err
@@ -72,4 +73,25 @@ func cmdFlows(args []string, stdout, stderr io.Writer) error {
 		return enc.Encode(t)
 	}
 	return t.WriteText(stdout)
+}
+
+// onceString is a string flag that may be given once: a second value is an
+// error rather than quietly replacing the first.
+type onceString struct{ v *string }
+
+// String implements flag.Value.
+func (o onceString) String() string {
+	if o.v == nil {
+		return ""
+	}
+	return *o.v
+}
+
+// Set implements flag.Value.
+func (o onceString) Set(s string) error {
+	if *o.v != "" {
+		return fmt.Errorf("given twice (%s and %s): give one", *o.v, s)
+	}
+	*o.v = s
+	return nil
 }

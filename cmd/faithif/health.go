@@ -45,7 +45,7 @@ func cmdHealth(args []string, stdout, stderr io.Writer) error {
 	ready := true
 	for _, st := range all {
 		if st.NotReady != "" {
-			fmt.Fprintf(stderr, "faithif: health: %s: not ready: %s\n", st.Name, st.NotReady)
+			fmt.Fprintf(stderr, "faithif: health: not ready: %s\n", st.NotReady) // it names the interface
 			ready = false
 			continue
 		}

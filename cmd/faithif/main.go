@@ -59,9 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = c.run(args[1:], stdout, stderr)
 	case args[0] == "--version" || args[0] == "-V":
 		err = cmdVersion(args[1:], stdout, stderr)
-	case args[0] == "help" || args[0] == "-h" || args[0] == "--help":
+	case args[0] == "-h" || args[0] == "--help":
 		err = cmdHelp(args[1:], stdout, stderr)
-		known = len(args) < 2
 	default:
 		known = false
 		err = usagef("unknown command %q", args[0])
@@ -85,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "faithif: %s\n", err)
-		if known {
+		if known && !strings.Contains(err.Error(), "unknown command") {
 			fmt.Fprintf(stderr, "Run 'faithif %s --help' for usage.\n", args[0])
 		} else {
 			fmt.Fprintln(stderr, "Run 'faithif help' for the commands.")
@@ -167,7 +166,13 @@ func parseWithName(fs *flag.FlagSet, args []string, required bool) (string, erro
 	}
 	rest := fs.Args()
 	if name == "" && len(rest) > 0 {
-		name, rest = rest[0], rest[1:]
+		// The name between flags (create --prefix P faith0 --mtu 1400):
+		// the flag package stops at it; parse what follows too.
+		name = rest[0]
+		if err := parseFlags(fs, rest[1:]); err != nil {
+			return "", err
+		}
+		rest = fs.Args()
 	}
 	if len(rest) > 0 {
 		return "", usagef("unexpected argument %q", rest[0])

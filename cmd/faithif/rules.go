@@ -61,6 +61,17 @@ func rulesTest(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	rest := fs.Args()
+	if len(rest) > 0 && faithif.ValidateName(rest[0]) == nil {
+		// An interface, maybe with flags after it: parse those too.
+		name := rest[0]
+		if err := parseFlags(fs, rest[1:]); err != nil {
+			return err
+		}
+		if *rulesPath != "" || len(prefixes) > 0 {
+			return usagef("%s decides with its own prefixes and access file: give %s, or --access and --prefix, not both", name, name)
+		}
+		rest = append([]string{name}, fs.Args()...)
+	}
 	if len(rest) == 3 && faithif.ValidateName(rest[0]) == nil {
 		runDir, err := faithif.RunDirFromEnv()
 		if err != nil {

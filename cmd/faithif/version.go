@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/faithif/faithif/faithif/buildinfo"
 )
@@ -39,19 +40,34 @@ func cmdVersion(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
+const helpUsage = `usage: faithif help [COMMAND]
+
+Prints the commands, or one command's help as 'faithif COMMAND --help'
+prints it ('faithif help rules test' is 'faithif rules test --help').
+`
+
 // cmdHelp runs 'faithif help [COMMAND]': the commands, or one command's
 // help, as 'faithif COMMAND --help' prints it.
 func cmdHelp(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("help", helpUsage, stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	args = fs.Args()
 	if len(args) == 0 {
 		_, err := fmt.Fprint(stdout, mainUsage())
 		return err
 	}
+	if args[0] == "help" && len(args) == 1 {
+		_, err := fmt.Fprint(stdout, helpUsage)
+		return err
+	}
 	c, ok := lookup(args[0])
-	if !ok {
+	if !ok || c.name == "help" {
 		return usagef("help: unknown command %q", args[0])
 	}
-	if len(args) > 1 {
-		return usagef("help: unexpected argument %q (want 'faithif help %s')", args[1], c.name)
+	if len(args) > 1 && !(len(args) == 2 && args[1] == c.sub) {
+		return usagef("help: unexpected argument %q (want 'faithif help %s')", args[1], strings.TrimSpace(c.name+" "+c.sub))
 	}
 	help := []string{"--help"}
 	if c.sub != "" {

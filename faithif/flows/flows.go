@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/faithif/faithif/faithif"
 	"github.com/faithif/faithif/relay"
 )
 
@@ -80,7 +81,7 @@ func Build(iface string, snapshot []relay.FlowInfo, f Filter) Table {
 func Sort(flows []Flow) {
 	slices.SortFunc(flows, func(a, b Flow) int {
 		return cmp.Or(
-			cmp.Compare(a.Interface, b.Interface),
+			faithif.CompareNames(a.Interface, b.Interface),
 			a.Client.Compare(b.Client),
 			a.Dst6.Compare(b.Dst6),
 		)

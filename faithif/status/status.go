@@ -48,7 +48,7 @@ type Status struct {
 	// Draining is true from the first stop request on; Up while the
 	// stack runs and the interface is not draining.
 	Draining bool `json:"draining" text:"draining"`
-	Up       bool `json:"interface_up" text:"relaying" metric:"gauge interface_up" help:"1 while the interface's stack runs and it is not draining."`
+	Up       bool `json:"interface_up" text:"running" metric:"gauge interface_up" help:"1 while the interface's stack runs and it is not draining."`
 	// NotReady is empty while the interface relays (running, not draining,
 	// keepfaith 1, link up), else why not: what /readyz and `faithif
 	// health` report.
