@@ -26,7 +26,7 @@ func (o Outcome) String() string { return outcomeNames[o] }
 // outcomeOf files a refusal reason under its outcome.
 func outcomeOf(reason string) Outcome {
 	switch reason {
-	case "connection-refused": // the server's RST, before or during the connect
+	case "connection-refused", reasonNoReservedPort: // the server's RST, before or during the connect; no reserved port free
 		return OutcomeRefused
 	case "denied":
 		return OutcomeDenied

@@ -107,6 +107,7 @@ func New(cfg config.Interface, opts Options) (*Instance, error) {
 	in.relay = relay.New(relay.Config{
 		Mapper: mapper, Rules: cfg.RuleSet, IsLocal: in.isLocal, DenyWith: cfg.DenyWith, Limits: cfg.Limits,
 		DialTimeout: cfg.DialTimeout, IdleTimeout: cfg.IdleTimeout, ObserveDial: opts.ObserveDial,
+		PrivilegedPorts: cfg.PrivilegedPorts, ProxyProtocolPorts: cfg.ProxyProtocolPorts,
 		Logger: log.With("interface", cfg.Name),
 	})
 	if cfg.DNS64 != nil {
