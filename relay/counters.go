@@ -26,7 +26,7 @@ func (o Outcome) String() string { return outcomeNames[o] }
 // outcomeOf files a refusal reason under its outcome.
 func outcomeOf(reason string) Outcome {
 	switch reason {
-	case "connection-refused": // the server's RST, before or during the connect
+	case "connection-refused", reasonNoReservedPort: // the server's RST, before or during the connect; no reserved port free
 		return OutcomeRefused
 	case "denied":
 		return OutcomeDenied
@@ -88,7 +88,7 @@ type Counters struct {
 	FlowsLimited  uint64 `json:"flows_limited" text:"flows,limited"`
 	// FlowOutcomes counts decided flows by Outcome name; FlowEnds counts
 	// finished relayed flows by End.
-	FlowOutcomes map[string]uint64 `json:"flows_total" text:"outcomes" metric:"counter flows_total outcome" help:"Captured flows by the relay's decision: accepted, refused (the IPv4 server reset), denied, unreachable, timed_out, limited, error."`
+	FlowOutcomes map[string]uint64 `json:"flows_total" text:"outcomes" metric:"counter flows_total outcome" help:"Captured flows by the relay's decision: accepted, refused (the IPv4 server reset, or no reserved source port was free), denied, unreachable, timed_out, limited, error."`
 	FlowEnds     map[string]uint64 `json:"flows_ended_total" text:"ended" metric:"counter flows_ended_total end" help:"Relayed flows finished, by how they ended."`
 	// Clients is how many client /64s have flows open or being set up.
 	Clients int `json:"clients" text:"clients,open" metric:"gauge clients" help:"Client /64s with flows open or being set up."`

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"syscall"
 	"time"
@@ -105,6 +106,10 @@ func dialFailure(err error) (string, flow.Refusal) {
 		return "prohibited", flow.RefuseProhibited
 	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
 		return reasonFDLimit, flow.RefuseReset
+	case errors.Is(err, ErrNoReservedPort):
+		// Every reserved port is taken: as a server that refuses, a
+		// RST now (the client may retry), counted as refused.
+		return reasonNoReservedPort, flow.RefuseReset
 	case errors.Is(err, context.Canceled):
 		return "shutdown", flow.RefuseReset
 	case errors.As(err, &ne) && ne.Timeout():
@@ -125,8 +130,11 @@ func (r *Relay) dial(f *flowSetup, afterHandshake bool) (*kernelConn, time.Durat
 			order = "handshake-first"
 		}
 		attrs := []any{"order", order}
-		if a, ok := f.dialer.LocalAddr.(*net.TCPAddr); ok {
-			attrs = append(attrs, "bind4", a.IP.String())
+		if f.bind4.IsValid() {
+			attrs = append(attrs, "bind4", f.bind4.String())
+		}
+		if f.reserved {
+			attrs = append(attrs, "reserved_port", true)
 		}
 		f.log.Debug("dial started", attrs...)
 	}
@@ -146,6 +154,11 @@ func (r *Relay) dial(f *flowSetup, afterHandshake bool) (*kernelConn, time.Durat
 	if err == nil {
 		if server, err = newKernelConn(nc.(*net.TCPConn)); err != nil {
 			nc.Close()
+		} else if f.proxy {
+			if err = sendProxyHeader(server, f.tuple); err != nil {
+				server.Abort()
+				server = nil
+			}
 		}
 	}
 	if f.debug {
@@ -159,4 +172,18 @@ func (r *Relay) dial(f *flowSetup, afterHandshake bool) (*kernelConn, time.Durat
 		return nil, took, err
 	}
 	return server, took, nil
+}
+
+// sendProxyHeader writes the flow's PROXY protocol v2 header on a new IPv4
+// connection, before any byte of the client's. The header (52 bytes) fits
+// in the empty send buffer of a new socket, so the write does not wait.
+func sendProxyHeader(server *kernelConn, t fourTuple) error {
+	h, err := proxyHeader(t.client, t.dest)
+	if err != nil {
+		return err
+	}
+	if _, err := server.Write(h); err != nil {
+		return fmt.Errorf("send PROXY protocol header: %w", err)
+	}
+	return nil
 }

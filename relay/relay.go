@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,16 @@ type Config struct {
 	// ObserveDial, if set, is given the duration of every IPv4 connection
 	// attempt and whether it succeeded (for a latency histogram).
 	ObserveDial func(d time.Duration, ok bool)
+	// PrivilegedPorts are the destination ports (faithd -p: rlogin 513,
+	// rsh 514) whose IPv4 connections come from a reserved source port,
+	// ReservedPortMin to ReservedPortMax, as rresvport(3) binds one. Nil:
+	// none.
+	PrivilegedPorts []uint16
+	// ProxyProtocolPorts are the destination ports whose IPv4 connections
+	// start with a PROXY protocol v2 header naming the IPv6 client and the
+	// FAITH address it connected to, before any byte of the client's.
+	// Nil: none.
+	ProxyProtocolPorts []uint16
 }
 
 // Relay decides captured flows and carries the accepted ones to IPv4. Its
@@ -85,7 +96,7 @@ func New(cfg Config) *Relay {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
-	r := &Relay{cfg: cfg, dialer: net.Dialer{Timeout: cfg.DialTimeout}, logs: newLogLimiter(cfg.Logger, realClock{})}
+	r := &Relay{cfg: cfg, dialer: net.Dialer{Timeout: cfg.DialTimeout, Control: oobInline}, logs: newLogLimiter(cfg.Logger, realClock{})}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.limits.limits = cfg.Limits
 	r.rules.Store(cfg.Rules)
@@ -135,13 +146,16 @@ func (r *Relay) Handle(req flow.Request) {
 
 // flowSetup is one flow being decided, and then relayed.
 type flowSetup struct {
-	req    flow.Request
-	tuple  fourTuple
-	log    *slog.Logger
-	debug  bool // log is enabled at debug level: log each step of the SYN
-	start  time.Time
-	to     netip.AddrPort
-	dialer *net.Dialer
+	req      flow.Request
+	tuple    fourTuple
+	log      *slog.Logger
+	debug    bool // log is enabled at debug level: log each step of the SYN
+	start    time.Time
+	to       netip.AddrPort
+	dialer   *net.Dialer
+	bind4    netip.Addr // the rule's BIND4, if any
+	reserved bool       // bind a reserved source port (PrivilegedPorts)
+	proxy    bool       // send a PROXY protocol header first
 
 	liveLinks    // its place in Relay.live
 	flowProgress // what Relay.Flows reads once it is relayed
@@ -216,10 +230,20 @@ func (r *Relay) handle(req flow.Request) bool {
 	}
 	f.to, f.dialer = v.To, &r.dialer
 	if v.Rule != nil && v.Rule.Bind.IsValid() {
+		f.bind4 = v.Rule.Bind
+	}
+	switch {
+	case slices.Contains(r.cfg.PrivilegedPorts, f.to.Port()):
+		// Bound by the Control, to BIND4 if the rule has one.
 		bound := r.dialer
-		bound.LocalAddr = &net.TCPAddr{IP: v.Rule.Bind.AsSlice()}
+		bound.Control = reservedPortControl(f.bind4)
+		f.dialer, f.reserved = &bound, true
+	case f.bind4.IsValid():
+		bound := r.dialer
+		bound.LocalAddr = &net.TCPAddr{IP: f.bind4.AsSlice()}
 		f.dialer = &bound
 	}
+	f.proxy = slices.Contains(r.cfg.ProxyProtocolPorts, f.to.Port())
 	r.live.add(f)
 	if r.halfOpen.Add(1) <= int64(r.cfg.Limits.DialFirst()) {
 		established = r.dialThenAccept(f)

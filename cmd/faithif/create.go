@@ -93,6 +93,8 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	grace := fs.String("grace", config.DefaultGrace.String(), "on SIGTERM, let open flows finish this long (a `duration`) before resetting them")
 	idle := fs.String("idle-timeout", relay.DefaultIdleTimeout.String(), "close flows idle in both directions this long (a `duration`; 0: never)")
 	dial := fs.String("dial-timeout", relay.DefaultDialTimeout.String(), "give up on an IPv4 connection after this long (a `duration`)")
+	privPorts := fs.String("privileged-ports", "", "the destination `PORTS` (PORT[,PORT...], e.g. 513,514) whose IPv4 connections come from a reserved source port, 600-1023, as rresvport binds (faithd -p); default none")
+	proxyPorts := fs.String("proxy-protocol-ports", "", "the destination `PORTS` (PORT[,PORT...], e.g. 25,80) whose IPv4 connections start with a PROXY protocol v2 header naming the IPv6 client; default none")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz on HOST:PORT, e.g. 127.0.0.1:9464; off by default")
 	pprofAddr := fs.String("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off by default")
 	logFormat := fs.String("log-format", config.DefaultLogFormat, "log format: text or json")
@@ -112,7 +114,8 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 			IdleTimeout: idle, DialTimeout: dial, Grace: grace,
 			MaxFlowsPerClient: maxFlows, MaxHandshakesPerClient: maxHandshakes, MaxFlowsPerAddress: maxFlowsAddr,
 			MaxHandshakesPerAddress: maxHandshakesAddr, MaxHandshakes: maxHandshakesAll,
-			DNS64: d64.settings(),
+			DNS64:               d64.settings(),
+			PrivilegedPortsFlag: privPorts, ProxyProtocolPortsFlag: proxyPorts,
 		}},
 	}, faithif.IsLocalIPv4)
 	if err != nil {

@@ -88,7 +88,13 @@ type Interface struct {
 	// DNS64 is the interface's DNS64 responder ([interface.dns64],
 	// create --dns64); nil: none.
 	DNS64 *dns64.Config
-	Line  int // of its [[interface]] header
+	// PrivilegedPorts are the destination ports whose IPv4 connections
+	// come from a reserved source port (600-1023, faithd -p); empty: none.
+	PrivilegedPorts []uint16
+	// ProxyProtocolPorts are the destination ports whose IPv4 connections
+	// start with a PROXY protocol v2 header; empty: none.
+	ProxyProtocolPorts []uint16
+	Line               int // of its [[interface]] header
 }
 
 // Error is one problem in a configuration file, or in create's flags.
@@ -161,6 +167,13 @@ type InterfaceSettings struct {
 	MaxHandshakesPerAddress *int           `toml:"max_handshakes_per_address"`
 	MaxHandshakes           *int           `toml:"max_handshakes"`
 	DNS64                   *DNS64Settings `toml:"dns64"`
+	PrivilegedPorts         *[]int         `toml:"privileged_ports"`
+	ProxyProtocolPorts      *[]int         `toml:"proxy_protocol_ports"`
+	// PrivilegedPortsFlag and ProxyProtocolPortsFlag are create's
+	// --privileged-ports and --proxy-protocol-ports as given ("513,514",
+	// "none"), checked as the keys are.
+	PrivilegedPortsFlag    *string `toml:"-"`
+	ProxyProtocolPortsFlag *string `toml:"-"`
 }
 
 // DNS64Settings is one [interface.dns64] table before checking.
@@ -244,7 +257,7 @@ var typeErrorRE = regexp.MustCompile(`^cannot decode TOML (\w+) into (?:struct f
 // goTypeNames says in the file's terms what a Go field type wants.
 var goTypeNames = map[string]string{
 	"int": "an integer", "*int": "an integer", "string": "a string", "*string": "a string",
-	"bool": "true or false", "*bool": "true or false", "[]string": "a list of strings",
+	"bool": "true or false", "*bool": "true or false", "[]string": "a list of strings", "*[]int": "a list of integers", "[]int": "a list of integers",
 	"[]config.InterfaceSettings": "[[interface]] tables", "[]config.RouteSettings": "[[interface.route]] tables",
 	"config.DNS64Settings": "an [interface.dns64] table", "*config.DNS64Settings": "an [interface.dns64] table",
 	"map[string]interface {}": "a table",
@@ -599,6 +612,12 @@ func (c *checker) checkInterface(at string, f *InterfaceSettings) Interface {
 		case lim.max > 0 && *lim.set > lim.max:
 			c.errorf(at+"."+lim.key, "%d: must be at most %d", *lim.set, lim.max)
 		}
+	}
+	if ports, ok := c.portList(at+".privileged_ports", f.PrivilegedPorts, f.PrivilegedPortsFlag); ok {
+		in.PrivilegedPorts = ports
+	}
+	if ports, ok := c.portList(at+".proxy_protocol_ports", f.ProxyProtocolPorts, f.ProxyProtocolPortsFlag); ok {
+		in.ProxyProtocolPorts = ports
 	}
 	return in
 }

@@ -51,6 +51,8 @@ max_handshakes_per_client = 5
 max_flows_per_address = 4
 max_handshakes_per_address = 2
 max_handshakes = 64
+privileged_ports = [513, 514]
+proxy_protocol_ports = [25]
   [[interface.route]]
   prefix = "2001:db8:46::/96"
   metric = 50
@@ -84,13 +86,17 @@ prefixes = ["2001:db8:47::/96"]
 	if want := (relay.Limits{MaxFlows: 10, MaxHandshakes: 5, MaxFlowsPerAddress: 4, MaxHandshakesPerAddress: 2, MaxHandshakesTotal: 64}); f0.Limits != want {
 		t.Errorf("faith0 limits %+v; want %+v", f0.Limits, want)
 	}
+	if !slices.Equal(f0.PrivilegedPorts, []uint16{513, 514}) || !slices.Equal(f0.ProxyProtocolPorts, []uint16{25}) {
+		t.Errorf("faith0 privileged ports %v, PROXY protocol ports %v; want [513 514], [25]", f0.PrivilegedPorts, f0.ProxyProtocolPorts)
+	}
 	want := []faithif.Route{{Prefix: netip.MustParsePrefix("2001:db8:46::/96"), Metric: 50, Table: 100}, {Prefix: netip.MustParsePrefix("64:ff9b::/96")}}
 	if len(f0.Routes) != 2 || f0.Routes[0] != want[0] || f0.Routes[1] != want[1] {
 		t.Errorf("faith0 routes: %+v", f0.Routes)
 	}
 	// Defaults.
 	if f1.MTU != 1500 || f1.DenyWith != flow.RefuseProhibited || f1.IdleTimeout != relay.DefaultIdleTimeout ||
-		f1.DialTimeout != relay.DefaultDialTimeout || f1.Grace != DefaultGrace || f1.Limits != relay.DefaultLimits() || len(f1.Routes) != 0 {
+		f1.DialTimeout != relay.DefaultDialTimeout || f1.Grace != DefaultGrace || f1.Limits != relay.DefaultLimits() || len(f1.Routes) != 0 ||
+		len(f1.PrivilegedPorts) != 0 || len(f1.ProxyProtocolPorts) != 0 {
 		t.Errorf("faith1 defaults: %+v", f1)
 	}
 }
@@ -157,6 +163,10 @@ func TestParseErrors(t *testing.T) {
 		{"route twice", head + "[[interface.route]]\nprefix = \"64:ff9b::/96\"\n[[interface.route]]\nprefix = \"64:ff9b::/96\"\n", []string{"faithif.conf:7: interface.route.prefix: route 64:ff9b::/96 is listed twice"}},
 		{"duplicate name", head + head, []string{"faithif.conf:5: interface.name: faith0 is configured twice (first at line 2)"}},
 		{"overlap across", head + "[[interface]]\nname = \"faith1\"\nprefixes = [\"64:ff9b::/96\"]\n", []string{"faithif.conf:6: interface.prefixes: prefix 64:ff9b::/96 overlaps 64:ff9b::/96 (line 3)"}},
+		{"privileged port range", head + "privileged_ports = [513, 0, 70000]\n", []string{"faithif.conf:4: interface.privileged_ports: port 0: must be between 1 and 65535", "faithif.conf:4: interface.privileged_ports: port 70000"}},
+		{"privileged port twice", head + "privileged_ports = [513, 513]\n", []string{"faithif.conf:4: interface.privileged_ports: port 513 is listed twice"}},
+		{"proxy ports type", head + "proxy_protocol_ports = 25\n", []string{"faithif.conf:4: interface.proxy_protocol_ports: wrong type: TOML integer, want a list of integers"}},
+		{"proxy ports strings", head + "proxy_protocol_ports = [\"smtp\"]\n", []string{"faithif.conf:4: interface.proxy_protocol_ports"}},
 		{"every error", "log_level = \"loud\"\n" + head + "mtu = 1\n", []string{"faithif.conf:1: log_level", "faithif.conf:5: interface.mtu"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -246,8 +256,16 @@ func TestFromFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := cfg.Interfaces[0]
-	if in.MTU != 1500 || in.Grace != DefaultGrace || in.DenyWith != flow.RefuseProhibited || cfg.LogLevel != "info" {
+	if in.MTU != 1500 || in.Grace != DefaultGrace || in.DenyWith != flow.RefuseProhibited || cfg.LogLevel != "info" ||
+		in.PrivilegedPorts != nil || in.ProxyProtocolPorts != nil {
 		t.Errorf("defaults: %+v", cfg)
+	}
+	ports := good
+	ports.PrivilegedPortsFlag, ports.ProxyProtocolPortsFlag = str(" 513, 514"), str("none")
+	if cfg, err := FromFlags(&Settings{Interface: []InterfaceSettings{ports}}, nil); err != nil {
+		t.Fatal(err)
+	} else if in := cfg.Interfaces[0]; !slices.Equal(in.PrivilegedPorts, []uint16{513, 514}) || len(in.ProxyProtocolPorts) != 0 {
+		t.Errorf("--privileged-ports ' 513, 514' --proxy-protocol-ports none: %v, %v", in.PrivilegedPorts, in.ProxyProtocolPorts)
 	}
 	for _, tc := range []struct {
 		name string
@@ -270,6 +288,9 @@ func TestFromFlags(t *testing.T) {
 		{"log format", func(s *Settings) { s.LogFormat = "xml" }, `--log-format: "xml": want text or json`},
 		{"metrics", func(s *Settings) { s.Metrics = "9464" }, `--metrics: "9464": want HOST:PORT`},
 		{"name", func(s *Settings) { s.Interface[0].Name = "eth0" }, `interface name "eth0": must be faith<N>`},
+		{"privileged ports", func(s *Settings) { s.Interface[0].PrivilegedPortsFlag = str("513,rsh") }, `--privileged-ports: "rsh" is not a port number (want e.g. 513,514, or none)`},
+		{"privileged port range", func(s *Settings) { s.Interface[0].PrivilegedPortsFlag = str("65536") }, "--privileged-ports: port 65536: must be between 1 and 65535"},
+		{"proxy ports twice", func(s *Settings) { s.Interface[0].ProxyProtocolPortsFlag = str("80, 80") }, "--proxy-protocol-ports: port 80 is listed twice"},
 		{"rules", func(s *Settings) { s.Interface[0].AccessFile = "/nonexistent/faithd.conf" }, "--access: rules: open /nonexistent/faithd.conf"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,6 +26,12 @@ func (c *Config) WritePlan(w io.Writer) error {
 		if in.Rules != "" {
 			fmt.Fprintf(w, ", rules %s", in.Rules)
 		}
+		if len(in.PrivilegedPorts) > 0 {
+			fmt.Fprintf(w, ", privileged ports %v", in.PrivilegedPorts)
+		}
+		if len(in.ProxyProtocolPorts) > 0 {
+			fmt.Fprintf(w, ", PROXY protocol ports %v", in.ProxyProtocolPorts)
+		}
 		fmt.Fprintln(w)
 		for _, r := range in.Routes {
 			fmt.Fprintf(w, "    route %s dev %s\n", r, in.Name)

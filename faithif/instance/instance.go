@@ -107,6 +107,7 @@ func New(cfg config.Interface, opts Options) (*Instance, error) {
 	in.relay = relay.New(relay.Config{
 		Mapper: mapper, Rules: cfg.RuleSet, IsLocal: in.isLocal, DenyWith: cfg.DenyWith, Limits: cfg.Limits,
 		DialTimeout: cfg.DialTimeout, IdleTimeout: cfg.IdleTimeout, ObserveDial: opts.ObserveDial,
+		PrivilegedPorts: cfg.PrivilegedPorts, ProxyProtocolPorts: cfg.ProxyProtocolPorts,
 		Logger: log.With("interface", cfg.Name),
 	})
 	if cfg.DNS64 != nil {
@@ -236,8 +237,15 @@ func (in *Instance) Run(ready func()) error {
 	defer in.running.Store(false)
 	runErr := in.stack.Run(func() {
 		in.running.Store(true)
-		log.Info("ready", "interface", cfg.Name, "prefixes", in.mapper.Prefixes(), "mtu", cfg.MTU,
-			"keepfaith", faithif.KeepFaithValue(keep), "fd_limit", relay.FDLimit(), "routes", nonNil(in.iface.Routes()), "control", socket, "pid", os.Getpid())
+		attrs := []any{"interface", cfg.Name, "prefixes", in.mapper.Prefixes(), "mtu", cfg.MTU,
+			"keepfaith", faithif.KeepFaithValue(keep), "fd_limit", relay.FDLimit(), "routes", nonNil(in.iface.Routes()), "control", socket, "pid", os.Getpid()}
+		if len(cfg.PrivilegedPorts) > 0 {
+			attrs = append(attrs, "privileged_ports", cfg.PrivilegedPorts)
+		}
+		if len(cfg.ProxyProtocolPorts) > 0 {
+			attrs = append(attrs, "proxy_protocol_ports", cfg.ProxyProtocolPorts)
+		}
+		log.Info("ready", attrs...)
 		for _, w := range in.warnings() {
 			log.Warn(w, "interface", cfg.Name)
 		}
