@@ -400,9 +400,12 @@ func (c *checker) check(f *Settings) *Config {
 			}
 			names[in.Name] = at + ".name"
 		}
+		// Against the other interfaces' prefixes only: the interface's own
+		// were checked against each other by checkInterface.
+		others := len(all)
 		for _, p := range in.Prefixes {
 			path := at + ".prefixes"
-			for _, q := range all {
+			for _, q := range all[:others] {
 				if q.p.Overlaps(p) {
 					c.errorf(path, "prefix %s overlaps %s (line %d): a destination must map through one interface", p, q.p, c.lines[q.path])
 				}
@@ -517,7 +520,10 @@ func (c *checker) checkInterface(at string, f *InterfaceSettings) Interface {
 			continue
 		}
 		for _, q := range in.Prefixes {
-			if q.Overlaps(p) {
+			switch {
+			case q == p:
+				c.errorf(at+".prefixes", "prefix %s is listed twice", p)
+			case q.Overlaps(p):
 				c.errorf(at+".prefixes", "prefix %s overlaps %s", p, q)
 			}
 		}

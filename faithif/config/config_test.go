@@ -149,6 +149,7 @@ func TestParseErrors(t *testing.T) {
 		{"log format", "log_format = \"xml\"\n" + head, []string{"faithif.conf:1: log_format:"}},
 		{"log level", "log_level = \"loud\"\n" + head, []string{"faithif.conf:1: log_level:"}},
 		{"metrics", "metrics = \"9464\"\n" + head, []string{"faithif.conf:1: metrics:"}},
+		{"prefix twice", "[[interface]]\nname = \"faith0\"\nprefixes = [\"2001:db8::/96\", \"2001:db8::/96\"]\n", []string{"faithif.conf:3: interface.prefixes: prefix 2001:db8::/96 is listed twice"}},
 		{"sysctl_on_stop", "sysctl_on_stop = \"forget\"\n" + head, []string{"faithif.conf:1: sysctl_on_stop: \"forget\": want restore (put the old values back on stop) or keep"}},
 		{"metrics port", "metrics = \"127.0.0.1:99999\"\n" + head, []string{"faithif.conf:1: metrics:"}},
 		{"sysctl missing", "[sysctl]\n\"net.ipv6.conf.all.no_such_thing\" = 1\n" + head, []string{"faithif.conf:2: sysctl.net.ipv6.conf.all.no_such_thing: no such kernel parameter"}},
