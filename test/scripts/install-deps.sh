@@ -3,7 +3,8 @@
 # those that are missing; quick and silent when everything is there.
 #   ip (iproute2), curl, nginx (nginx-light or nginx), setpriv and unshare
 #   (util-linux), mount, sysctl (procps), gcc and libc headers (go test -race),
-#   promtool (prometheus; its server is not started).
+#   promtool (prometheus; its server is not started), vsftpd and lftp (the FTP
+#   relay's end-to-end test; the system vsftpd is not started).
 # With --bench (make bench) also the benchmark tools: tayga, iperf3, wrk,
 # haproxy.
 set -euo pipefail
@@ -20,6 +21,8 @@ have sysctl || need+=(procps)
 have gcc || need+=(gcc)
 [ -e /usr/include/stdlib.h ] || need+=(libc6-dev)
 have promtool || need+=(prometheus) # promtool check metrics (test/e2e/metrics_test.go)
+have vsftpd || need+=(vsftpd)       # the IPv4 FTP server of test/e2e/ftp_test.go
+have lftp || need+=(lftp)           # an FTP client there, beside curl
 
 # The benchmark's tools (test/bench/bench.sh), only when asked for: make test
 # does not need them.
@@ -68,7 +71,7 @@ if [ $nginx_missing -eq 1 ]; then
 	fi
 fi
 echo "install-deps: apt-get install ${need[*]}"
-# Do not let the package start a system-wide nginx.
+# Do not let the packages start a system-wide nginx or vsftpd.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then
