@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/faithif/faithif/faithif/metrics"
 	"github.com/faithif/faithif/faithif/status"
 	"github.com/faithif/faithif/relay"
+	"github.com/faithif/faithif/relay/ftp"
 )
 
 const createUsage = `usage: faithif create faithN [flags]
@@ -41,6 +43,9 @@ A bad line is an error (FILE:LINE: ...) and the whole file is rejected; a
 file with no rule denies everything, no --config permits everything.
 0/8, 127/8, 169.254/16, 224/4, 240/4, 255.255.255.255 and what the router
 delivers locally (its addresses, local routes) are refused whatever it says.
+
+FTP (--ftp-ports, 21 by default): the control connection's EPSV and EPRT are
+translated for the IPv4 server, and the data connections relayed.
 
 Flags:
 `
@@ -88,6 +93,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	grace := fs.String("grace", config.DefaultGrace.String(), "on SIGTERM, let open flows finish this long before resetting them")
 	idle := fs.String("idle-timeout", relay.DefaultIdleTimeout.String(), "close flows idle in both directions this long (0: never)")
 	dial := fs.String("dial-timeout", relay.DefaultDialTimeout.String(), "give up on an IPv4 connection after this long")
+	ftpPorts := fs.String("ftp-ports", strconv.Itoa(ftp.DefaultPort), "destination ports whose flows the FTP relay carries (EPSV/EPRT translated for the IPv4 server), comma-separated, e.g. 21,2121; none: no FTP relay")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz on HOST:PORT, e.g. 127.0.0.1:9464; off by default")
 	pprofAddr := fs.String("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off by default")
 	logFormat := fs.String("log-format", config.DefaultLogFormat, "log format: text or json")
@@ -106,6 +112,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 			IdleTimeout: idle, DialTimeout: dial, Grace: grace,
 			MaxFlowsPerClient: maxFlows, MaxHandshakesPerClient: maxHandshakes, MaxFlowsPerAddress: maxFlowsAddr,
 			MaxHandshakesPerAddress: maxHandshakesAddr, MaxHandshakes: maxHandshakesAll,
+			FTPPortsFlag: ftpPorts,
 		}},
 	}, faithif.IsLocalIPv4)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/faithif/faithif/faithif"
 	"github.com/faithif/faithif/relay"
 	"github.com/faithif/faithif/relay/flow"
+	"github.com/faithif/faithif/relay/ftp"
 )
 
 // MaxHandshakesLimit is the largest max_handshakes accepted: the stack's
@@ -83,7 +85,10 @@ type Interface struct {
 	DialTimeout time.Duration
 	Grace       time.Duration
 	Limits      relay.Limits
-	Line        int // of its [[interface]] header
+	// FTPPorts are the destination ports whose flows the FTP relay
+	// carries (relay/ftp); empty: none.
+	FTPPorts []uint16
+	Line     int // of its [[interface]] header
 }
 
 // Error is one problem in a configuration file, or in create's flags.
@@ -152,6 +157,11 @@ type InterfaceSettings struct {
 	MaxFlowsPerAddress      *int            `toml:"max_flows_per_address"`
 	MaxHandshakesPerAddress *int            `toml:"max_handshakes_per_address"`
 	MaxHandshakes           *int            `toml:"max_handshakes"`
+	// FTPPorts lists the FTP control ports; nil: [21], empty: none.
+	FTPPorts *[]int `toml:"ftp_ports"`
+	// FTPPortsFlag is --ftp-ports as given ("21,2121", "none"), checked
+	// as ftp_ports is.
+	FTPPortsFlag *string `toml:"-"`
 }
 
 // RouteSettings is one [[interface.route]] table before checking.
@@ -221,7 +231,7 @@ var typeErrorRE = regexp.MustCompile(`^cannot decode TOML (\w+) into (?:struct f
 // goTypeNames says in the file's terms what a Go field type wants.
 var goTypeNames = map[string]string{
 	"int": "an integer", "*int": "an integer", "string": "a string", "*string": "a string",
-	"bool": "true or false", "*bool": "true or false", "[]string": "a list of strings",
+	"bool": "true or false", "*bool": "true or false", "[]string": "a list of strings", "*[]int": "a list of integers", "[]int": "a list of integers",
 	"[]config.InterfaceSettings": "[[interface]] tables", "[]config.RouteSettings": "[[interface.route]] tables",
 	"map[string]interface {}": "a table",
 }
@@ -431,6 +441,7 @@ func (c *checker) checkInterface(at string, f *InterfaceSettings) Interface {
 		IdleTimeout: relay.DefaultIdleTimeout, DialTimeout: relay.DefaultDialTimeout, Grace: DefaultGrace,
 		Limits:   relay.DefaultLimits(),
 		DenyWith: flow.RefuseProhibited,
+		FTPPorts: []uint16{ftp.DefaultPort},
 	}
 	if f.Name == "" {
 		c.errorf(at+".name", "missing: every [[interface]] needs a name, e.g. name = \"faith0\"")
@@ -533,7 +544,52 @@ func (c *checker) checkInterface(at string, f *InterfaceSettings) Interface {
 			c.errorf(at+"."+lim.key, "%d: must be at most %d", *lim.set, lim.max)
 		}
 	}
+	if ports, ok := c.ftpPorts(at+".ftp_ports", f); ok {
+		in.FTPPorts = ports
+	}
 	return in
+}
+
+// ftpPorts checks ftp_ports (or --ftp-ports, a comma-separated list or
+// "none"); ok is false if it is absent or wrong (and then an error is
+// recorded).
+func (c *checker) ftpPorts(path string, f *InterfaceSettings) ([]uint16, bool) {
+	var list []int
+	switch {
+	case f.FTPPortsFlag != nil:
+		s := strings.TrimSpace(*f.FTPPortsFlag)
+		if s == "" || s == "none" {
+			return []uint16{}, true
+		}
+		for _, w := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(w))
+			if err != nil {
+				c.errorf(path, "%q is not a port number (want e.g. 21,2121, or none)", w)
+				return nil, false
+			}
+			list = append(list, n)
+		}
+	case f.FTPPorts != nil:
+		list = *f.FTPPorts
+	default:
+		return nil, false
+	}
+	ports := []uint16{}
+	ok := true
+	for _, n := range list {
+		if n < 1 || n > 65535 {
+			c.errorf(path, "port %d: must be between 1 and 65535", n)
+			ok = false
+			continue
+		}
+		if slices.Contains(ports, uint16(n)) {
+			c.errorf(path, "port %d is listed twice", n)
+			ok = false
+			continue
+		}
+		ports = append(ports, uint16(n))
+	}
+	return ports, ok
 }
 
 // duration parses an optional duration key such as "30s"; ok is false if

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,7 @@ max_handshakes_per_client = 5
 max_flows_per_address = 4
 max_handshakes_per_address = 2
 max_handshakes = 64
+ftp_ports = [21, 2121]
   [[interface.route]]
   prefix = "2001:db8:46::/96"
   metric = 50
@@ -80,6 +82,9 @@ prefixes = ["2001:db8:47::/96"]
 	}
 	if want := (relay.Limits{MaxFlows: 10, MaxHandshakes: 5, MaxFlowsPerAddress: 4, MaxHandshakesPerAddress: 2, MaxHandshakesTotal: 64}); f0.Limits != want {
 		t.Errorf("faith0 limits %+v; want %+v", f0.Limits, want)
+	}
+	if !slices.Equal(f0.FTPPorts, []uint16{21, 2121}) || !slices.Equal(f1.FTPPorts, []uint16{21}) {
+		t.Errorf("ftp ports %v, %v; want [21 2121] and the default [21]", f0.FTPPorts, f1.FTPPorts)
 	}
 	want := []faithif.Route{{Prefix: netip.MustParsePrefix("2001:db8:46::/96"), Metric: 50, Table: 100}, {Prefix: netip.MustParsePrefix("64:ff9b::/96")}}
 	if len(f0.Routes) != 2 || f0.Routes[0] != want[0] || f0.Routes[1] != want[1] {
@@ -133,6 +138,9 @@ func TestParseErrors(t *testing.T) {
 			[]string{"faithif.conf:4: interface.max_flows_per_client", "faithif.conf:5: interface.max_handshakes_per_client",
 				"faithif.conf:6: interface.max_flows_per_address: 0: must be at least 1", "faithif.conf:7: interface.max_handshakes_per_address",
 				"faithif.conf:8: interface.max_handshakes: 3: must be at least 4"}},
+		{"ftp ports", head + "ftp_ports = [0, 21, 21, 70000]\n", []string{"faithif.conf:4: interface.ftp_ports: port 0: must be between 1 and 65535",
+			"faithif.conf:4: interface.ftp_ports: port 21 is listed twice", "faithif.conf:4: interface.ftp_ports: port 70000: must be"}},
+		{"ftp ports type", head + "ftp_ports = \"21\"\n", []string{"faithif.conf:4: interface.ftp_ports: wrong type: TOML string, want a list of integers"}},
 		{"max handshakes", head + "max_handshakes = 1000000\n", []string{"faithif.conf:4: interface.max_handshakes: 1000000: must be at most 65536"}},
 		{"rules missing", head + "rules = \"/nonexistent/faithd.conf\"\n", []string{"faithif.conf:4: interface.rules:", "/nonexistent/faithd.conf"}},
 		{"log format", "log_format = \"xml\"\n" + head, []string{"faithif.conf:1: log_format:"}},
@@ -235,6 +243,17 @@ func TestFromFlags(t *testing.T) {
 	if in.MTU != 1500 || in.Grace != DefaultGrace || in.DenyWith != flow.RefuseProhibited || cfg.LogLevel != "info" {
 		t.Errorf("defaults: %+v", cfg)
 	}
+	if !slices.Equal(in.FTPPorts, []uint16{21}) {
+		t.Errorf("default ftp ports %v, want [21]", in.FTPPorts)
+	}
+	for flag, want := range map[string][]uint16{"21, 2121": {21, 2121}, "none": {}, "": {}, "990": {990}} {
+		s := good
+		s.FTPPortsFlag = str(flag)
+		cfg, err := FromFlags(&Settings{Interface: []InterfaceSettings{s}}, nil)
+		if err != nil || !slices.Equal(cfg.Interfaces[0].FTPPorts, want) {
+			t.Errorf("--ftp-ports %q: %v, %v; want %v", flag, cfg, err, want)
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		edit func(*Settings)
@@ -257,6 +276,9 @@ func TestFromFlags(t *testing.T) {
 		{"metrics", func(s *Settings) { s.Metrics = "9464" }, `--metrics: "9464": want HOST:PORT`},
 		{"name", func(s *Settings) { s.Interface[0].Name = "eth0" }, `interface name "eth0": must be faith<N>`},
 		{"rules", func(s *Settings) { s.Interface[0].Rules = "/nonexistent/faithd.conf" }, "--config: rules: open /nonexistent/faithd.conf"},
+		{"ftp ports", func(s *Settings) { s.Interface[0].FTPPortsFlag = str("21,ftp") }, `--ftp-ports: "ftp" is not a port number (want e.g. 21,2121, or none)`},
+		{"ftp port range", func(s *Settings) { s.Interface[0].FTPPortsFlag = str("21,65536") }, "--ftp-ports: port 65536: must be between 1 and 65535"},
+		{"ftp port twice", func(s *Settings) { s.Interface[0].FTPPortsFlag = str("21,21") }, "--ftp-ports: port 21 is listed twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Settings{Interface: []InterfaceSettings{good}}

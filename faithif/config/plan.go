@@ -25,6 +25,9 @@ func (c *Config) WritePlan(w io.Writer) error {
 		if in.Rules != "" {
 			fmt.Fprintf(w, ", rules %s", in.Rules)
 		}
+		if len(in.FTPPorts) > 0 {
+			fmt.Fprintf(w, ", ftp ports %v", in.FTPPorts)
+		}
 		fmt.Fprintln(w)
 		for _, r := range in.Routes {
 			fmt.Fprintf(w, "    route %s dev %s\n", r, in.Name)

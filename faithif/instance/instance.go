@@ -16,6 +16,8 @@ import (
 	"github.com/faithif/faithif/faithif/flows"
 	"github.com/faithif/faithif/faithif/status"
 	"github.com/faithif/faithif/relay"
+	"github.com/faithif/faithif/relay/flow"
+	"github.com/faithif/faithif/relay/ftp"
 	"github.com/faithif/faithif/stack"
 )
 
@@ -46,6 +48,7 @@ type Instance struct {
 	log     *slog.Logger
 	mapper  *relay.Mapper
 	relay   *relay.Relay
+	ftp     *ftp.Relay // nil without FTP ports
 	started time.Time
 
 	// Set by Run.
@@ -89,12 +92,35 @@ func New(cfg config.Interface, opts Options) (*Instance, error) {
 	in := &Instance{cfg: cfg, opts: opts, log: log, mapper: mapper, stopCh: make(chan stopRequest, 1)}
 	in.rulesLoadedAt.Store(time.Now().Unix())
 	in.force, in.forceStop = context.WithCancel(context.Background())
+	var apps map[uint16]relay.App
+	if len(cfg.FTPPorts) > 0 {
+		in.ftp = ftp.New(ftp.Config{Network: stackNetwork{in}})
+		apps = make(map[uint16]relay.App, len(cfg.FTPPorts))
+		for _, p := range cfg.FTPPorts {
+			apps[p] = in.ftp
+		}
+	}
 	in.relay = relay.New(relay.Config{
 		Mapper: mapper, Rules: cfg.RuleSet, IsLocal: in.isLocal, DenyWith: cfg.DenyWith, Limits: cfg.Limits,
 		DialTimeout: cfg.DialTimeout, IdleTimeout: cfg.IdleTimeout, ObserveDial: opts.ObserveDial,
-		Logger: log.With("interface", cfg.Name),
+		Logger: log.With("interface", cfg.Name), Apps: apps,
 	})
 	return in, nil
+}
+
+// stackNetwork is the instance's stack as the FTP relay's flow.Network.
+// The relay exists before the stack (Run makes it), but flows, and so FTP
+// sessions, only come from the stack once it runs.
+type stackNetwork struct{ in *Instance }
+
+// Listen implements flow.Network.
+func (n stackNetwork) Listen(from netip.Addr, local netip.AddrPort) (flow.Listener, error) {
+	return n.in.stack.Listen(from, local)
+}
+
+// Dial implements flow.Network.
+func (n stackNetwork) Dial(ctx context.Context, local, remote netip.AddrPort) (flow.Conn, error) {
+	return n.in.stack.Dial(ctx, local, remote)
 }
 
 // Name returns the interface's name.
@@ -365,6 +391,11 @@ func (in *Instance) Status() status.Status {
 		MaxHandshakesPerAddress: lim.MaxHandshakesPerAddress,
 		MaxHandshakes:           lim.MaxHandshakesTotal,
 		StackCounters:           in.stack.Counters(),
+		FTPPorts:                []int{},
+		FTPCounters:             in.ftp.Counters(),
+	}
+	for _, p := range in.cfg.FTPPorts {
+		st.FTPPorts = append(st.FTPPorts, int(p))
 	}
 	for _, p := range in.mapper.Prefixes() {
 		st.Prefixes = append(st.Prefixes, p.String())

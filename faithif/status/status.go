@@ -2,6 +2,7 @@ package status
 
 import (
 	"github.com/faithif/faithif/relay"
+	"github.com/faithif/faithif/relay/ftp"
 	"github.com/faithif/faithif/stack"
 )
 
@@ -63,6 +64,10 @@ type Status struct {
 	MaxHandshakesPerAddress int `json:"max_handshakes_per_address" text:"addresses,max handshakes each"`
 	MaxHandshakes           int `json:"max_handshakes" text:"handshakes,max"`
 	StackCounters
+	// FTPPorts are the destination ports the FTP relay takes (relay/ftp),
+	// empty for none; FTPCounters its counters.
+	FTPPorts []int `json:"ftp_ports" text:"ftp,ports"`
+	FTPCounters
 }
 
 // The values of Status.Owner.
@@ -73,9 +78,10 @@ const (
 	OwnerRun = "run"
 )
 
-// RelayCounters and StackCounters are the counters Status embeds, named
-// apart so that both can be embedded.
+// RelayCounters, StackCounters and FTPCounters are the counters Status
+// embeds, named apart so that all can be embedded.
 type (
 	RelayCounters = relay.Counters
 	StackCounters = stack.Counters
+	FTPCounters   = ftp.Counters
 )

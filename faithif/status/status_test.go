@@ -33,6 +33,10 @@ func filled(t *testing.T) *Status {
 		case reflect.String:
 			fv.SetString(fmt.Sprintf("s%d", n))
 		case reflect.Slice:
+			if fv.Type().Elem().Kind() == reflect.Int {
+				fv.Set(reflect.ValueOf([]int{n}))
+				break
+			}
 			fv.Set(reflect.ValueOf([]string{fmt.Sprintf("l%d", n)}))
 		case reflect.Map:
 			fv.Set(reflect.ValueOf(map[string]uint64{fmt.Sprintf("k%d", n): uint64(n)}))
@@ -116,6 +120,9 @@ func TestMetricNames(t *testing.T) {
 		"under_pressure": "", "syns_challenged_total": "", "syns_validated_total": "",
 		"syn_challenges_rate_limited_total": "", "syn_challenge_rsts_rejected_total": "", "validated_sources": "",
 		"last_reload_successful": "", "rules_loaded_timestamp_seconds": "", "reloads_total": "result",
+		"ftp_sessions_total": "", "ftp_commands_translated_total": "", "ftp_commands_refused_total": "",
+		"ftp_bounces_refused_total": "", "ftp_data_connections_total": "mode", "ftp_data_listeners_expired_total": "",
+		"ftp_tls_sessions_total": "",
 	}
 	got := map[string]string{}
 	for _, f := range Fields() {
@@ -180,6 +187,8 @@ func TestJSONKeys(t *testing.T) {
 		"syns_not_held_total", "under_pressure", "syns_challenged_total", "syns_validated_total", "syn_challenges_rate_limited_total",
 		"syn_challenge_rsts_rejected_total", "validated_sources", "packets_in_total", "packets_out_total", "packets_discarded_total", "icmp6_received_total", "icmp6_ptb_mtu_raised_total", "icmp6_sent_total",
 		"icmp6_errors_sent", "icmp6_errors_rate_limited_total",
+		"ftp_ports", "ftp_sessions_total", "ftp_commands_translated_total", "ftp_commands_refused_total", "ftp_bounces_refused_total",
+		"ftp_data_connections_passive_total", "ftp_data_connections_active_total", "ftp_data_listeners_expired_total", "ftp_tls_sessions_total",
 	}
 	var got []string
 	for _, f := range Fields() {

@@ -356,10 +356,10 @@ func startSession(t *testing.T, srv *fakeServer, cfg Config, idle time.Duration)
 	logs := &logBuffer{}
 	f := &relay.AppFlow{
 		Client: kc, Server: ks,
-		ClientAddr: c.LocalAddr().(*net.TCPAddr).AddrPort(),
-		Dst6:       netip.AddrPortFrom(loopback6, 21),
-		Dst4:       srv.addr(),
-		Src4:       relayS.LocalAddr().(*net.TCPAddr).AddrPort(),
+		ClientAddr:  c.LocalAddr().(*net.TCPAddr).AddrPort(),
+		Dst6:        netip.AddrPortFrom(loopback6, 21),
+		Dst4:        srv.addr(),
+		Src4:        relayS.LocalAddr().(*net.TCPAddr).AddrPort(),
 		IdleTimeout: idle, DialTimeout: 5 * time.Second,
 		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
