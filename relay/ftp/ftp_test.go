@@ -522,3 +522,34 @@ func TestNilCounters(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+// FuzzParse: the parsers of client commands and server replies take any
+// bytes without panicking, and what they accept is well formed.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"|2|2001:db8::1|4000|", "6,16,32,1,13,184,0,0,0,0,0,0,0,0,192,0,2,2,2,195,80",
+		"227 Entering Passive Mode (192,0,2,2,195,80).", "211-x\r\n", "\xff\xf4\xff\xf2ABOR\r\n", "6,255", "4,4,1,2,3,4,2,0,1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if a, err := parseEPRT(s); err == nil && (!a.Addr().Is6() || a.Port() == 0) {
+			t.Errorf("parseEPRT(%q) = %v", s, a)
+		}
+		if a, err := parseLPRT(s); err == nil && (!a.Addr().Is6() || a.Port() == 0) {
+			t.Errorf("parseLPRT(%q) = %v", s, a)
+		}
+		if a, err := parsePASV(s); err == nil && !a.Addr().Is4() {
+			t.Errorf("parsePASV(%q) = %v", s, a)
+		}
+		line := s // as the session reads it: one line
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			line = s[:i+1]
+		}
+		c := parseCommand([]byte(line))
+		if strings.Contains(c.verb, " ") || strings.ToUpper(c.verb) != c.verb || strings.HasSuffix(c.arg, "\n") {
+			t.Errorf("parseCommand(%q) verb %q", s, c.verb)
+		}
+		if code, _, ok := replyCode([]byte(s)); ok && (code < 0 || code > 999) {
+			t.Errorf("replyCode(%q) = %d", s, code)
+		}
+	})
+}
