@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -221,6 +222,9 @@ func (s *fakeServer) serve(c *net.TCPConn) {
 			say("230 Login successful.")
 		case "NOOP":
 			say("200 NOOP ok.")
+		case "LONG": // one reply line of arg bytes
+			n, _ := strconv.Atoi(arg)
+			say("200 %s", strings.Repeat("x", n))
 		case "FEAT":
 			say("211-Features:\r\n EPSV\r\n PASV\r\n227 is not a code here\r\n211 End")
 		case "PASV":

@@ -299,6 +299,25 @@ func TestMultiLineReply(t *testing.T) {
 	}
 }
 
+// A long reply line goes on whole, and in its turn; one over maxReply
+// ends the session.
+func TestLongReplyLine(t *testing.T) {
+	srv := newFakeServer(t)
+	ts := startSession(t, srv, Config{}, 0)
+	ts.c.Write([]byte("LONG 20000\r\nPASV\r\n"))
+	if r := ts.reply(); r != "200 "+strings.Repeat("x", 20000)+"\r\n" {
+		t.Fatalf("a 20000-byte reply line came as %d bytes", len(r))
+	}
+	ts.expect("NOOP", "502 ") // PASV's refusal, after the long line
+	if r := ts.reply(); !strings.HasPrefix(r, "200 NOOP") {
+		t.Fatalf("NOOP: %q", r)
+	}
+	ts.c.Write([]byte("LONG 70000\r\n"))
+	if res := ts.end(); res.end != relay.EndServerReset || res.err == nil {
+		t.Errorf("session ended %s, %v; want reset_by_server with the line's error", res.end, res.err)
+	}
+}
+
 func TestManyTransfers(t *testing.T) {
 	srv := newFakeServer(t)
 	ts := startSession(t, srv, Config{}, 0)

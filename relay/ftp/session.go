@@ -16,14 +16,14 @@ import (
 	"github.com/faithif/faithif/relay"
 )
 
-// maxLine is the longest command or reply line read as one (vsftpd reads
-// at most 4 KiB); a longer command is refused, a longer reply line passed
-// on in pieces.
+// maxLine is the longest command line (vsftpd reads at most 4 KiB); a
+// longer one is refused.
 const maxLine = 8 << 10
 
-// maxTranslated bounds a reply the relay must read whole to translate
-// (a 227 answering EPSV or LPSV; one line in practice).
-const maxTranslated = 64 << 10
+// maxReply bounds a reply line, and a reply the relay must read whole to
+// translate (a 227 answering EPSV or LPSV; one line in practice): a server
+// that sends more fails the session.
+const maxReply = 64 << 10
 
 // maxRefusalLogs is how many refusals one session logs; the counters
 // count them all.
@@ -402,19 +402,16 @@ func (s *session) toClient(b []byte) bool {
 // where they answer a translated command.
 func (s *session) fromServer() {
 	var (
-		multi    int    // the code of the multi-line reply being read, 0 if none
-		held     []byte // its lines so far, when it must be read whole
-		holding  bool
-		piece    bool // the last read ended inside a long line
-		finished bool
+		multi   int    // the code of the multi-line reply being read, 0 if none
+		held    []byte // its lines so far, when it must be read whole
+		holding bool
 	)
-	for !finished {
-		line, err := s.sr.ReadSlice('\n')
+	for {
+		line, err := s.replyLine()
 		if len(line) > 0 {
 			s.touch()
 		}
-		long := errors.Is(err, bufio.ErrBufferFull)
-		if err != nil && !long {
+		if err != nil {
 			if len(line) > 0 {
 				s.wmu.Lock()
 				ok := s.toClient(line)
@@ -426,11 +423,9 @@ func (s *session) fromServer() {
 			s.serverErr(err)
 			return
 		}
-		cont := piece
-		piece = long
 		code, more, isReply := replyCode(line)
 		switch {
-		case cont || !isReply || (multi != 0 && (code != multi || more)):
+		case !isReply || (multi != 0 && (code != multi || more)):
 			// Inside a reply, or text outside any.
 		case multi == 0 && more:
 			multi = code
@@ -444,12 +439,14 @@ func (s *session) fromServer() {
 				reply = append(held, line...)
 				held, holding = nil, false
 			}
-			finished = !s.reply(code, reply)
+			if !s.reply(code, reply) {
+				return
+			}
 			continue
 		}
 		if holding {
-			if len(held)+len(line) > maxTranslated {
-				s.fail(relay.EndServerReset, fmt.Errorf("reply %d longer than %d bytes", multi, maxTranslated))
+			if len(held)+len(line) > maxReply {
+				s.fail(relay.EndServerReset, fmt.Errorf("reply %d longer than %d bytes", multi, maxReply))
 				return
 			}
 			held = append(held, line...)
@@ -462,6 +459,24 @@ func (s *session) fromServer() {
 			return
 		}
 	}
+}
+
+// replyLine reads one line of the server's, whole: valid until the next
+// read. A line over maxReply is an error.
+func (s *session) replyLine() ([]byte, error) {
+	line, err := s.sr.ReadSlice('\n')
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		return line, err
+	}
+	long := append([]byte(nil), line...)
+	for errors.Is(err, bufio.ErrBufferFull) {
+		line, err = s.sr.ReadSlice('\n')
+		long = append(long, line...)
+		if len(long) > maxReply {
+			return nil, fmt.Errorf("a reply line longer than %d bytes", maxReply)
+		}
+	}
+	return long, err
 }
 
 // serverErr ends the server's direction: its FIN is a half-close of the
