@@ -2,7 +2,6 @@ package ftp
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -539,7 +538,6 @@ func TestNilCounters(t *testing.T) {
 	if c := r.Counters(); c != (Counters{}) {
 		t.Errorf("%+v", c)
 	}
-	_ = context.Background
 }
 
 // FuzzParse: the parsers of client commands and server replies take any
