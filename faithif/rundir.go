@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"gopkg.in/natefinch/lumberjack.v2"
 )
 
 // DefaultRunDir holds the control sockets, the background logs and the
@@ -308,6 +310,34 @@ func (d RunDir) OpenLog(name string) (*os.File, error) {
 		return nil, fmt.Errorf("log file: %w", err)
 	}
 	return f, nil
+}
+
+// A background instance's log is rotated by size: once it would pass
+// LogMaxMB megabytes it is renamed NAME-TIME.log (TIME in UTC) and a new one
+// is started; the LogBackups newest renamed logs are kept, older ones
+// removed. So the logs of one interface take at most
+// (LogBackups+1) × LogMaxMB megabytes.
+const (
+	LogMaxMB   = 10
+	LogBackups = 3
+)
+
+// LogWriter returns the writer a background instance of interface name
+// logs to: its log in the run directory, rotated by size (LogMaxMB,
+// LogBackups) by gopkg.in/natefinch/lumberjack.v2. The log is first
+// opened and checked as OpenLog does (a trusted run directory; no symbolic
+// link followed, a single link, a trusted owner and mode; created mode 0640
+// if missing). The writer then opens it by name, and on rotation renames it
+// and creates the next one (with the old one's mode and owner) by name: no
+// one but root or faithif's own user can change a name in a trusted run
+// directory, so none of them can be a link planted since the check.
+func (d RunDir) LogWriter(name string) (io.WriteCloser, error) {
+	f, err := d.OpenLog(name)
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	return &lumberjack.Logger{Filename: d.LogPath(name), MaxSize: LogMaxMB, MaxBackups: LogBackups}, nil
 }
 
 func (d RunDir) keepFaithPath() string { return filepath.Join(string(d), "keepfaith") }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // chmod sets path's mode exactly, whatever the umask.
@@ -312,4 +313,103 @@ func TestRunDirInstances(t *testing.T) {
 	notDir := filepath.Join(dir, "keepfaith")
 	_, err = RunDir(notDir).Instances()
 	wantRefused(t, "Instances of a file", err, notDir, "run directory", "list the running interfaces")
+}
+
+// TestLogWriterRotates: a background log is rotated by size: a write that
+// would take it past LogMaxMB renames it NAME-TIME.log (mode kept) and
+// starts a new one with the same mode; at most LogBackups renamed logs are
+// kept, so the logs of an interface cannot grow without bound.
+func TestLogWriterRotates(t *testing.T) {
+	d := RunDir(t.TempDir())
+	w, err := d.LogWriter("faith0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	fi, err := os.Lstat(d.LogPath("faith0"))
+	if err != nil || fi.Mode() != 0o640 {
+		t.Fatalf("log before any write: %v, %v; want a regular file, mode 0640", fi.Mode(), err)
+	}
+	line := []byte(strings.Repeat("x", 1023) + "\n")
+	const max = LogMaxMB << 20
+	write := func(n int) {
+		t.Helper()
+		for range n {
+			if _, err := w.Write(line); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	backups := func() []string {
+		t.Helper()
+		m, err := filepath.Glob(filepath.Join(string(d), "faith0-*.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+
+	write(max / len(line)) // exactly full
+	if b := backups(); len(b) != 0 {
+		t.Fatalf("rotated at %d bytes: %v", max, b)
+	}
+	write(1) // one line more: rotated first
+	b := backups()
+	if len(b) != 1 {
+		t.Fatalf("after %d bytes: backups %v, want one", max+len(line), b)
+	}
+	if fi, err := os.Lstat(b[0]); err != nil || fi.Size() != max || fi.Mode() != 0o640 {
+		t.Errorf("renamed log %s: %v; want %d bytes, mode 0640 (%v)", b[0], fi, max, err)
+	}
+	if fi, err := os.Lstat(d.LogPath("faith0")); err != nil || fi.Size() != int64(len(line)) || fi.Mode() != 0o640 {
+		t.Errorf("new log: %v; want %d bytes, mode 0640 (%v)", fi, len(line), err)
+	}
+
+	// More rotations than LogBackups: the oldest are removed (by a
+	// goroutine of the writer's: wait for it, a hang guard only).
+	for range LogBackups + 2 {
+		write(max / len(line))
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(backups()) > LogBackups && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if b := backups(); len(b) != LogBackups {
+		t.Errorf("backups %v; want the %d newest", b, LogBackups)
+	}
+}
+
+// TestLogWriterRefusesLinks: the log's checks hold for the rotated writer
+// too: a symbolic or hard link planted at the log's name is refused, never
+// written through.
+func TestLogWriterRefusesLinks(t *testing.T) {
+	base := t.TempDir()
+	d := RunDir(filepath.Join(base, "run"))
+	if err := d.Make(); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(base, "target")
+	if err := os.WriteFile(target, []byte("untouched\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, d.LogPath("faith0")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := d.LogWriter("faith0")
+	if w != nil {
+		w.Write([]byte("written through the link\n"))
+		w.Close()
+	}
+	wantRefused(t, "LogWriter over a symlink", err, d.LogPath("faith0"), "symbolic link")
+	if err := os.Link(target, d.LogPath("faith1")); err != nil {
+		t.Fatal(err)
+	}
+	w, err = d.LogWriter("faith1")
+	if w != nil {
+		w.Write([]byte("written through the hard link\n"))
+		w.Close()
+	}
+	wantRefused(t, "LogWriter of a hard link", err, d.LogPath("faith1"), "has 2 links")
+	if b, err := os.ReadFile(target); err != nil || string(b) != "untouched\n" {
+		t.Errorf("the linked file now holds %q (%v)", b, err)
+	}
 }

@@ -185,7 +185,7 @@ func parseRule(f []string, isLocal func(netip.Addr) bool) (Rule, error) {
 		return Rule{}, fmt.Errorf("destination %q: %w", f[2], err)
 	}
 	if hasPorts {
-		if r.PortLo, r.PortHi, err = parsePorts(ports); err != nil {
+		if r.PortLo, r.PortHi, err = ParsePortRange(ports); err != nil {
 			return Rule{}, fmt.Errorf("destination %q: %w", f[2], err)
 		}
 	}
@@ -205,8 +205,9 @@ func parseRule(f []string, isLocal func(netip.Addr) bool) (Rule, error) {
 	return r, nil
 }
 
-// parsePorts parses PORT or PORT-PORT, each 1 to 65535.
-func parsePorts(s string) (lo, hi uint16, err error) {
+// ParsePortRange parses PORT or PORT-PORT, each 1 to 65535, as the access
+// rules write a port (and `faithif flows --dest` takes one).
+func ParsePortRange(s string) (lo, hi uint16, err error) {
 	a, b, isRange := strings.Cut(s, "-")
 	if lo, err = parsePort(a); err != nil {
 		return 0, 0, err

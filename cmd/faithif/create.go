@@ -15,6 +15,7 @@ import (
 	"github.com/faithif/faithif/faithif/instance"
 	"github.com/faithif/faithif/faithif/metrics"
 	"github.com/faithif/faithif/faithif/status"
+	"github.com/faithif/faithif/faithif/systemd"
 	"github.com/faithif/faithif/relay"
 	"github.com/faithif/faithif/relay/ftp"
 )
@@ -33,16 +34,20 @@ error.
 
 Signals: SIGTERM or SIGINT drain (no new flows, open ones get --grace to
 finish, then are reset) and remove the interface; a second one stops at once.
-SIGHUP rereads the --config file. 'ip link del faithN' also ends the instance.
+SIGHUP rereads the --access file. 'ip link del faithN' also ends the instance.
 
-Access file (--config), faithd.conf syntax, first match wins, no match denies:
+Access file (--access), faithd.conf syntax, first match wins, no match denies:
   # SRC6[/PLEN]       permit|deny  DST4[/PLEN]      [BIND4]
   2001:db8:1::/48     deny         10.0.0.0/8
   2001:db8:1::/48     permit       0.0.0.0/0        192.0.2.1
 A bad line is an error (FILE:LINE: ...) and the whole file is rejected; a
-file with no rule denies everything, no --config permits everything.
+file with no rule denies everything, no --access permits everything.
 0/8, 127/8, 169.254/16, 224/4, 240/4, 255.255.255.255 and what the router
 delivers locally (its addresses, local routes) are refused whatever it says.
+
+DNS64 (--dns64 LISTEN --dns64-upstream ADDR): answers the clients' DNS
+queries, asking ADDR, with AAAA records synthesized in the FAITH prefix for
+names that have none, only for IPv4 addresses the relay would accept.
 
 FTP (--ftp-ports, 21 by default): the control connection's EPSV and EPRT are
 translated for the IPv4 server, and the data connections relayed.
@@ -82,7 +87,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	var fg bool
 	fs.BoolVar(&fg, "f", false, "stay in the foreground (short for --foreground)")
 	fs.BoolVar(&fg, "foreground", false, "stay in the foreground")
-	rulesPath := fs.String("config", "", "faithd.conf access file: SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4] (default: none, permit all)")
+	rulesPath := fs.String("access", "", "faithd.conf access file: SRC6[/PLEN] permit|deny DST4[/PLEN] [BIND4] (default: none, permit all)")
 	routes := fs.Bool("route", false, "install 'PREFIX dev faithN' for every prefix, removed again on destroy")
 	denyWith := fs.String("deny-with", "icmp6", "answer to a denied flow: icmp6 (administratively prohibited, the client sees EACCES) or rst (ECONNREFUSED)")
 	maxFlows := fs.Int("max-flows-per-client", relay.DefaultMaxFlowsPerClient, "flows one client /64 may have open or being set up")
@@ -98,6 +103,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	pprofAddr := fs.String("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off by default")
 	logFormat := fs.String("log-format", config.DefaultLogFormat, "log format: text or json")
 	logLevel := fs.String("log-level", config.DefaultLogLevel, "log level: debug, info, warn or error")
+	d64 := addDNS64Flags(fs)
 	name, err := parseWithName(fs, args, true)
 	if err != nil {
 		return err
@@ -112,6 +118,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 			IdleTimeout: idle, DialTimeout: dial, Grace: grace,
 			MaxFlowsPerClient: maxFlows, MaxHandshakesPerClient: maxHandshakes, MaxFlowsPerAddress: maxFlowsAddr,
 			MaxHandshakesPerAddress: maxHandshakesAddr, MaxHandshakes: maxHandshakesAll,
+			DNS64: d64.settings(),
 			FTPPortsFlag: ftpPorts,
 		}},
 	}, faithif.IsLocalIPv4)
@@ -125,18 +132,28 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	if !fg {
 		return daemonize(name, args, stdout, stderr)
 	}
-
 	runDir, err := faithif.RunDirFromEnv()
 	if err != nil {
 		return fmt.Errorf("create %s: %w", name, err)
 	}
+	if inBackground() {
+		logw, lerr := backgroundLog(runDir, name)
+		if lerr != nil {
+			return lerr
+		}
+		defer logw.Close()
+		defer func() { err = logFinalError(logw, err) }()
+		stderr = logw
+	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	notify := systemd.NewNotifier(log)
 	set := instance.NewSet(name)
-	opts := instance.Options{RunDir: runDir, Owner: status.OwnerCreate, KeepFaith: *keep, Logger: log}
+	opts := instance.Options{RunDir: runDir, Owner: status.OwnerCreate, KeepFaith: *keep, Logger: log, Notifier: notify}
 	var m *metrics.Metrics
 	if cfg.Metrics != "" {
 		m = metrics.New(set)
 		opts.ObserveDial = m.ObserveDial(name)
+		opts.ObserveUpstream = m.ObserveUpstream(name)
 	}
 	in, err := instance.New(ic, opts)
 	if err != nil {
@@ -163,17 +180,17 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	go func() {
 		for sig := range sigs {
 			if sig == syscall.SIGHUP {
-				in.Reload() // logs its own outcome
+				in.Reload("") // logs its own outcome
 				continue
 			}
 			in.Stop(sig.String(), in.Grace())
 		}
 	}()
-	return in.Run(notifyReady)
+	return in.Run(func() { notifyReady(notify, readyStatus(in.Status())) })
 }
 
 // flagsError turns the errors config.FromFlags found into the command's: a
-// usage error (exit 2), unless a problem is inside the access file --config
+// usage error (exit 2), unless a problem is inside the access file --access
 // names (exit 1, as for a bad faithif.conf).
 func flagsError(err error) error {
 	msg := prefixLines("faithif: ", err.Error())

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -61,18 +62,29 @@ func cmdDestroy(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-const reloadUsage = `usage: faithif reload faithN
+const reloadUsage = `usage: faithif reload faithN [--access FILE]
 
-Rereads the access file given to create --config (as SIGHUP does). Open
+Rereads the access file given to create --access (as SIGHUP does), or with
+--access switches to FILE, which later reloads and SIGHUP then reread. Open
 flows keep running; new flows see the new rules. A file with errors is
-rejected whole and the old rules stay.
+rejected whole and the old rules (and file) stay. An interface of
+'faithif run' takes its access file from its configuration only.
+
+Flags:
 `
 
 func cmdReload(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("reload", reloadUsage, stderr)
+	access := fs.String("access", "", "switch to this access file (faithd.conf syntax)")
 	name, err := parseWithName(fs, args, true)
 	if err != nil {
 		return err
+	}
+	if *access != "" {
+		// The instance may run in another directory: send the path whole.
+		if *access, err = filepath.Abs(*access); err != nil {
+			return fmt.Errorf("reload %s: --access: %w", name, err)
+		}
 	}
 	runDir, err := faithif.RunDirFromEnv()
 	if err != nil {
@@ -80,7 +92,13 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := control.Client{Path: runDir.SocketPath(name)}.Reload(ctx)
+	c := control.Client{Path: runDir.SocketPath(name)}
+	var st *status.Status
+	if *access != "" {
+		st, err = c.ReloadFrom(ctx, *access)
+	} else {
+		st, err = c.Reload(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -95,10 +113,24 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 const showUsage = `usage: faithif show [faithN] [--json]
 
 Prints the state and counters of one running instance, or of all of them.
+
+Flags:
+`
+
+const listUsage = `usage: faithif list [--json]
+
+Prints the state and counters of every running instance, as show without a
+name does.
+
+Flags:
 `
 
 func cmdShow(cmd string, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet(cmd, showUsage, stderr)
+	usage := showUsage
+	if cmd == "list" {
+		usage = listUsage
+	}
+	fs := newFlagSet(cmd, usage, stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	name, err := parseWithName(fs, args, false)
 	if err != nil {
@@ -110,16 +142,7 @@ func cmdShow(cmd string, args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var all []*status.Status
-	if name == "" {
-		all, err = control.Statuses(ctx, runDir)
-	} else {
-		var st *status.Status
-		if st, err = (control.Client{Path: runDir.SocketPath(name)}).Status(ctx); err != nil {
-			err = fmt.Errorf("%s: %w", name, err)
-		}
-		all = []*status.Status{st}
-	}
+	all, err := statuses(ctx, runDir, name)
 	if err != nil {
 		return fmt.Errorf("show: %w", err)
 	}
@@ -140,6 +163,19 @@ func cmdShow(cmd string, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// statuses returns the status of instance name, or of every instance
+// running in runDir when name is empty.
+func statuses(ctx context.Context, runDir faithif.RunDir, name string) ([]*status.Status, error) {
+	if name == "" {
+		return control.Statuses(ctx, runDir)
+	}
+	st, err := control.Client{Path: runDir.SocketPath(name)}.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return []*status.Status{st}, nil
 }
 
 const sysctlUsage = `usage: faithif sysctl [-w] net.inet6.ip6.keepfaith[=0|1]

@@ -14,6 +14,8 @@ import (
 
 	"github.com/faithif/faithif/faithif"
 	"github.com/faithif/faithif/faithif/control"
+	"github.com/faithif/faithif/faithif/status"
+	"github.com/faithif/faithif/faithif/systemd"
 )
 
 // readyFDEnv names the file descriptor on which a background instance tells
@@ -70,6 +72,9 @@ func daemonize(name string, args []string, stdout, stderr io.Writer) error {
 	select {
 	case line := <-lineCh:
 		if line == "ready" {
+			// Under systemd (Type=notify), the instance is the service's
+			// main process from now on.
+			systemd.NewNotifier(nil).ReadyAs(cmd.Process.Pid, fmt.Sprintf("%s created (pid %d, log %s)", name, cmd.Process.Pid, logPath))
 			fmt.Fprintf(stdout, "%s created (pid %d, log %s)\n", name, cmd.Process.Pid, logPath)
 			cmd.Process.Release()
 			printWarnings(runDir, name, stderr)
@@ -133,14 +138,54 @@ func startupError(log *os.File, from int64, name string) string {
 	return msg
 }
 
-// notifyReady tells the command that started this instance in the
-// background, if any, that it is ready.
-func notifyReady() {
+// notifyReady tells whoever waits for this instance that it is ready: the
+// command that started it in the background (which then tells the service
+// manager, if any, naming this process as the main one), or else the
+// service manager (READY=1 with status).
+func notifyReady(n *systemd.Notifier, status string) {
 	if !inBackground() {
+		n.Ready(status)
 		return
 	}
 	f := os.NewFile(3, "ready")
 	f.WriteString("ready\n")
 	f.Close()
 	os.Unsetenv(readyFDEnv)
+	n.ReadyElsewhere()
+}
+
+// readyStatus is the STATUS= of an instance that is ready: its prefixes,
+// and what keeps it from relaying as expected, if anything (keepfaith 0,
+// IPv6 forwarding off), which systemctl status then shows.
+func readyStatus(st status.Status) string {
+	s := fmt.Sprintf("%s up: prefixes %s", st.Name, strings.Join(st.Prefixes, " "))
+	for _, w := range st.Warnings {
+		s += "; " + w
+	}
+	return s
+}
+
+// backgroundLog returns the writer of a background instance's log in
+// runDir: the file daemonize opened (its standard error), written through
+// a size-rotated writer (RunDir.LogWriter). What the Go runtime writes
+// itself (a crash) still goes to the file opened at the start, which may
+// have been renamed by then.
+func backgroundLog(runDir faithif.RunDir, name string) (io.WriteCloser, error) {
+	w, err := runDir.LogWriter(name)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", name, err)
+	}
+	return w, nil
+}
+
+// logFinalError writes the error a background instance ends with, once it
+// was ready, to its log (where run would have printed it, had the log not
+// been rotated since) and returns it as reported. Before ready the error
+// goes to the starting command instead (notifyFailed).
+func logFinalError(log io.Writer, err error) error {
+	if err == nil || inBackground() {
+		return err
+	}
+	fmt.Fprintf(log, "faithif: %s\n", err)
+	return silentError{err}
 }

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/faithif/faithif/faithif"
-	"github.com/faithif/faithif/faithif/control"
-	"github.com/faithif/faithif/faithif/status"
 )
 
 const healthUsage = `usage: faithif health [faithN]
@@ -37,17 +35,9 @@ func cmdHealth(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	var all []*status.Status
-	if name == "" {
-		if all, err = control.Statuses(ctx, runDir); err == nil && len(all) == 0 {
-			err = fmt.Errorf("no faith interfaces are running (run directory %s)", runDir)
-		}
-	} else {
-		var st *status.Status
-		if st, err = (control.Client{Path: runDir.SocketPath(name)}).Status(ctx); err != nil {
-			err = fmt.Errorf("%s: %w", name, err)
-		}
-		all = []*status.Status{st}
+	all, err := statuses(ctx, runDir, name)
+	if err == nil && len(all) == 0 {
+		err = fmt.Errorf("no faith interfaces are running (run directory %s)", runDir)
 	}
 	if err != nil {
 		return fmt.Errorf("health: not ready: %w", err)

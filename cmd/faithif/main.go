@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/systemd"
 )
 
 // Exit codes.
@@ -36,65 +37,33 @@ func usagef(format string, args ...any) error {
 	return usageError{fmt.Sprintf(format, args...)}
 }
 
-const mainUsage = `usage: faithif <command> [arguments]
-
-Commands:
-  create faithN [flags]     create the interface and relay what is routed to it
-  run --config FILE         the router appliance: every interface, route and
-                            sysctl in FILE, in the foreground (containers)
-  destroy faithN [--grace D] drain open flows, stop the instance, remove the interface
-  reload faithN             reread the access file (as SIGHUP does)
-  rules test [faithN] SRC6 [DST6]:PORT
-                            which access rule decides a flow, and why
-  show [faithN] [--json]    state and counters of running instances
-  flows [faithN] [--client C] [--dest D] [--json]
-                            the flows being set up or relayed, one line each
-  list [--json]             the same as show, for every instance
-  health [faithN]           exit 0 if the interfaces relay, else 1 and why
-                            (container health checks)
-  sysctl [-w] net.inet6.ip6.keepfaith[=0|1]
-                            read or set the capture switch (per network
-                            namespace, default 0)
-
-Run 'faithif <command> --help' for a command's flags.
-Environment: FAITHIF_RUN_DIR holds control sockets, the keepfaith value
-and background logs; by default each network namespace has its own:
-/run/faithif in PID 1's, /run/faithif/netns/COOKIE in any other.
-`
-
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	// Under systemd with its output in the journal, every line gets its
+	// priority.
+	var stderr io.Writer = os.Stderr
+	if j := systemd.JournalStderr(); j != nil {
+		stderr = j
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, mainUsage)
+		fmt.Fprint(stderr, mainUsage())
 		return exitUsage
 	}
 	var err error
-	switch args[0] {
-	case "create":
-		err = cmdCreate(args[1:], stdout, stderr)
-	case "destroy":
-		err = cmdDestroy(args[1:], stdout, stderr)
-	case "show", "list":
-		err = cmdShow(args[0], args[1:], stdout, stderr)
-	case "flows":
-		err = cmdFlows(args[1:], stdout, stderr)
-	case "sysctl":
-		err = cmdSysctl(args[1:], stdout, stderr)
-	case "reload":
-		err = cmdReload(args[1:], stdout, stderr)
-	case "run":
-		err = cmdRun(args[1:], stdout, stderr)
-	case "rules":
-		err = cmdRules(args[1:], stdout, stderr)
-	case "health":
-		err = cmdHealth(args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, mainUsage)
-		return exitOK
+	known := true
+	switch c, ok := lookup(args[0]); {
+	case ok:
+		err = c.run(args[1:], stdout, stderr)
+	case args[0] == "--version" || args[0] == "-V":
+		err = cmdVersion(args[1:], stdout, stderr)
+	case args[0] == "help" || args[0] == "-h" || args[0] == "--help":
+		err = cmdHelp(args[1:], stdout, stderr)
+		known = len(args) < 2
 	default:
+		known = false
 		err = usagef("unknown command %q", args[0])
 	}
 	var ue usageError
@@ -116,7 +85,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "faithif: %s\n", err)
-		fmt.Fprintf(stderr, "Run 'faithif %s --help' for usage.\n", firstWord(args))
+		if known {
+			fmt.Fprintf(stderr, "Run 'faithif %s --help' for usage.\n", args[0])
+		} else {
+			fmt.Fprintln(stderr, "Run 'faithif help' for the commands.")
+		}
 		return exitUsage
 	default:
 		fmt.Fprintf(stderr, "faithif: %s\n", err)
@@ -124,31 +97,62 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func firstWord(args []string) string {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return ""
-	}
-	return args[0]
-}
-
 // newFlagSet returns a flag set that reports errors instead of exiting.
+// Every command builds its flag set with it; if stderr is a flagRecorder
+// (describe), the recorder is given the flag set and the usage.
 func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(&helpBuffer{dst: stderr})
 	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
+	}
+	if r, ok := stderr.(*flagRecorder); ok {
+		r.fs, r.usage = fs, usage
 	}
 	return fs
 }
 
-// parseFlags parses args into fs; a bad flag is a usage error.
+// parseFlags parses args into fs. A bad flag is a usage error of one line,
+// naming the command ("create: flag provided but not defined: -frob"); the
+// usage text is printed only when asked for (-h, --help).
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	err := fs.Parse(args)
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		return usageError{err.Error()}
+	hb, _ := fs.Output().(*helpBuffer)
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		if hb != nil {
+			hb.flush()
+		}
+	default:
+		msg := fs.Name() + ": " + err.Error()
+		if err.Error() == "flag provided but not defined: -config" && fs.Lookup("access") != nil {
+			msg += " (the access file is --access FILE; --config names faithif.conf, for 'faithif run')"
+		}
+		return usageError{msg}
+	}
+	if hb != nil {
+		hb.buf.Reset()
 	}
 	return err
+}
+
+// helpBuffer holds what the flag package prints while parsing (the usage
+// text, which it prints on any error) until parseFlags knows whether it was
+// asked for.
+type helpBuffer struct {
+	buf strings.Builder
+	dst io.Writer
+}
+
+// Write implements io.Writer.
+func (h *helpBuffer) Write(p []byte) (int, error) { return h.buf.Write(p) }
+
+// flush writes what was held to dst.
+func (h *helpBuffer) flush() {
+	io.WriteString(h.dst, h.buf.String())
+	h.buf.Reset()
 }
 
 // parseWithName parses flags that may come before or after one positional
@@ -180,14 +184,37 @@ func parseWithName(fs *flag.FlagSet, args []string, required bool) (string, erro
 }
 
 // newLogger returns the logger of a checked log format and level (package
-// config checks them).
+// config checks them). On a standard error connected to the journal
+// (systemd.Journal) each record's line starts with its priority, and has
+// no time, which the journal records itself.
 func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
 	lv.UnmarshalText([]byte(level))
 	opts := &slog.HandlerOptions{Level: lv}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+	if format != "json" {
+		opts.ReplaceAttr = roundDurations
 	}
-	opts.ReplaceAttr = roundDurations
-	return slog.New(slog.NewTextHandler(w, opts))
+	j, journal := w.(*systemd.Journal)
+	if journal {
+		round := opts.ReplaceAttr
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			if round != nil {
+				return round(groups, a)
+			}
+			return a
+		}
+	}
+	handler := func(w io.Writer) slog.Handler {
+		if format == "json" {
+			return slog.NewJSONHandler(w, opts)
+		}
+		return slog.NewTextHandler(w, opts)
+	}
+	if journal {
+		return slog.New(j.Handler(handler))
+	}
+	return slog.New(handler(w))
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"create", "faith0", "--dial-timeout", "0s", "-f"}, "--dial-timeout"},
 		{[]string{"create", "faith0", "--idle-timeout", "-1s", "-f"}, "--idle-timeout"},
 		{[]string{"create", "faith0", "--bogus"}, "flag provided but not defined"},
+		{[]string{"create", "faith0", "--config", "faithd.conf", "-f"}, "create: flag provided but not defined: -config (the access file is --access FILE; --config names faithif.conf, for 'faithif run')"},
+		{[]string{"rules", "test", "--config", "faithd.conf", "2001:db8:1::2", "[64:ff9b::1]:80"}, "the access file is --access FILE"},
+		{[]string{"reload", "faith0", "--config", "faithd.conf"}, "the access file is --access FILE"},
 		{[]string{"create", "faith0", "extra", "-f"}, `unexpected argument "extra"`},
 		{[]string{"destroy"}, "missing interface name"},
 		{[]string{"destroy", "eth0"}, "must be faith<N>"},
@@ -58,6 +62,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"flows", "--dest", "192.0.2.300"}, "--dest 192.0.2.300: not an IP address or prefix"},
 		{[]string{"flows", "--dest", "192.0.2.2:0"}, `--dest 192.0.2.2:0: port "0": want a number from 1 to 65535`},
 		{[]string{"flows", "faith0", "faith1"}, `unexpected argument "faith1"`},
+		{[]string{"completion"}, "want bash or zsh"},
+		{[]string{"completion", "fish"}, `shell "fish": want bash or zsh`},
+		{[]string{"man"}, "want faithif.8 or faithif.conf.5"},
+		{[]string{"man", "faithd.8"}, `page "faithd.8"`},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runCmd(t, tt.args...)
@@ -99,7 +107,8 @@ func TestSysctlReadSetPersist(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, args := range [][]string{{"help"}, {"create", "--help"}, {"sysctl", "-h"}, {"show", "--help"}, {"destroy", "--help"}} {
+	for _, args := range [][]string{{"help"}, {"create", "--help"}, {"sysctl", "-h"}, {"show", "--help"}, {"destroy", "--help"},
+		{"completion", "--help"}, {"man", "--help"}} {
 		code, stdout, stderr := runCmd(t, args...)
 		if code != exitOK || !strings.Contains(stdout+stderr, "usage: faithif") {
 			t.Errorf("faithif %s: exit %d; want 0 and usage text", strings.Join(args, " "), code)
@@ -144,5 +153,70 @@ func TestRunCheck(t *testing.T) {
 	code, stdout, _ = runCmd(t, "sysctl", "net.inet6.ip6.keepfaith")
 	if code != exitOK || !strings.Contains(stdout, ": 0") {
 		t.Errorf("--check changed keepfaith: %q", stdout)
+	}
+}
+
+// TestBadFlagOneLine: a bad flag is one short error naming the command and
+// one hint, for every command; never the usage text, never twice.
+func TestBadFlagOneLine(t *testing.T) {
+	t.Setenv("FAITHIF_RUN_DIR", t.TempDir())
+	for _, c := range commands() {
+		args := []string{c.name}
+		if c.sub != "" {
+			args = append(args, c.sub)
+		}
+		args = append(args, "--frob")
+		code, stdout, stderr := runCmd(t, args...)
+		want := "faithif: " + c.name
+		if c.sub != "" {
+			want += " " + c.sub
+		}
+		want += ": flag provided but not defined: -frob\nRun 'faithif " + c.name + " --help' for usage.\n"
+		if code != exitUsage || stderr != want || stdout != "" {
+			t.Errorf("faithif %s: exit %d, stdout %q, stderr\n%q\nwant exit 2 and only\n%q", strings.Join(args, " "), code, stdout, stderr, want)
+		}
+	}
+	code, _, stderr := runCmd(t, "--frob")
+	if want := "faithif: unknown command \"--frob\"\nRun 'faithif help' for the commands.\n"; code != exitUsage || stderr != want {
+		t.Errorf("faithif --frob: exit %d, stderr %q; want %q", code, stderr, want)
+	}
+}
+
+// TestVersion: version, --version and -V print the build; --json is the
+// same as JSON.
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-V"}} {
+		code, stdout, stderr := runCmd(t, args...)
+		if code != exitOK || !strings.HasPrefix(stdout, "faithif ") || !strings.Contains(stdout, "(commit ") || !strings.Contains(stdout, "go1.") || stderr != "" {
+			t.Errorf("faithif %s: exit %d, stdout %q, stderr %q; want 'faithif VERSION (commit C, goX)'", strings.Join(args, " "), code, stdout, stderr)
+		}
+	}
+	code, stdout, _ := runCmd(t, "version", "--json")
+	var v map[string]any
+	if err := json.Unmarshal([]byte(stdout), &v); code != exitOK || err != nil || v["version"] == nil || v["commit"] == nil || v["go_version"] == nil {
+		t.Errorf("version --json: exit %d, %q (%v); want version, commit, go_version", code, stdout, err)
+	}
+	if code, _, stderr := runCmd(t, "version", "extra"); code != exitUsage || !strings.Contains(stderr, `unexpected argument "extra"`) {
+		t.Errorf("version extra: exit %d, %q", code, stderr)
+	}
+}
+
+// TestHelpCommand: 'faithif help COMMAND' and 'COMMAND --help' show that
+// command's own help (list its own, not show's).
+func TestHelpCommand(t *testing.T) {
+	for _, c := range commands() {
+		for _, args := range [][]string{{"help", c.name}, append(append([]string{c.name}, strings.Fields(c.sub)...), "--help")} {
+			code, stdout, stderr := runCmd(t, args...)
+			if want := "usage: faithif " + c.name; code != exitOK || !strings.HasPrefix(stdout+stderr, want) {
+				t.Errorf("faithif %s: exit %d, output %q; want exit 0 and %q first", strings.Join(args, " "), code, stdout+stderr, want)
+			}
+		}
+	}
+	if code, stdout, _ := runCmd(t, "help"); code != exitOK || !strings.Contains(stdout, "Commands:") || !strings.Contains(stdout, "version [--json]") {
+		t.Errorf("faithif help: exit %d, %q", code, stdout)
+	}
+	code, _, stderr := runCmd(t, "help", "frob")
+	if want := "faithif: help: unknown command \"frob\"\nRun 'faithif help' for the commands.\n"; code != exitUsage || stderr != want {
+		t.Errorf("faithif help frob: exit %d, %q; want %q", code, stderr, want)
 	}
 }

@@ -14,12 +14,12 @@ import (
 	"github.com/faithif/faithif/relay"
 )
 
-const rulesUsage = `usage: faithif rules test [faithN | --config FILE [--prefix P]...] SRC6 [DST6]:PORT
+const rulesUsage = `usage: faithif rules test [faithN | --access FILE [--prefix P]...] SRC6 [DST6]:PORT
 
 Says what faithif decides for a flow from client SRC6 to [DST6]:PORT: the
 IPv4 destination it maps to, whether it is always refused, and which line of
 the access file matches. With faithN, the prefixes and the access file of
-that running instance are used; otherwise --config and --prefix (default
+that running instance are used; otherwise --access and --prefix (default
 64:ff9b::/96, and it says so).
 
 Exit status, as grep's, for scripts: 0 permit, 1 deny, 2 when it cannot
@@ -56,7 +56,7 @@ func rulesTest(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("rules test", rulesUsage, stderr)
 	var prefixes stringList
 	fs.Var(&prefixes, "prefix", "FAITH prefix (repeatable; default 64:ff9b::/96)")
-	rulesPath := fs.String("config", "", "access file")
+	rulesPath := fs.String("access", "", "access file (faithd.conf syntax)")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}

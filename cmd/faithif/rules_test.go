@@ -12,7 +12,7 @@ func TestRulesTest(t *testing.T) {
 	t.Setenv("FAITHIF_RUN_DIR", dir)
 	conf := filepath.Join(dir, "faithd.conf")
 	os.WriteFile(conf, []byte("# test\n2001:db8:1::/64 deny 198.51.100.3\n2001:db8:1::/64 permit 198.51.100.0/24:80-443\n"), 0o644)
-	base := []string{"rules", "test", "--config", conf, "--prefix", "2001:db8:46::/96", "2001:db8:1::2"}
+	base := []string{"rules", "test", "--access", conf, "--prefix", "2001:db8:46::/96", "2001:db8:1::2"}
 	// Exit status as grep's: 0 permit, 1 deny, 2 cannot decide.
 	tests := []struct {
 		dst, want string
@@ -38,7 +38,7 @@ func TestRulesTest(t *testing.T) {
 	// A file with no rule denies everything: no match denies.
 	empty := filepath.Join(t.TempDir(), "empty.conf")
 	os.WriteFile(empty, []byte("# nothing permitted\n"), 0o644)
-	code, stdout, _ = runCmd(t, "rules", "test", "--config", empty, "2001:db8:1::2", "[64:ff9b::808:808]:53")
+	code, stdout, _ = runCmd(t, "rules", "test", "--access", empty, "2001:db8:1::2", "[64:ff9b::808:808]:53")
 	if want := "decision: deny (" + empty + " has no rules: every flow is denied)"; code != exitError || !strings.Contains(stdout, want) || !strings.Contains(stdout, "prefixes: 64:ff9b::/96 (the default; give --prefix)") {
 		t.Errorf("rules test with a file of comments: exit %d, %q; want %q", code, stdout, want)
 	}

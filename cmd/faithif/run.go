@@ -11,6 +11,7 @@ import (
 	"github.com/faithif/faithif/faithif"
 	"github.com/faithif/faithif/faithif/appliance"
 	"github.com/faithif/faithif/faithif/config"
+	"github.com/faithif/faithif/faithif/systemd"
 )
 
 const runUsage = `usage: faithif run --config FILE [--metrics ADDR] [--check]
@@ -72,7 +73,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	return appliance.New(cfg, runDir, log).Run(sigs)
+	return appliance.New(cfg, runDir, log, systemd.NewNotifier(log)).Run(sigs)
 }
 
 func prefixLines(prefix, s string) string {

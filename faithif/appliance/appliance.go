@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/faithif/faithif/faithif/instance"
 	"github.com/faithif/faithif/faithif/metrics"
 	"github.com/faithif/faithif/faithif/status"
+	"github.com/faithif/faithif/faithif/systemd"
 )
 
 // Appliance is a checked faithif.conf, ready to be run.
@@ -22,6 +25,7 @@ type Appliance struct {
 	cfg    *config.Config
 	log    *slog.Logger
 	runDir faithif.RunDir
+	notify *systemd.Notifier
 
 	started *instance.Set // the instances started, in file order
 	sysctls faithif.SysctlSet
@@ -32,13 +36,14 @@ type Appliance struct {
 }
 
 // New returns the appliance cfg describes, keeping its control sockets
-// and keepfaith value in runDir.
-func New(cfg *config.Config, runDir faithif.RunDir, log *slog.Logger) *Appliance {
+// and keepfaith value in runDir. notify, if not nil, is told when the
+// appliance is ready, reloads and stops.
+func New(cfg *config.Config, runDir faithif.RunDir, log *slog.Logger, notify *systemd.Notifier) *Appliance {
 	var names []string
 	for _, ic := range cfg.Interfaces {
 		names = append(names, ic.Name)
 	}
-	return &Appliance{cfg: cfg, log: log, runDir: runDir, started: instance.NewSet(names...)}
+	return &Appliance{cfg: cfg, log: log, runDir: runDir, notify: notify, started: instance.NewSet(names...)}
 }
 
 // Run applies the configuration, serves until a signal on sigs (SIGHUP
@@ -56,9 +61,10 @@ func (a *Appliance) Run(sigs <-chan os.Signal) (err error) {
 		if err := faithif.CheckCreate(ic.Name); err != nil {
 			return err
 		}
-		opts := instance.Options{RunDir: a.runDir, Owner: status.OwnerRun, Logger: log}
+		opts := instance.Options{RunDir: a.runDir, Owner: status.OwnerRun, Logger: log, Notifier: a.notify}
 		if m != nil {
 			opts.ObserveDial = m.ObserveDial(ic.Name)
+			opts.ObserveUpstream = m.ObserveUpstream(ic.Name)
 		}
 		in, err := instance.New(ic, opts)
 		if err != nil {
@@ -104,7 +110,24 @@ func (a *Appliance) Run(sigs <-chan os.Signal) (err error) {
 	}
 	a.ready = true
 	log.Info("appliance ready", "config", cfg.File, "interfaces", len(a.started.All()), "metrics", cfg.Metrics, "pid", os.Getpid())
+	a.notify.Ready(a.readyStatus())
 	return a.serve(sigs, results)
+}
+
+// readyStatus is the appliance's STATUS= once it is ready: its interfaces,
+// and what keeps them from relaying as expected, if anything (each warning
+// once).
+func (a *Appliance) readyStatus() string {
+	var names, warnings []string
+	for _, in := range a.started.All() {
+		names = append(names, in.Name())
+		for _, w := range in.Status().Warnings {
+			if !slices.Contains(warnings, w) {
+				warnings = append(warnings, w)
+			}
+		}
+	}
+	return strings.Join(append([]string{"up: " + strings.Join(names, ", ")}, warnings...), "; ")
 }
 
 // result is how an instance's Run ended.
@@ -152,13 +175,10 @@ func (a *Appliance) serve(sigs <-chan os.Signal, results <-chan result) error {
 		select {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				for _, in := range a.started.All() {
-					if in.RulesFile() != "" {
-						in.Reload() // logs its own outcome
-					}
-				}
+				a.reload()
 				continue
 			}
+			a.notify.Stopping("stopping: " + sig.String())
 			a.stopAll(sig.String(), false)
 			stopping = true
 		case r := <-results:
@@ -170,12 +190,33 @@ func (a *Appliance) serve(sigs <-chan os.Signal, results <-chan result) error {
 				// An interface removed under us: an appliance is all or
 				// nothing, so that its supervisor restarts it whole.
 				errs = append(errs, fmt.Errorf("%s ended (was it removed?); stopping the others", r.in.Name()))
+				a.notify.Stopping(r.in.Name() + " ended; stopping")
 				a.stopAll(r.in.Name()+" ended", false)
 				stopping = true
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// reload rereads every interface's access file (SIGHUP), announced to the
+// service manager as one reload.
+func (a *Appliance) reload() {
+	a.notify.Reloading("reloading the access files")
+	var failed []string
+	for _, in := range a.started.All() {
+		if in.RulesFile() == "" {
+			continue
+		}
+		if err := in.Reload(""); err != nil { // logs its own outcome
+			failed = append(failed, in.Name())
+		}
+	}
+	if len(failed) > 0 {
+		a.notify.Reloaded("reload failed for " + strings.Join(failed, ", ") + ", the old rules stay")
+		return
+	}
+	a.notify.Reloaded("access files reloaded")
 }
 
 // stopAll asks every started instance to drain with its grace, or at once.

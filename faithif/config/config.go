@@ -18,6 +18,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/dns64"
 	"github.com/faithif/faithif/relay"
 	"github.com/faithif/faithif/relay/flow"
 	"github.com/faithif/faithif/relay/ftp"
@@ -88,7 +89,10 @@ type Interface struct {
 	// FTPPorts are the destination ports whose flows the FTP relay
 	// carries (relay/ftp); empty: none.
 	FTPPorts []uint16
-	Line     int // of its [[interface]] header
+	// DNS64 is the interface's DNS64 responder ([interface.dns64],
+	// create --dns64); nil: none.
+	DNS64 *dns64.Config
+	Line  int // of its [[interface]] header
 }
 
 // Error is one problem in a configuration file, or in create's flags.
@@ -161,7 +165,22 @@ type InterfaceSettings struct {
 	FTPPorts *[]int `toml:"ftp_ports"`
 	// FTPPortsFlag is --ftp-ports as given ("21,2121", "none"), checked
 	// as ftp_ports is.
-	FTPPortsFlag *string `toml:"-"`
+	FTPPortsFlag *string        `toml:"-"`
+	DNS64        *DNS64Settings `toml:"dns64"`
+}
+
+// DNS64Settings is one [interface.dns64] table before checking.
+type DNS64Settings struct {
+	Listen    []string `toml:"listen"`
+	Upstreams []string `toml:"upstreams"`
+	Prefix    string   `toml:"prefix"`
+	Exclude   []string `toml:"exclude"`
+	SynthAll  bool     `toml:"synthall"`
+	// Allow is nil for the default, ["localnets"].
+	Allow     []string `toml:"allow"`
+	RateLimit *int     `toml:"rate_limit"`
+	CacheSize *int     `toml:"cache_size"`
+	Timeout   *string  `toml:"timeout"`
 }
 
 // RouteSettings is one [[interface.route]] table before checking.
@@ -233,6 +252,7 @@ var goTypeNames = map[string]string{
 	"int": "an integer", "*int": "an integer", "string": "a string", "*string": "a string",
 	"bool": "true or false", "*bool": "true or false", "[]string": "a list of strings", "*[]int": "a list of integers", "[]int": "a list of integers",
 	"[]config.InterfaceSettings": "[[interface]] tables", "[]config.RouteSettings": "[[interface.route]] tables",
+	"config.DNS64Settings": "an [interface.dns64] table", "*config.DNS64Settings": "an [interface.dns64] table",
 	"map[string]interface {}": "a table",
 }
 
@@ -274,9 +294,19 @@ type checker struct {
 
 // flagNames are the create flags whose name is not their key's.
 var flagNames = map[string]string{
-	"interface.name":     "", // the interface argument itself
-	"interface.prefixes": "--prefix",
-	"interface.rules":    "--config",
+	"interface.name":             "", // the interface argument itself
+	"interface.prefixes":         "--prefix",
+	"interface.rules":            "--config",
+	"interface.dns64":            "--dns64",
+	"interface.dns64.listen":     "--dns64",
+	"interface.dns64.upstreams":  "--dns64-upstream",
+	"interface.dns64.prefix":     "--dns64-prefix",
+	"interface.dns64.exclude":    "--dns64-exclude",
+	"interface.dns64.synthall":   "--dns64-synthall",
+	"interface.dns64.allow":      "--dns64-allow",
+	"interface.dns64.rate_limit": "--dns64-rate-limit",
+	"interface.dns64.cache_size": "--dns64-cache-size",
+	"interface.dns64.timeout":    "--dns64-timeout",
 }
 
 // flagName returns the create flag of a key: interface.dial_timeout is
@@ -348,6 +378,7 @@ func (c *checker) check(f *Settings) *Config {
 		c.errs = append(c.errs, &Error{File: c.file, Key: "interface", Msg: "no [[interface]] table: there is nothing to run"})
 	}
 	names := map[string]string{}
+	listens := map[netip.AddrPort]string{} // DNS64 listen addresses so far, by path
 	var all []struct {
 		p    netip.Prefix
 		path string
@@ -373,9 +404,30 @@ func (c *checker) check(f *Settings) *Config {
 				path string
 			}{p, path})
 		}
+		if in.DNS64 != nil {
+			c.checkListenClash(at+".dns64.listen", in.DNS64.Listen, listens)
+		}
 		cfg.Interfaces = append(cfg.Interfaces, in)
 	}
 	return cfg
+}
+
+// checkListenClash reports a DNS64 listen address of path that another
+// interface listens on already (the same, or the unspecified address of
+// its family on the same port), and adds them to seen.
+func (c *checker) checkListenClash(path string, aps []netip.AddrPort, seen map[netip.AddrPort]string) {
+	for _, ap := range aps {
+		for q, at := range seen {
+			a, b := ap.Addr(), q.Addr()
+			clash := ap == q || (ap.Port() == q.Port() && a.Is4() == b.Is4() && (a.IsUnspecified() || b.IsUnspecified()))
+			if clash {
+				c.errorf(path, "%s: another interface's DNS64 listens on %s (line %d)", ap, q, c.lines[at])
+			}
+		}
+	}
+	for _, ap := range aps {
+		seen[ap] = path
+	}
 }
 
 func (c *checker) checkSysctls(m map[string]any) []Sysctl {
@@ -519,6 +571,9 @@ func (c *checker) checkInterface(at string, f *InterfaceSettings) Interface {
 			c.errorf(at+".grace", "%s: must not be negative", d)
 		}
 	}
+	if f.DNS64 != nil {
+		in.DNS64 = c.checkDNS64(at+".dns64", f.DNS64, in.Prefixes)
+	}
 	for _, lim := range []struct {
 		key      string
 		set      *int
@@ -590,6 +645,139 @@ func (c *checker) ftpPorts(path string, f *InterfaceSettings) ([]uint16, bool) {
 		ports = append(ports, uint16(n))
 	}
 	return ports, ok
+}
+
+// checkDNS64 checks an [interface.dns64] table; prefixes are the
+// interface's.
+func (c *checker) checkDNS64(at string, f *DNS64Settings, prefixes []netip.Prefix) *dns64.Config {
+	d := &dns64.Config{SynthAll: f.SynthAll, RateLimit: dns64.DefaultRateLimit, CacheSize: dns64.DefaultCacheSize, Timeout: dns64.DefaultTimeout}
+	if len(f.Listen) == 0 {
+		c.errorf(at+".listen", "missing: the addresses to answer on, e.g. %s", c.example(`listen = ["[2001:db8:1::1]:53"]`, "--dns64 [2001:db8:1::1]:53"))
+	}
+	seen := map[netip.AddrPort]bool{}
+	for _, s := range f.Listen {
+		ap, err := dns64.ParseListen(s)
+		if err != nil {
+			c.errorf(at+".listen", "%v", err)
+			continue
+		}
+		if seen[ap] {
+			c.errorf(at+".listen", "%s is listed twice", ap)
+			continue
+		}
+		seen[ap] = true
+		d.Listen = append(d.Listen, ap)
+	}
+	if len(f.Upstreams) == 0 {
+		c.errorf(at+".upstreams", "missing: the resolvers to ask, e.g. %s", c.example(`upstreams = ["192.0.2.53"]`, "--dns64-upstream 192.0.2.53"))
+	}
+	ups := map[netip.AddrPort]bool{}
+	for _, s := range f.Upstreams {
+		ap, err := dns64.ParseUpstream(s)
+		switch {
+		case err != nil:
+			c.errorf(at+".upstreams", "%v", err)
+			continue
+		case ups[ap]:
+			c.errorf(at+".upstreams", "%s is listed twice", ap)
+			continue
+		case seen[ap]:
+			c.errorf(at+".upstreams", "%s is a listen address: the responder would ask itself", ap)
+			continue
+		}
+		for _, p := range prefixes {
+			if p.Contains(ap.Addr()) {
+				c.errorf(at+".upstreams", "%s is inside the FAITH prefix %s: DNS over UDP is not relayed", ap, p)
+			}
+		}
+		ups[ap] = true
+		d.Upstreams = append(d.Upstreams, ap)
+	}
+	switch {
+	case f.Prefix == "" && len(prefixes) > 0:
+		d.Prefix = prefixes[0]
+	case f.Prefix != "":
+		p, err := relay.ParsePrefix(f.Prefix)
+		if err != nil {
+			c.errorf(at+".prefix", "%v", err)
+			break
+		}
+		d.Prefix = p
+		if len(prefixes) > 0 && !slices.Contains(prefixes, p) {
+			c.errorf(at+".prefix", "%s is not one of the interface's prefixes %v", p, prefixes)
+		}
+	}
+	for _, s := range f.Exclude {
+		p, err := netip.ParsePrefix(s)
+		switch {
+		case err != nil || !p.Addr().Is6():
+			c.errorf(at+".exclude", "%q is not an IPv6 prefix", s)
+		case p != p.Masked():
+			c.errorf(at+".exclude", "%s has host bits set (did you mean %s?)", p, p.Masked())
+		default:
+			d.Exclude = append(d.Exclude, p)
+		}
+	}
+	if f.Allow == nil {
+		d.AllowLocalNets = true
+	} else if len(f.Allow) == 0 {
+		c.errorf(at+".allow", "empty: no client could ask (leave it out for %q, the router's own networks)", dns64.LocalNets)
+	}
+	for _, s := range f.Allow {
+		if s == dns64.LocalNets {
+			d.AllowLocalNets = true
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(s); aerr == nil && a.Zone() == "" {
+				p, err = a.Prefix(a.BitLen())
+			}
+		}
+		switch {
+		case err != nil || p.Addr().Zone() != "":
+			c.errorf(at+".allow", "%q: want a prefix (2001:db8:1::/64, 192.0.2.0/24), an address, or %q", s, dns64.LocalNets)
+		case p.Addr().Is4In6():
+			c.errorf(at+".allow", "%s: an IPv4-mapped prefix; write the IPv4 prefix", p)
+		case p != p.Masked():
+			c.errorf(at+".allow", "%s has host bits set (did you mean %s?)", p, p.Masked())
+		default:
+			d.Allow = append(d.Allow, p)
+		}
+	}
+	for _, lim := range []struct {
+		key       string
+		set       *int
+		to        *int
+		max       int
+		zeroMeans string
+	}{
+		{"rate_limit", f.RateLimit, &d.RateLimit, dns64.MaxRateLimit, "no limit"},
+		{"cache_size", f.CacheSize, &d.CacheSize, dns64.MaxCacheSize, "no cache"},
+	} {
+		if lim.set == nil {
+			continue
+		}
+		*lim.to = *lim.set
+		if *lim.set < 0 || *lim.set > lim.max {
+			c.errorf(at+"."+lim.key, "%d: must be between 0 (%s) and %d", *lim.set, lim.zeroMeans, lim.max)
+		}
+	}
+	if t, ok := c.duration(at+".timeout", f.Timeout); ok {
+		d.Timeout = t
+		if t <= 0 || t > dns64.MaxTimeout {
+			c.errorf(at+".timeout", "%s: must be positive and at most %s", t, dns64.MaxTimeout)
+		}
+	}
+	return d
+}
+
+// example returns a setting as written in the file, or as a flag.
+func (c *checker) example(key, flag string) string {
+	if c.flags {
+		return flag
+	}
+	return key
 }
 
 // duration parses an optional duration key such as "30s"; ok is false if

@@ -5,12 +5,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/dns64"
 	"github.com/faithif/faithif/relay"
 	"github.com/faithif/faithif/relay/flow"
 )
@@ -213,8 +215,17 @@ func TestExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Interfaces) != 1 || cfg.Interfaces[0].Name != "faith0" || len(cfg.Interfaces[0].Routes) != 1 {
+	if len(cfg.Interfaces) != 1 || cfg.Interfaces[0].Name != "faith0" || len(cfg.Interfaces[0].Routes) != 1 || cfg.Interfaces[0].DNS64 != nil {
 		t.Errorf("%+v", cfg)
+	}
+	// Its commented [interface.dns64] table, taken in, is valid too.
+	text := regexp.MustCompile(`(?m)^#(  (\[interface\.dns64\]|[a-z_]+ = ))`).ReplaceAllString(string(data), "$1")
+	cfg, err = Parse("faithif.conf", []byte(text), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.Interfaces[0].DNS64; d == nil || len(d.Listen) != 1 || len(d.Upstreams) != 2 || d.Prefix != relay.WellKnownPrefix {
+		t.Errorf("the example's DNS64: %+v", d)
 	}
 }
 
@@ -293,5 +304,146 @@ func TestFromFlags(t *testing.T) {
 				t.Errorf("error %#v: Content should be set only for the access file's problems, File never", ce)
 			}
 		})
+	}
+}
+
+// TestDNS64: an [interface.dns64] table, in full and with its defaults.
+func TestDNS64(t *testing.T) {
+	cfg, err := parse(t, `
+[[interface]]
+name = "faith0"
+prefixes = ["2001:db8:46::/96", "2001:db8:47::/96"]
+  [interface.dns64]
+  listen = ["[2001:db8:1::1]:53", "192.0.2.1"]
+  upstreams = ["192.0.2.53", "[2001:db8:53::53]:5353"]
+  prefix = "2001:db8:47::/96"
+  exclude = ["2001:db8:bad::/48"]
+  synthall = true
+  allow = ["localnets", "2001:db8:5::/48", "192.0.2.9"]
+  rate_limit = 0
+  cache_size = 50
+  timeout = "500ms"
+[[interface]]
+name = "faith1"
+prefixes = ["2001:db8:48::/96"]
+  [interface.dns64]
+  listen = ["[2001:db8:1::1]:5353"]
+  upstreams = ["192.0.2.53"]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Interfaces[0].DNS64
+	aps := func(ss ...string) []netip.AddrPort {
+		var out []netip.AddrPort
+		for _, s := range ss {
+			out = append(out, netip.MustParseAddrPort(s))
+		}
+		return out
+	}
+	if d == nil || !slices.Equal(d.Listen, aps("[2001:db8:1::1]:53", "192.0.2.1:53")) || !slices.Equal(d.Upstreams, aps("192.0.2.53:53", "[2001:db8:53::53]:5353")) ||
+		d.Prefix != netip.MustParsePrefix("2001:db8:47::/96") || len(d.Exclude) != 1 || !d.SynthAll || !d.AllowLocalNets ||
+		!slices.Equal(d.Allow, []netip.Prefix{netip.MustParsePrefix("2001:db8:5::/48"), netip.MustParsePrefix("192.0.2.9/32")}) ||
+		d.RateLimit != 0 || d.CacheSize != 50 || d.Timeout != 500*time.Millisecond {
+		t.Errorf("faith0 dns64: %+v", d)
+	}
+	d = cfg.Interfaces[1].DNS64
+	if d == nil || d.Prefix != netip.MustParsePrefix("2001:db8:48::/96") || !d.AllowLocalNets || len(d.Allow) != 0 || d.SynthAll ||
+		d.RateLimit != dns64.DefaultRateLimit || d.CacheSize != dns64.DefaultCacheSize || d.Timeout != dns64.DefaultTimeout {
+		t.Errorf("faith1 dns64 defaults: %+v", d)
+	}
+	var plan strings.Builder
+	cfg.WritePlan(&plan)
+	for _, w := range []string{"dns64 on [[2001:db8:1::1]:53 192.0.2.1:53] (udp, tcp), prefix 2001:db8:47::/96, upstreams [192.0.2.53:53 [2001:db8:53::53]:5353], clients [localnets 2001:db8:5::/48 192.0.2.9/32]"} {
+		if !strings.Contains(plan.String(), w) {
+			t.Errorf("plan %q lacks %q", plan.String(), w)
+		}
+	}
+	if cfg, _ := parse(t, "[[interface]]\nname = \"faith0\"\nprefixes = [\"64:ff9b::/96\"]\n"); cfg.Interfaces[0].DNS64 != nil {
+		t.Error("no [interface.dns64]: a responder anyway")
+	}
+}
+
+// TestDNS64Errors: every error names the file, line and key.
+func TestDNS64Errors(t *testing.T) {
+	const head = "[[interface]]\nname = \"faith0\"\nprefixes = [\"2001:db8:46::/96\"]\n[interface.dns64]\n" // lines 1-4
+	const ok = "listen = [\"[2001:db8:1::1]:53\"]\nupstreams = [\"192.0.2.53\"]\n"                          // lines 5-6
+	for _, tc := range []struct {
+		name, text string
+		want       []string
+	}{
+		{"empty table", head, []string{"faithif.conf:4: interface.dns64.listen: missing: the addresses to answer on, e.g. listen = [", "faithif.conf:4: interface.dns64.upstreams: missing"}},
+		{"unknown key", head + ok + "listen_on = 1\n", []string{"faithif.conf:7: interface.dns64.listen_on: unknown key"}},
+		{"wrong type", head + "listen = \"[2001:db8:1::1]:53\"\n", []string{"faithif.conf:5: interface.dns64.listen: wrong type"}},
+		{"not a table", "[[interface]]\nname = \"faith0\"\nprefixes = [\"2001:db8:46::/96\"]\ndns64 = true\n", []string{"faithif.conf:4: interface.dns64: wrong type: TOML boolean, want an [interface.dns64] table"}},
+		{"listen", head + "listen = [\"[2001:db8:1::1]:0\", \"ns.example\", \"ff02::1\"]\nupstreams = [\"192.0.2.53\"]\n",
+			[]string{`faithif.conf:5: interface.dns64.listen: "[2001:db8:1::1]:0": port "0"`, `faithif.conf:5: interface.dns64.listen: "ns.example"`, "multicast"}},
+		{"listen twice", head + "listen = [\"192.0.2.1\", \"192.0.2.1:53\"]\nupstreams = [\"192.0.2.53\"]\n", []string{"faithif.conf:5: interface.dns64.listen: 192.0.2.1:53 is listed twice"}},
+		{"upstream", head + "listen = [\"192.0.2.1\"]\nupstreams = [\"::\", \"192.0.2.1\", \"2001:db8:46::1\", \"192.0.2.53\", \"192.0.2.53:53\"]\n", []string{
+			`faithif.conf:6: interface.dns64.upstreams: "::": not a unicast address`,
+			"faithif.conf:6: interface.dns64.upstreams: 192.0.2.1:53 is a listen address: the responder would ask itself",
+			"faithif.conf:6: interface.dns64.upstreams: [2001:db8:46::1]:53 is inside the FAITH prefix 2001:db8:46::/96",
+			"faithif.conf:6: interface.dns64.upstreams: 192.0.2.53:53 is listed twice"}},
+		{"prefix", head + ok + "prefix = \"2001:db8:47::/96\"\n", []string{"faithif.conf:7: interface.dns64.prefix: 2001:db8:47::/96 is not one of the interface's prefixes [2001:db8:46::/96]"}},
+		{"bad prefix", head + ok + "prefix = \"2001:db8:47::/97\"\n", []string{"faithif.conf:7: interface.dns64.prefix: prefix \"2001:db8:47::/97\""}},
+		{"exclude", head + ok + "exclude = [\"192.0.2.0/24\", \"2001:db8:bad::1/48\"]\n", []string{`faithif.conf:7: interface.dns64.exclude: "192.0.2.0/24" is not an IPv6 prefix`, "2001:db8:bad::1/48 has host bits set (did you mean 2001:db8:bad::/48?)"}},
+		{"allow", head + ok + "allow = [\"everyone\", \"2001:db8:1::1/64\", \"::ffff:192.0.2.0/120\"]\n", []string{`faithif.conf:7: interface.dns64.allow: "everyone": want a prefix`, "2001:db8:1::1/64 has host bits set", "an IPv4-mapped prefix"}},
+		{"allow empty", head + ok + "allow = []\n", []string{`faithif.conf:7: interface.dns64.allow: empty: no client could ask (leave it out for "localnets"`}},
+		{"numbers", head + ok + "rate_limit = -1\ncache_size = 100000000\n", []string{"faithif.conf:7: interface.dns64.rate_limit: -1: must be between 0 (no limit) and 1000000", "faithif.conf:8: interface.dns64.cache_size: 100000000: must be between 0 (no cache)"}},
+		{"timeout", head + ok + "timeout = \"1h\"\n", []string{"faithif.conf:7: interface.dns64.timeout: 1h0m0s: must be positive and at most 30s"}},
+		{"timeout syntax", head + ok + "timeout = \"soon\"\n", []string{`faithif.conf:7: interface.dns64.timeout: "soon" is not a duration`}},
+		{"listen clash", head + ok + "[[interface]]\nname = \"faith1\"\nprefixes = [\"2001:db8:47::/96\"]\n[interface.dns64]\nlisten = [\"[::]:53\"]\nupstreams = [\"192.0.2.53\"]\n",
+			[]string{"faithif.conf:11: interface.dns64.listen: [::]:53: another interface's DNS64 listens on [2001:db8:1::1]:53 (line 5)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parse(t, tc.text)
+			if err == nil {
+				t.Fatalf("accepted: %+v", cfg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestDNS64Flags: create's --dns64 flags are checked as the table is, each
+// error naming its flag.
+func TestDNS64Flags(t *testing.T) {
+	str := func(s string) *string { return &s }
+	num := func(n int) *int { return &n }
+	good := func() *DNS64Settings {
+		return &DNS64Settings{Listen: []string{"[2001:db8:1::1]:53"}, Upstreams: []string{"192.0.2.53"}}
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*DNS64Settings)
+		want string
+	}{
+		{"listen", func(d *DNS64Settings) { d.Listen = nil }, "--dns64: missing: the addresses to answer on, e.g. --dns64 [2001:db8:1::1]:53"},
+		{"upstream", func(d *DNS64Settings) { d.Upstreams = nil }, "--dns64-upstream: missing: the resolvers to ask, e.g. --dns64-upstream 192.0.2.53"},
+		{"prefix", func(d *DNS64Settings) { d.Prefix = "2001:db8:47::/96" }, "--dns64-prefix: 2001:db8:47::/96 is not one of"},
+		{"exclude", func(d *DNS64Settings) { d.Exclude = []string{"x"} }, `--dns64-exclude: "x" is not an IPv6 prefix`},
+		{"allow", func(d *DNS64Settings) { d.Allow = []string{} }, "--dns64-allow: empty"},
+		{"rate", func(d *DNS64Settings) { d.RateLimit = num(-5) }, "--dns64-rate-limit: -5"},
+		{"cache", func(d *DNS64Settings) { d.CacheSize = num(-1) }, "--dns64-cache-size: -1"},
+		{"timeout", func(d *DNS64Settings) { d.Timeout = str("0s") }, "--dns64-timeout: 0s: must be positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := good()
+			tc.edit(d)
+			s := &Settings{Interface: []InterfaceSettings{{Name: "faith0", Prefixes: []string{"2001:db8:46::/96"}, DNS64: d}}}
+			_, err := FromFlags(s, nil)
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("error %v; want it to start %q", err, tc.want)
+			}
+		})
+	}
+	s := &Settings{Interface: []InterfaceSettings{{Name: "faith0", Prefixes: []string{"2001:db8:46::/96"}, DNS64: good()}}}
+	cfg, err := FromFlags(s, nil)
+	if err != nil || cfg.Interfaces[0].DNS64 == nil || cfg.Interfaces[0].DNS64.Prefix != netip.MustParsePrefix("2001:db8:46::/96") {
+		t.Fatalf("good flags: %+v, %v", cfg, err)
 	}
 }

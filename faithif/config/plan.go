@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/faithif/faithif/faithif"
+	"github.com/faithif/faithif/faithif/dns64"
 )
 
 // WritePlan says what `faithif run` would apply: keepfaith, the sysctls,
@@ -31,6 +32,17 @@ func (c *Config) WritePlan(w io.Writer) error {
 		fmt.Fprintln(w)
 		for _, r := range in.Routes {
 			fmt.Fprintf(w, "    route %s dev %s\n", r, in.Name)
+		}
+		if d := in.DNS64; d != nil {
+			fmt.Fprintf(w, "    dns64 on %v (udp, tcp), prefix %s, upstreams %v", d.Listen, d.Prefix, d.Upstreams)
+			var allow []string
+			if d.AllowLocalNets {
+				allow = append(allow, dns64.LocalNets)
+			}
+			for _, p := range d.Allow {
+				allow = append(allow, p.String())
+			}
+			fmt.Fprintf(w, ", clients %v\n", allow)
 		}
 	}
 	var err error

@@ -29,8 +29,10 @@ type Controller interface {
 	// The server never calls it for an interface of the appliance (a
 	// Status whose Owner is status.OwnerRun): it refuses the request.
 	Destroy(grace time.Duration)
-	// Reload rereads the access rules; on error the old rules stay.
-	Reload() error
+	// Reload rereads the access rules, from file if it is not empty (which
+	// then replaces the access file); on error the old rules and file
+	// stay.
+	Reload(file string) error
 	// Flows returns the flows being set up or relayed that f selects,
 	// sorted.
 	Flows(f flows.Filter) flows.Table
@@ -42,6 +44,9 @@ type request struct {
 	Op        string        `json:"op"` // "status", "keepfaith", "destroy", "reload", "flows"
 	KeepFaith bool          `json:"keepfaith,omitempty"`
 	Grace     time.Duration `json:"grace,omitempty"`
+	// Access is the access file a reload switches to (an absolute path);
+	// empty: the one in use.
+	Access string `json:"access,omitempty"`
 	// Client and Dest filter the flows ("flows"), as flows.ParseClient
 	// and flows.ParseDest read them; empty: every flow.
 	Client string `json:"client,omitempty"`
@@ -311,7 +316,17 @@ func (s *Server) handle(conn *net.UnixConn) {
 		resp.Status = &st
 		defer s.c.Destroy(req.Grace) // after the answer is written
 	case "reload":
-		if err := s.c.Reload(); err != nil {
+		if req.Access != "" && !filepath.IsAbs(req.Access) {
+			resp.Error = fmt.Sprintf("access file %q: not an absolute path", req.Access)
+			break
+		}
+		if st := s.c.Status(); req.Access != "" && st.Owner == status.OwnerRun {
+			// The appliance's access files are named in its
+			// configuration; a restart would quietly go back to it.
+			resp.Error = fmt.Sprintf("%s belongs to 'faithif run' (pid %d): its access file is the rules key in its configuration; change that and send SIGHUP (or faithif reload %s)", st.Name, st.PID, st.Name)
+			break
+		}
+		if err := s.c.Reload(req.Access); err != nil {
 			resp.Error = err.Error()
 			break
 		}
@@ -457,6 +472,12 @@ func (c Client) Destroy(ctx context.Context, grace time.Duration) (*status.Statu
 // Reload asks the instance to reread its access rules.
 func (c Client) Reload(ctx context.Context) (*status.Status, error) {
 	return c.call(ctx, request{Op: "reload"})
+}
+
+// ReloadFrom asks the instance to switch to the access file path (absolute)
+// and returns its status after; on error it keeps its rules and file.
+func (c Client) ReloadFrom(ctx context.Context, path string) (*status.Status, error) {
+	return c.call(ctx, request{Op: "reload", Access: path})
 }
 
 // Flows asks the instance for the flows it is setting up or relaying that

@@ -24,7 +24,7 @@ type fuzzController struct{}
 func (fuzzController) Status() status.Status { return status.Status{Name: "faith0"} }
 func (fuzzController) SetKeepFaith(bool)     {}
 func (fuzzController) Destroy(time.Duration) {}
-func (fuzzController) Reload() error         { return nil }
+func (fuzzController) Reload(string) error   { return nil }
 func (fuzzController) Flows(f flows.Filter) flows.Table {
 	return flows.Build("faith0", manyFlows(3), f)
 }

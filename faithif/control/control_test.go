@@ -30,9 +30,11 @@ type fakeController struct {
 	keep      atomic.Bool
 	destroyed atomic.Bool
 	owner     string
-	name      string                       // "": faith0
-	flows     []relay.FlowInfo             // what Flows lists
-	filter    atomic.Pointer[flows.Filter] // the last filter Flows was given
+	// reloadedFrom is the file the last Reload was given.
+	reloadedFrom atomic.Pointer[string]
+	name         string                       // "": faith0
+	flows        []relay.FlowInfo             // what Flows lists
+	filter       atomic.Pointer[flows.Filter] // the last filter Flows was given
 }
 
 func (f *fakeController) Flows(filter flows.Filter) flows.Table {
@@ -49,7 +51,13 @@ func (f *fakeController) Status() status.Status {
 }
 func (f *fakeController) SetKeepFaith(v bool)   { f.keep.Store(v) }
 func (f *fakeController) Destroy(time.Duration) { f.destroyed.Store(true) }
-func (f *fakeController) Reload() error         { return errors.New("no rules file") }
+func (f *fakeController) Reload(file string) error {
+	if file == "" {
+		return errors.New("no rules file")
+	}
+	f.reloadedFrom.Store(&file)
+	return nil
+}
 
 func TestControlSocket(t *testing.T) {
 	d := faithif.RunDir(t.TempDir())
@@ -604,4 +612,37 @@ func TestRemoved(t *testing.T) {
 		default:
 		}
 	})
+}
+
+// TestReloadFrom: a reload may name another access file (absolute); a
+// relative one is refused, and so is a new file for an appliance's
+// interface, whose files its configuration names.
+func TestReloadFrom(t *testing.T) {
+	for _, owner := range []string{status.OwnerCreate, status.OwnerRun} {
+		path := faithif.RunDir(t.TempDir()).SocketPath("faith0")
+		fc := &fakeController{owner: owner}
+		srv, err := Listen(path, fc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c := Client{Path: path}
+		if _, err := c.ReloadFrom(ctx, "faithd.conf"); err == nil || !strings.Contains(err.Error(), `access file "faithd.conf": not an absolute path`) {
+			t.Errorf("%s: ReloadFrom a relative path = %v", owner, err)
+		}
+		_, err = c.ReloadFrom(ctx, "/etc/faithif/other.conf")
+		switch got := fc.reloadedFrom.Load(); owner {
+		case status.OwnerCreate:
+			if err != nil || got == nil || *got != "/etc/faithif/other.conf" {
+				t.Errorf("create: ReloadFrom = %v, the instance was given %v; want /etc/faithif/other.conf", err, got)
+			}
+		case status.OwnerRun:
+			if err == nil || !strings.Contains(err.Error(), "belongs to 'faithif run'") || got != nil {
+				t.Errorf("run: ReloadFrom = %v, the instance was given %v; want a refusal and nothing reloaded", err, got)
+			}
+		}
+		cancel()
+		srv.Close()
+	}
 }

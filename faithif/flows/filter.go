@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"strings"
+
+	"github.com/faithif/faithif/relay"
 )
 
 // Filter selects flows by client and destination; a zero Match selects
@@ -132,7 +133,7 @@ func parseMatch(s string) (Match, error) {
 		}
 	}
 	if hasPorts {
-		if m.PortLo, m.PortHi, err = parsePorts(ports); err != nil {
+		if m.PortLo, m.PortHi, err = relay.ParsePortRange(ports); err != nil {
 			return Match{}, fmt.Errorf("%s: %w", s, err)
 		}
 	}
@@ -160,30 +161,4 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("host bits are set (did you mean %s?)", p.Masked())
 	}
 	return p, nil
-}
-
-// parsePorts parses PORT or PORT-PORT, each 1 to 65535.
-func parsePorts(s string) (lo, hi uint16, err error) {
-	a, b, isRange := strings.Cut(s, "-")
-	if lo, err = parsePort(a); err != nil {
-		return 0, 0, err
-	}
-	hi = lo
-	if isRange {
-		if hi, err = parsePort(b); err != nil {
-			return 0, 0, err
-		}
-		if hi < lo {
-			return 0, 0, fmt.Errorf("port range %d-%d is empty", lo, hi)
-		}
-	}
-	return lo, hi, nil
-}
-
-func parsePort(s string) (uint16, error) {
-	n, err := strconv.ParseUint(s, 10, 16)
-	if err != nil || n == 0 {
-		return 0, fmt.Errorf("port %q: want a number from 1 to 65535", s)
-	}
-	return uint16(n), nil
 }

@@ -13,8 +13,10 @@ import (
 	"github.com/faithif/faithif/faithif"
 	"github.com/faithif/faithif/faithif/config"
 	"github.com/faithif/faithif/faithif/control"
+	"github.com/faithif/faithif/faithif/dns64"
 	"github.com/faithif/faithif/faithif/flows"
 	"github.com/faithif/faithif/faithif/status"
+	"github.com/faithif/faithif/faithif/systemd"
 	"github.com/faithif/faithif/relay"
 	"github.com/faithif/faithif/relay/flow"
 	"github.com/faithif/faithif/relay/ftp"
@@ -36,8 +38,14 @@ type Options struct {
 	// ObserveDial, if set, is given every IPv4 dial's duration and
 	// result (the metrics' histogram).
 	ObserveDial func(time.Duration, bool)
+	// ObserveUpstream, if set, is given every DNS64 upstream query's
+	// duration and result (the metrics' histogram).
+	ObserveUpstream func(upstream string, d time.Duration, ok bool)
 	// Logger receives the instance's log; nil: slog.Default().
 	Logger *slog.Logger
+	// Notifier, if set, is told of reloads and of the stop (the one who
+	// calls Run announces readiness).
+	Notifier *systemd.Notifier
 }
 
 // Instance is one faithN: TUN → stack → relay, with its control socket. It
@@ -48,7 +56,8 @@ type Instance struct {
 	log     *slog.Logger
 	mapper  *relay.Mapper
 	relay   *relay.Relay
-	ftp     *ftp.Relay // nil without FTP ports
+	dns64   *dns64.Responder // nil without [dns64]
+	ftp     *ftp.Relay       // nil without FTP ports
 	started time.Time
 
 	// Set by Run.
@@ -64,6 +73,11 @@ type Instance struct {
 	reloadsOK, reloadsFailed atomic.Uint64
 	lastReloadFailed         atomic.Bool
 	rulesLoadedAt            atomic.Int64
+	// rulesFile is the access file in force ("" for none): the
+	// configuration's, until a reload names another. reloadMu makes
+	// reloads one at a time.
+	rulesFile atomic.Pointer[string]
+	reloadMu  sync.Mutex
 
 	stopOnce  sync.Once
 	stopCh    chan stopRequest // the first stop request
@@ -91,6 +105,7 @@ func New(cfg config.Interface, opts Options) (*Instance, error) {
 	}
 	in := &Instance{cfg: cfg, opts: opts, log: log, mapper: mapper, stopCh: make(chan stopRequest, 1)}
 	in.rulesLoadedAt.Store(time.Now().Unix())
+	in.rulesFile.Store(&cfg.Rules)
 	in.force, in.forceStop = context.WithCancel(context.Background())
 	var apps map[uint16]relay.App
 	if len(cfg.FTPPorts) > 0 {
@@ -105,6 +120,17 @@ func New(cfg config.Interface, opts Options) (*Instance, error) {
 		DialTimeout: cfg.DialTimeout, IdleTimeout: cfg.IdleTimeout, ObserveDial: opts.ObserveDial,
 		Logger: log.With("interface", cfg.Name), Apps: apps,
 	})
+	if cfg.DNS64 != nil {
+		// The responder asks the relay's own policy whether it would
+		// relay a client to an address before handing it out.
+		in.dns64, err = dns64.New(*cfg.DNS64, dns64.Options{
+			Policy: in.relay.Policy, LocalNets: faithif.NewLocalNets().Contains,
+			ObserveUpstream: opts.ObserveUpstream, Logger: log.With("interface", cfg.Name),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.Name, err)
+		}
+	}
 	return in, nil
 }
 
@@ -130,7 +156,7 @@ func (in *Instance) Name() string { return in.cfg.Name }
 func (in *Instance) Grace() time.Duration { return in.cfg.Grace }
 
 // RulesFile returns the access file, empty if there is none.
-func (in *Instance) RulesFile() string { return in.cfg.Rules }
+func (in *Instance) RulesFile() string { return *in.rulesFile.Load() }
 
 // Running reports whether the instance relays: from ready until Run
 // returns.
@@ -161,6 +187,14 @@ func (in *Instance) Run(ready func()) error {
 	}
 	defer local.Close()
 	in.local.Store(local)
+	if in.dns64 != nil {
+		// Bound now, so that an address in use fails before anything
+		// is created; answered once the interface relays.
+		if err := in.dns64.Listen(); err != nil {
+			return fmt.Errorf("create %s: %w", cfg.Name, err)
+		}
+		defer in.dns64.Close()
+	}
 
 	in.iface, err = faithif.Create(cfg.Name, cfg.MTU)
 	if err != nil {
@@ -233,6 +267,12 @@ func (in *Instance) Run(ready func()) error {
 		for _, w := range in.warnings() {
 			log.Warn(w, "interface", cfg.Name)
 		}
+		if in.dns64 != nil {
+			if err := in.dns64.Serve(); err != nil {
+				// Bound already: not expected. The relay goes on.
+				log.Error("dns64 not serving", "interface", cfg.Name, "error", err.Error())
+			}
+		}
 		if ready != nil {
 			ready()
 		}
@@ -246,6 +286,7 @@ func (in *Instance) Run(ready func()) error {
 			why = fmt.Errorf("%s was removed", cfg.Name)
 		}
 		log.Info("stopping", "interface", cfg.Name, "why", why.Error(), "flows_open", in.relay.Counters().FlowsOpen)
+		in.opts.Notifier.Stopping(fmt.Sprintf("%s stopping: %v", cfg.Name, why))
 		// The interface is gone (ip link del) or unreadable: nothing can be
 		// drained, as no segment reaches the IPv6 clients any more. Every
 		// open flow is reset at once (relay.Close): its IPv4 server gets a
@@ -277,7 +318,12 @@ const rstTime = 2 * time.Second
 // the TUN, which ends Run.
 func (in *Instance) drain(req stopRequest) {
 	name := in.cfg.Name
-	in.log.Info("stopping", "interface", name, "why", req.why, "flows_open", in.relay.Counters().FlowsOpen, "grace", req.grace.String())
+	open := in.relay.Counters().FlowsOpen
+	in.log.Info("stopping", "interface", name, "why", req.why, "flows_open", open, "grace", req.grace.String())
+	in.opts.Notifier.Stopping(fmt.Sprintf("%s draining: %d open flows, grace %s (%s)", name, open, req.grace, req.why))
+	if in.dns64 != nil {
+		in.dns64.Close() // no more names for a relay that takes no new flow
+	}
 	ctx, cancel := context.WithTimeout(in.force, req.grace)
 	err := in.relay.Shutdown(ctx)
 	cancel()
@@ -317,27 +363,46 @@ func (in *Instance) Destroy(grace time.Duration) {
 	in.Stop("destroy", grace)
 }
 
-// Reload implements control.Controller: it rereads the access file and
-// swaps it in; open flows are not touched. On error the old rules stay.
-func (in *Instance) Reload() error {
-	if in.cfg.Rules == "" {
-		return fmt.Errorf("reload %s: no access file (start with --config FILE)", in.cfg.Name)
+// Reload implements control.Controller: it rereads the access file, or
+// reads file instead if it is not empty, and swaps the rules in; open flows
+// are not touched. On error the old rules and file stay.
+func (in *Instance) Reload(file string) error {
+	in.reloadMu.Lock()
+	defer in.reloadMu.Unlock()
+	if file == "" {
+		file = in.RulesFile()
 	}
-	rs, err := relay.LoadRules(in.cfg.Rules, faithif.IsLocalIPv4)
+	if file == "" {
+		return fmt.Errorf("reload %s: no access file (start with --access FILE, or give one: faithif reload %s --access FILE)", in.cfg.Name, in.cfg.Name)
+	}
+	in.opts.Notifier.Reloading(fmt.Sprintf("%s: reloading %s", in.cfg.Name, file))
+	rs, err := relay.LoadRules(file, faithif.IsLocalIPv4)
 	if err != nil {
 		in.reloadsFailed.Add(1)
 		in.lastReloadFailed.Store(true)
 		in.log.Error("reload failed, keeping the old rules", "interface", in.cfg.Name, "error", err.Error())
-		return fmt.Errorf("reload %s: %w (the old rules stay)", in.cfg.Name, err)
+		err = fmt.Errorf("reload %s: %w (the old rules stay)", in.cfg.Name, err)
+		in.opts.Notifier.Reloaded(err.Error())
+		return err
 	}
 	old := in.relay.Rules()
 	in.relay.SetRules(rs)
+	in.rulesFile.Store(&file)
 	in.reloadsOK.Add(1)
 	in.lastReloadFailed.Store(false)
 	in.rulesLoadedAt.Store(time.Now().Unix())
 	in.log.Info("rules reloaded", "interface", in.cfg.Name, "rules", rs.File, "count", len(rs.Rules))
 	logRules(in.log, in.cfg.Name, rs, old)
+	in.opts.Notifier.Reloaded(fmt.Sprintf("%s: %s from %s", in.cfg.Name, plural(len(rs.Rules), "rule"), rs.File))
 	return nil
+}
+
+// plural returns "1 rule", "2 rules".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // logRules says, at start (old nil) and at each reload, what the rules rs
@@ -373,7 +438,7 @@ func (in *Instance) Status() status.Status {
 		UptimeSeconds:           time.Since(in.started).Seconds(),
 		Prefixes:                []string{},
 		Routes:                  in.iface.Routes(),
-		Rules:                   in.cfg.Rules,
+		Rules:                   in.RulesFile(),
 		MTU:                     in.iface.MTU(),
 		KeepFaith:               in.stack.Link().Capture(),
 		Draining:                draining,
@@ -391,11 +456,19 @@ func (in *Instance) Status() status.Status {
 		MaxHandshakesPerAddress: lim.MaxHandshakesPerAddress,
 		MaxHandshakes:           lim.MaxHandshakesTotal,
 		StackCounters:           in.stack.Counters(),
+		DNS64Listen:             []string{},
+		DNS64Upstreams:          []string{},
+		DNS64Counters:           in.dns64.Counters(),
 		FTPPorts:                []int{},
 		FTPCounters:             in.ftp.Counters(),
 	}
 	for _, p := range in.cfg.FTPPorts {
 		st.FTPPorts = append(st.FTPPorts, int(p))
+	}
+	if in.dns64 != nil {
+		st.DNS64Listen = in.dns64.Addrs()
+		st.DNS64Upstreams = in.dns64.Upstreams()
+		st.DNS64Prefix = in.dns64.Prefix().String()
 	}
 	for _, p := range in.mapper.Prefixes() {
 		st.Prefixes = append(st.Prefixes, p.String())
@@ -418,8 +491,6 @@ func (in *Instance) Flows(f flows.Filter) flows.Table {
 	return flows.Build(in.cfg.Name, in.relay.Flows(), f)
 }
 
-// Ready returns nil while the instance relays: it is running and not
-// draining, keepfaith is 1 and the interface is up; else it says why not.
 // nonNil returns l, or an empty list for nil: a JSON log line then has []
 // rather than null.
 func nonNil(l []string) []string {
@@ -452,6 +523,8 @@ func (in *Instance) warnings() []string {
 	return ws
 }
 
+// Ready returns nil while the instance relays: it is running and not
+// draining, keepfaith is 1 and the interface is up; else it says why not.
 func (in *Instance) Ready() error {
 	name := in.cfg.Name
 	switch {

@@ -14,14 +14,17 @@ import (
 
 	"github.com/faithif/faithif/faithif"
 	"github.com/faithif/faithif/faithif/config"
+	"github.com/faithif/faithif/faithif/dns64"
+	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
 )
 
 const leakTestEnv = "FAITHIF_LEAKTEST_IN_NETNS"
 
 // TestCreateDestroyLeavesNothing creates and destroys an interface 50 times
-// in one process and checks that goroutines, file descriptors, links and
-// routes come back to where they started. It needs root: it re-runs itself
+// in one process, with its DNS64 responder asked once each time, and checks
+// that goroutines, file descriptors, links and routes come back to where
+// they started. It needs root: it re-runs itself
 // in a new network namespace (unshare -n) so that the whole process, every
 // thread, sees only its own links.
 func TestCreateDestroyLeavesNothing(t *testing.T) {
@@ -46,6 +49,14 @@ func TestCreateDestroyLeavesNothing(t *testing.T) {
 		Grace:       time.Second,
 		Routes: []faithif.Route{{Prefix: netip.MustParsePrefix("2001:db8:46::/96")},
 			{Prefix: netip.MustParsePrefix("2001:db8:64::/64"), Metric: 50, Table: 100}},
+		// Nothing answers upstream: each query ends in SERVFAIL at once
+		// (port unreachable).
+		DNS64: &dns64.Config{
+			Listen:    []netip.AddrPort{netip.MustParseAddrPort("[::1]:5353"), netip.MustParseAddrPort("127.0.0.1:5353")},
+			Upstreams: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:5354")},
+			Prefix:    netip.MustParsePrefix("2001:db8:46::/96"), AllowLocalNets: true,
+			RateLimit: dns64.DefaultRateLimit, CacheSize: dns64.DefaultCacheSize, Timeout: time.Second,
+		},
 	}
 	runDir := faithif.RunDir(t.TempDir())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -67,6 +78,15 @@ func TestCreateDestroyLeavesNothing(t *testing.T) {
 		}
 		if n := countRoutes(t); n != 2 {
 			t.Fatalf("cycle %d: %d routes via faith0 while running; want 2", i, n)
+		}
+		q := new(dns.Msg)
+		q.SetQuestion("faithif.example.", dns.TypeAAAA)
+		m, _, err := (&dns.Client{Timeout: 10 * time.Second}).Exchange(q, "[::1]:5353")
+		if err != nil || m.Rcode != dns.RcodeServerFailure {
+			t.Fatalf("cycle %d: DNS64: %v %v; want SERVFAIL (no upstream)", i, m, err)
+		}
+		if st := in.Status(); st.DNS64Results["servfail"] != 1 || len(st.DNS64Listen) != 2 {
+			t.Fatalf("cycle %d: status dns64 %v %v", i, st.DNS64Listen, st.DNS64Results)
 		}
 		in.Destroy(time.Second)
 		select {

@@ -28,14 +28,20 @@ type Source interface {
 
 // Metrics is a faithif process's metrics registry.
 type Metrics struct {
-	src  Source
-	reg  *prometheus.Registry
-	dial *prometheus.HistogramVec
+	src      Source
+	reg      *prometheus.Registry
+	dial     *prometheus.HistogramVec
+	upstream *prometheus.HistogramVec
 }
 
 // dialBuckets are the dial latency histogram's buckets, in seconds: from a
 // LAN's 0.1 ms to a dial timeout's tens of seconds.
 var dialBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30}
+
+// upstreamBuckets are the DNS64 upstream latency histogram's buckets, in
+// seconds: from a cache next door's 0.25 ms to the longest upstream
+// timeout.
+var upstreamBuckets = []float64{.00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2, 5, 10, 30}
 
 // New returns the metrics of src, with faithif_build_info (the binary's
 // version and commit, buildinfo.Read) and Go runtime and process metrics.
@@ -57,7 +63,12 @@ func newWithBuild(src Source, bi buildinfo.Info) *Metrics {
 		Help:    "Time to connect to the IPv4 server, by result (ok or failed).",
 		Buckets: dialBuckets,
 	}, []string{"interface", "result"})
-	m.reg.MustRegister(m.dial, collector{src: src, families: families()},
+	m.upstream = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "faithif_dns64_upstream_duration_seconds",
+		Help:    "Time a DNS64 upstream took to answer one query, by upstream and result (ok, or failed: no answer within the timeout, or an error).",
+		Buckets: upstreamBuckets,
+	}, []string{"interface", "upstream", "result"})
+	m.reg.MustRegister(m.dial, m.upstream, collector{src: src, families: families()},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -72,6 +83,18 @@ func (m *Metrics) ObserveDial(name string) func(time.Duration, bool) {
 		} else {
 			failed.Observe(d.Seconds())
 		}
+	}
+}
+
+// ObserveUpstream returns the function the DNS64 responder of interface
+// name calls after every upstream query.
+func (m *Metrics) ObserveUpstream(name string) func(upstream string, d time.Duration, ok bool) {
+	return func(upstream string, d time.Duration, success bool) {
+		result := "failed"
+		if success {
+			result = "ok"
+		}
+		m.upstream.WithLabelValues(name, upstream, result).Observe(d.Seconds())
 	}
 }
 

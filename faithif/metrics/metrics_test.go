@@ -60,6 +60,9 @@ func TestCollect(t *testing.T) {
 	obs := m.ObserveDial("faith0")
 	obs(2*time.Millisecond, true)
 	obs(3*time.Second, false)
+	up := m.ObserveUpstream("faith0")
+	up("192.0.2.53:53", time.Millisecond, true)
+	up("192.0.2.54:53", 2*time.Second, false)
 	fams := scrape(t, m.Handler())
 	for _, tc := range []struct {
 		name   string
@@ -98,6 +101,18 @@ func TestCollect(t *testing.T) {
 	for _, res := range []string{"ok", "failed"} {
 		if n, ok := h.histCount(map[string]string{"interface": "faith0", "result": res}); !ok || n != 1 {
 			t.Errorf("dial histogram %s: count %d (found %v); want 1", res, n, ok)
+		}
+	}
+	h = fams["faithif_dns64_upstream_duration_seconds"]
+	if h == nil {
+		t.Fatal("upstream histogram missing")
+	}
+	for _, l := range []map[string]string{
+		{"interface": "faith0", "upstream": "192.0.2.53:53", "result": "ok"},
+		{"interface": "faith0", "upstream": "192.0.2.54:53", "result": "failed"},
+	} {
+		if n, ok := h.histCount(l); !ok || n != 1 {
+			t.Errorf("upstream histogram %v: count %d (found %v); want 1", l, n, ok)
 		}
 	}
 	if fams["go_goroutines"] == nil || fams["process_open_fds"] == nil {
@@ -179,6 +194,7 @@ func TestLint(t *testing.T) {
 	}
 	m := New(&fakeSource{st: []status.Status{st}})
 	m.ObserveDial("faith0")(time.Millisecond, true)
+	m.ObserveUpstream("faith0")("192.0.2.53:53", time.Millisecond, true)
 	problems, err := testutil.GatherAndLint(m.reg)
 	if err != nil {
 		t.Fatal(err)

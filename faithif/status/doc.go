@@ -14,6 +14,8 @@
 //	                            LABEL is the label a map's keys go in, or LABEL=VALUE for a
 //	                            field that is one series of a family
 //	help:"..."                  the metric's help text
+//	showif:"KEY"                the text form prints the field only while the field
+//	                            whose JSON key is KEY is not empty (a feature left off)
 //
 // Fields reads the description; WriteText prints a Status as `show` does;
 // Decode reads the JSON form strictly (every key present, none unknown), for

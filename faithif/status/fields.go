@@ -17,6 +17,10 @@ type Field struct {
 	// Metric says how the field is exported to Prometheus; nil if it is
 	// not.
 	Metric *Metric
+	// ShowIf is the JSON key of another field: the text form prints this
+	// one only while that one is not empty (showif tag), so that a feature
+	// left off takes no lines. Empty: always printed.
+	ShowIf string
 
 	index []int // of the field in Status, for reflect
 }
@@ -84,6 +88,7 @@ func parseFields(t reflect.Type, index []int) ([]Field, error) {
 			text = strings.ReplaceAll(f.JSON, "_", " ")
 		}
 		f.Group, f.Item, _ = strings.Cut(text, ",")
+		f.ShowIf = sf.Tag.Get("showif")
 		if m := sf.Tag.Get("metric"); m != "" {
 			metric, err := parseMetric(m, sf.Tag.Get("help"), sf.Type)
 			if err != nil {

@@ -1,6 +1,7 @@
 package status
 
 import (
+	"github.com/faithif/faithif/faithif/dns64"
 	"github.com/faithif/faithif/relay"
 	"github.com/faithif/faithif/relay/ftp"
 	"github.com/faithif/faithif/stack"
@@ -64,6 +65,15 @@ type Status struct {
 	MaxHandshakesPerAddress int `json:"max_handshakes_per_address" text:"addresses,max handshakes each"`
 	MaxHandshakes           int `json:"max_handshakes" text:"handshakes,max"`
 	StackCounters
+
+	// DNS64Listen are the addresses the interface's DNS64 responder
+	// answers on (UDP and TCP), empty without one; DNS64Upstreams the
+	// resolvers it asks, in order; DNS64Prefix the prefix it synthesizes
+	// in.
+	DNS64Listen    []string `json:"dns64_listen" text:"dns64,listen"`
+	DNS64Upstreams []string `json:"dns64_upstreams" text:"dns64,upstreams" showif:"dns64_listen"`
+	DNS64Prefix    string   `json:"dns64_prefix" text:"dns64,prefix" showif:"dns64_listen"`
+	DNS64Counters
 	// FTPPorts are the destination ports the FTP relay takes (relay/ftp),
 	// empty for none; FTPCounters its counters.
 	FTPPorts []int `json:"ftp_ports" text:"ftp,ports"`
@@ -78,10 +88,11 @@ const (
 	OwnerRun = "run"
 )
 
-// RelayCounters, StackCounters and FTPCounters are the counters Status
-// embeds, named apart so that all can be embedded.
+// RelayCounters, StackCounters, DNS64Counters and FTPCounters are the
+// counters Status embeds, named apart so that all can be embedded.
 type (
 	RelayCounters = relay.Counters
 	StackCounters = stack.Counters
+	DNS64Counters = dns64.Counters
 	FTPCounters   = ftp.Counters
 )

@@ -120,7 +120,10 @@ func TestMetricNames(t *testing.T) {
 		"under_pressure": "", "syns_challenged_total": "", "syns_validated_total": "",
 		"syn_challenges_rate_limited_total": "", "syn_challenge_rsts_rejected_total": "", "validated_sources": "",
 		"last_reload_successful": "", "rules_loaded_timestamp_seconds": "", "reloads_total": "result",
-		"ftp_sessions_total": "", "ftp_commands_translated_total": "", "ftp_commands_refused_total": "",
+		"dns64_queries_total": "type", "dns64_query_results_total": "result", "dns64_synthesized_total": "kind",
+		"dns64_synthesis_suppressed_total": "reason", "dns64_cache_entries": "", "dns64_cache_hits_total": "",
+		"dns64_cache_misses_total": "",
+		"ftp_sessions_total":       "", "ftp_commands_translated_total": "", "ftp_commands_refused_total": "",
 		"ftp_bounces_refused_total": "", "ftp_data_connections_total": "mode", "ftp_data_listeners_expired_total": "",
 		"ftp_tls_sessions_total": "",
 	}
@@ -172,6 +175,31 @@ func TestTextPrintsEverything(t *testing.T) {
 	}
 }
 
+// TestTextShowIf: the DNS64 lines are printed while a responder listens,
+// and none without one but the listen address's "none".
+func TestTextShowIf(t *testing.T) {
+	st := filled(t)
+	var b bytes.Buffer
+	st.WriteText(&b)
+	for _, g := range []string{"dns64", "dns64 queries", "dns64 results", "dns64 synthesized", "dns64 suppressed", "dns64 cache"} {
+		if !strings.Contains(b.String(), "\n  "+g+"  ") {
+			t.Errorf("with a listen address, no %q line:\n%s", g, b.String())
+		}
+	}
+	st.DNS64Listen = nil
+	b.Reset()
+	st.WriteText(&b)
+	var dns64Lines []string
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(l, "  dns64") {
+			dns64Lines = append(dns64Lines, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	if want := []string{"dns64 listen none"}; !slices.Equal(dns64Lines, want) {
+		t.Errorf("without a listen address: %q, want %q", dns64Lines, want)
+	}
+}
+
 // TestJSONKeys pins the keys of the JSON form, which scripts read (bench.sh
 // reads flows_open): renaming one must be a decision, not an accident.
 func TestJSONKeys(t *testing.T) {
@@ -187,6 +215,9 @@ func TestJSONKeys(t *testing.T) {
 		"syns_not_held_total", "under_pressure", "syns_challenged_total", "syns_validated_total", "syn_challenges_rate_limited_total",
 		"syn_challenge_rsts_rejected_total", "validated_sources", "packets_in_total", "packets_out_total", "packets_discarded_total", "icmp6_received_total", "icmp6_ptb_mtu_raised_total", "icmp6_sent_total",
 		"icmp6_errors_sent", "icmp6_errors_rate_limited_total",
+		"dns64_listen", "dns64_upstreams", "dns64_prefix", "dns64_queries_total", "dns64_query_results_total",
+		"dns64_synthesized_total", "dns64_synthesis_suppressed_total", "dns64_cache_entries", "dns64_cache_hits_total",
+		"dns64_cache_misses_total",
 		"ftp_ports", "ftp_sessions_total", "ftp_commands_translated_total", "ftp_commands_refused_total", "ftp_bounces_refused_total",
 		"ftp_data_connections_passive_total", "ftp_data_connections_active_total", "ftp_data_listeners_expired_total", "ftp_tls_sessions_total",
 	}

@@ -18,8 +18,9 @@ func (st *Status) WriteText(w io.Writer) error {
 	fmt.Fprintf(tw, "%s:\tpid %d (faithif %s), up %s\n", st.Name, st.PID, st.Owner, up)
 	var order []string
 	lines := map[string][]string{}
-	for _, f := range Fields() {
-		if f.Group == "-" {
+	fs := Fields()
+	for _, f := range fs {
+		if f.Group == "-" || !shown(fs, f, st) {
 			continue
 		}
 		if _, ok := lines[f.Group]; !ok {
@@ -35,6 +36,20 @@ func (st *Status) WriteText(w io.Writer) error {
 		fmt.Fprintf(tw, "  %s\t%s\n", g, strings.Join(lines[g], ", "))
 	}
 	return tw.Flush()
+}
+
+// shown reports whether f is printed: it has no showif, or the field its
+// showif names is not empty.
+func shown(fs []Field, f Field, st *Status) bool {
+	if f.ShowIf == "" {
+		return true
+	}
+	for _, g := range fs {
+		if g.JSON == f.ShowIf {
+			return formatValue(g.Value(st)) != "none"
+		}
+	}
+	return true
 }
 
 // formatValue prints a field's value: booleans as 1 or 0 (as sysctl and

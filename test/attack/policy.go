@@ -47,7 +47,7 @@ func rowEmptyRules(ctx context.Context, p *netlab.Program, cfg *config, r *resul
 	if err := os.WriteFile(conf, []byte("2001:db8:1::/64 permit 192.0.2.0/24\n"), 0o644); err != nil {
 		p.Fatalf("%v", err)
 	}
-	e := newEnv(ctx, p, cfg, nil, "--config", conf)
+	e := newEnv(ctx, p, cfg, nil, "--access", conf)
 	r.before, _ = e.metrics()
 	s := e.sample(250 * time.Millisecond)
 	lg := e.startLegit(nil)

@@ -32,7 +32,7 @@ func TestEmptyAccessFileDenies(t *testing.T) {
 	conf := filepath.Join(netlab.TempDir(t, "conf"), "faithd.conf")
 	const permit = "2001:db8:1::/64 permit 192.0.2.0/24\n"
 	writeFile(t, conf, permit)
-	f := lab.StartFaithif(t, "--keepfaith", "--config", conf)
+	f := lab.StartFaithif(t, "--keepfaith", "--access", conf)
 
 	reload := func(text string) {
 		t.Helper()
@@ -109,7 +109,7 @@ func TestEmptyAccessFileDenies(t *testing.T) {
 	port2, served2 := countingEchoServer(t, lab2)
 	empty := filepath.Join(netlab.TempDir(t, "conf"), "empty.conf")
 	writeFile(t, empty, "")
-	f2 := lab2.StartFaithif(t, "--keepfaith", "--config", empty)
+	f2 := lab2.StartFaithif(t, "--keepfaith", "--access", empty)
 	lport := clientPort()
 	expectConnectErr(t, ctx, lab2, lport, serverAddr(port2), syscall.EACCES, time.Second)
 	expectRefusedLog(t, f2, lport, "reason=denied")

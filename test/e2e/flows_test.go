@@ -314,7 +314,7 @@ func TestDebugLog(t *testing.T) {
 	rules := "# test\n2001:db8:1::/48 permit 192.0.2.2/32\n2001:db8:1::/48 deny 0.0.0.0/0\n"
 	path := netlab.TempDir(t, "rules") + "/faithd.conf"
 	writeFile(t, path, rules)
-	lab, f := startLab(t, "--keepfaith", "--log-level", "debug", "--config", path)
+	lab, f := startLab(t, "--keepfaith", "--log-level", "debug", "--access", path)
 	ctx := testCtx(t, time.Minute)
 	port := echoServer(t, lab)
 	permit, deny := fmt.Sprintf("rule=%s:2 ", path), fmt.Sprintf("rule=%s:3 ", path)

@@ -423,7 +423,7 @@ func TestICMPRateLimit(t *testing.T) {
 	if err := json.Unmarshal([]byte(st.Raw), &raw); err != nil {
 		t.Fatal(err)
 	}
-	rl, ok := raw["icmp6_errors_rate_limited"]
+	rl, ok := raw["icmp6_errors_rate_limited_total"]
 	if !ok {
 		t.Fatalf("show --json has no icmp6_errors_rate_limited: %s", st.Raw)
 	}

@@ -201,12 +201,12 @@ func TestLifecycleErrors(t *testing.T) {
 		args []string
 	}{{"Background", nil}, {"Foreground", []string{"-f"}}} {
 		t.Run("ConfigMissing/"+mode.name, func(t *testing.T) {
-			args := append([]string{"create", "faith0", "--prefix", pfx, "--config", missing}, mode.args...)
+			args := append([]string{"create", "faith0", "--prefix", pfx, "--access", missing}, mode.args...)
 			expect(t, lab.Faithif(args...), 1, missing)
 			checkNothingLeft(t, lab, "after create --config "+missing)
 		})
 		t.Run("ConfigBadLine/"+mode.name, func(t *testing.T) {
-			args := append([]string{"create", "faith0", "--prefix", pfx, "--config", bad}, mode.args...)
+			args := append([]string{"create", "faith0", "--prefix", pfx, "--access", bad}, mode.args...)
 			expect(t, lab.Faithif(args...), 1, bad+":2:")
 			checkNothingLeft(t, lab, "after create with a bad config")
 		})

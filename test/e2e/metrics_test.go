@@ -120,7 +120,7 @@ grace = "1s"
 `)
 				f = lab.StartRun(t, "--config", conf)
 			} else {
-				f = lab.StartFaithif(t, "--keepfaith", "--config", rules, "--metrics", metricsAddr, "--grace", "1s")
+				f = lab.StartFaithif(t, "--keepfaith", "--access", rules, "--metrics", metricsAddr, "--grace", "1s")
 			}
 			get := func(path string) (int, string) {
 				t.Helper()

@@ -101,7 +101,7 @@ func testReloadOpenFlow(t *testing.T, bySignal bool) {
 	port := echoServer(t, lab)
 	conf := filepath.Join(netlab.TempDir(t, "conf"), "faithd.conf")
 	writeFile(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24\n")
-	args := []string{"--keepfaith", "--config", conf}
+	args := []string{"--keepfaith", "--access", conf}
 	// A denied flow is answered with a RST (ECONNREFUSED) in the SIGHUP
 	// variant if the build can be told so (--deny-with, whose default is
 	// ICMPv6 administratively prohibited: EACCES); the Command variant uses
@@ -240,7 +240,7 @@ func TestBind4(t *testing.T) {
 		conf := filepath.Join(confDir, "notlocal.conf")
 		writeFile(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 198.51.100.7\n")
 		for _, fg := range [][]string{nil, {"-f"}} {
-			args := append([]string{"create", "faith0", "--prefix", netlab.FaithPrefix, "--config", conf}, fg...)
+			args := append([]string{"create", "faith0", "--prefix", netlab.FaithPrefix, "--access", conf}, fg...)
 			r := lab.Faithif(args...)
 			t.Logf("%s: exit %d, stderr %q", strings.Join(args, " "), r.ExitCode, r.Stderr)
 			if r.ExitCode != 1 {
@@ -281,7 +281,7 @@ func TestBind4(t *testing.T) {
 
 	conf := filepath.Join(confDir, "faithd.conf")
 	writeFile(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24 "+second+"\n")
-	f := lab.StartFaithif(t, "--keepfaith", "--config", conf)
+	f := lab.StartFaithif(t, "--keepfaith", "--access", conf)
 	t.Run("Secondary", func(t *testing.T) {
 		if from := seenFrom(t); from != second {
 			t.Errorf("the server sees the connection from %s, want %s (BIND4)", from, second)
@@ -335,7 +335,7 @@ func TestDeniedByRule(t *testing.T) {
 			conf := filepath.Join(netlab.TempDir(t, "conf"), "faithd.conf")
 			writeFile(t, conf, "2001:db8:1::/64 deny 192.0.2.2\n"+
 				"::/0 permit 0.0.0.0/0\n")
-			args := []string{"--keepfaith", "--config", conf}
+			args := []string{"--keepfaith", "--access", conf}
 			if tc.denyWith != "" {
 				args = append(args, "--deny-with", tc.denyWith)
 			}
@@ -385,7 +385,7 @@ func TestPermittedPortRange(t *testing.T) {
 	writeFile(t, conf, "# port range extension\n"+
 		"2001:db8:1::/64 permit 192.0.2.0/24:1000-65535\n"+
 		"2001:db8:1::/64 deny 0.0.0.0/0\n")
-	f := lab.StartFaithif(t, "--keepfaith", "--config", conf)
+	f := lab.StartFaithif(t, "--keepfaith", "--access", conf)
 
 	// Inside the range: an ephemeral port (>= 32768), and 1000 itself.
 	port := echoServer(t, lab)
@@ -421,7 +421,7 @@ func TestRulesTestCommand(t *testing.T) {
 	conf := filepath.Join(netlab.TempDir(t, "conf"), "faithd.conf")
 	writeFile(t, conf, "2001:db8:1::/64 permit 192.0.2.0/24:1000-65535\n"+
 		"2001:db8:1::/64 deny 192.0.2.0/24\n")
-	f := lab.StartFaithif(t, "--keepfaith", "--config", conf)
+	f := lab.StartFaithif(t, "--keepfaith", "--access", conf)
 
 	for _, tc := range []struct {
 		src, dst string
@@ -476,4 +476,62 @@ func TestRulesTestCommand(t *testing.T) {
 	lport = clientPort()
 	expectConnectErr(t, ctx, lab, lport, "[2001:db8:46::a00:1]:80", syscall.EACCES, time.Second)
 	expectRefusedLog(t, f, lport, `rule="no rule matched"`)
+}
+
+// TestReloadAccess: 'faithif reload faith0 --access FILE' switches the
+// instance to another access file (a relative name is taken from the
+// caller's directory); a later plain reload rereads that file; a bad file
+// leaves rules and file as they were.
+func TestReloadAccess(t *testing.T) {
+	lab := netlab.New(t)
+	ctx := testCtx(t, time.Minute)
+	port := echoServer(t, lab)
+	dir := netlab.TempDir(t, "conf")
+	first, second := filepath.Join(dir, "first.conf"), filepath.Join(dir, "second.conf")
+	writeFile(t, first, "2001:db8:1::/64 deny 192.0.2.0/24\n")
+	writeFile(t, second, "2001:db8:1::/64 permit 192.0.2.0/24\n2001:db8:1::/64 deny 0.0.0.0/0\n")
+	lab.StartFaithif(t, "--keepfaith", "--access", first)
+	show := func() *netlab.Status {
+		t.Helper()
+		st, err := lab.Show()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	if st := show(); st.Rules != first || st.RuleCount != 1 {
+		t.Fatalf("show: access_file %q, rules %d; want %s, 1", st.Rules, st.RuleCount, first)
+	}
+	if err := echoRoundTrip(ctx, lab, serverAddr(port), "denied by first.conf"); err == nil {
+		t.Fatal("a flow got through although first.conf denies it")
+	}
+
+	// A relative name, from the caller's directory.
+	r := lab.FaithifIn(dir, "reload", "faith0", "--access", "second.conf")
+	if want := "faith0: 2 rules from " + second + "\n"; r.ExitCode != 0 || r.Stdout != want {
+		t.Fatalf("reload --access second.conf: %s; want exit 0, %q", r, want)
+	}
+	if st := show(); st.Rules != second || st.RuleCount != 2 {
+		t.Errorf("show after the switch: access_file %q, rules %d; want %s, 2", st.Rules, st.RuleCount, second)
+	}
+	if err := echoRoundTrip(ctx, lab, serverAddr(port), "permitted by second.conf"); err != nil {
+		t.Errorf("after the switch to second.conf: %v", err)
+	}
+	// A plain reload rereads second.conf, not first.conf.
+	writeFile(t, second, "2001:db8:1::/64 permit 192.0.2.0/24\n")
+	if r := lab.Faithif("reload", "faith0"); r.ExitCode != 0 || r.Stdout != "faith0: 1 rule from "+second+"\n" {
+		t.Errorf("reload after the switch: %s; want 1 rule from %s", r, second)
+	}
+	// A bad file: refused, rules and file stay.
+	bad := filepath.Join(dir, "bad.conf")
+	writeFile(t, bad, "2001:db8:1::/64 allow 192.0.2.0/24\n")
+	if r := lab.Faithif("reload", "faith0", "--access", bad); r.ExitCode != 1 || !strings.Contains(r.Stderr, bad+":1:") {
+		t.Errorf("reload --access of a bad file: %s; want exit 1 naming %s:1:", r, bad)
+	}
+	if st := show(); st.Rules != second || st.RuleCount != 1 || st.LastReloadSuccessful {
+		t.Errorf("show after the bad switch: access_file %q, rules %d, last reload ok %v; want %s, 1, false", st.Rules, st.RuleCount, st.LastReloadSuccessful, second)
+	}
+	if r := lab.Faithif("reload", "faith0", "--access", filepath.Join(dir, "missing.conf")); r.ExitCode != 1 || !strings.Contains(r.Stderr, "missing.conf") {
+		t.Errorf("reload --access of a missing file: %s; want exit 1 naming it", r)
+	}
 }

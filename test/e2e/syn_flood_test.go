@@ -353,7 +353,7 @@ func openFDs(t *testing.T, pid int) int {
 // flood puts faithif under pressure; besides them, any counter whose name
 // holds "challenge" or "cookie" (the stack's SYN challenge, round 2 of
 // issue 12; its name is not fixed yet).
-var pressureCounters = []string{"handshakes_evicted", "handshakes_expired", "handshakes_dropped"}
+var pressureCounters = []string{"handshakes_evicted_total", "handshakes_expired_total", "handshakes_dropped_total"}
 
 // pressureDeltas returns how much each pressure counter moved from st0 to
 // st.

@@ -361,6 +361,20 @@ func (l *Lab) Faithif(args ...string) Result {
 	return l.FaithifContext(ctx, args...)
 }
 
+// FaithifIn is Faithif run in the directory dir (relative paths in its
+// arguments are taken from there).
+func (l *Lab) FaithifIn(dir string, args ...string) Result {
+	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	defer cancel()
+	bin, err := binary()
+	if err != nil {
+		return Result{ExitCode: -1, Err: err}
+	}
+	cmd := l.Router.Command(ctx, l.Env(), bin, args...)
+	cmd.Dir = dir
+	return RunCommand(cmd)
+}
+
 // FaithifContext is Faithif with a caller-supplied context.
 func (l *Lab) FaithifContext(ctx context.Context, args ...string) Result {
 	bin, err := binary()

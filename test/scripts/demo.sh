@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# faithif demo: an IPv6-only client fetches a web page from an IPv4-only
-# nginx through faithif, in a throwaway three-namespace lab:
+# faithif demo: an IPv6-only client fetches a web page by name from an
+# IPv4-only nginx through faithif, in a throwaway three-namespace lab:
 #
 #   client (IPv6 only)       router (faithif)              server (IPv4 only)
-#   2001:db8:1::2/64  <--->  2001:db8:1::1/64
-#                            192.0.2.1/24          <--->   192.0.2.2/24, nginx :80
-#                            faith0: 2001:db8:46::/96
+#   2001:db8:1::2/64  <--->  2001:db8:1::1/64, DNS64 :53
+#   resolver: the router     192.0.2.1/24          <--->   192.0.2.2/24, nginx :80,
+#                            faith0: 2001:db8:46::/96        name server :53
 #
-# The client fetches http://[2001:db8:46::c000:202]/ (192.0.2.2 embedded in
-# the FAITH prefix). Everything is removed on exit, even on failure.
-# Needs root, ip, curl and nginx (make deps). Exits non-zero if the fetch fails.
-# The lab's pieces (namespaces, veths, nginx, faithif) are in lab.sh.
+# The client's only resolver is faithif's DNS64 on the router, which asks the
+# IPv4 name server and answers www.demo.example with 2001:db8:46::c000:202
+# (192.0.2.2 embedded in the FAITH prefix); the client fetches
+# http://www.demo.example/. Everything is removed on exit, even on failure.
+# Needs root, ip, curl, nginx and unbound (make deps). Exits non-zero if the
+# fetch fails. The lab's pieces (namespaces, veths, nginx, the name server,
+# faithif) are in lab.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . test/scripts/lab.sh
@@ -18,11 +21,12 @@ LAB_DIE_FORMAT='demo: %s'
 
 BIN=${FAITHIF_BIN:-$PWD/bin/faithif}
 PREFIX=2001:db8:46::/96
-URL='http://[2001:db8:46::c000:202]/'
+NAME=www.demo.example
+URL="http://$NAME/"
 
 lab_check_root
 [ -x "$BIN" ] || die "$BIN not found: run 'make build' first"
-lab_check_tools "run 'make deps'" ip curl nginx
+lab_check_tools "run 'make deps'" ip curl nginx unbound
 
 id=fidemo$$
 C=${id}c R=${id}r S=${id}s
@@ -38,6 +42,7 @@ cleanup() {
 	step "Cleaning up"
 	stop_pid "$faithif_pid" TERM 5
 	stop_pid "$nginx_pid" QUIT 5
+	stop_pid "$unbound_pid" TERM 5
 	lab_del_namespaces
 	rm -rf "$TMP"
 	echo "removed namespaces $C $R $S and $TMP"
@@ -75,8 +80,15 @@ lab_wait 50 0.1 nginx "$nginx_pid" "$TMP/nginx/error.log" \
 	die "nginx not answering on 192.0.2.2:80"
 echo "nginx is up (pid $nginx_pid)"
 
-step "Starting faithif in $R: faithif create faith0 --prefix $PREFIX -f"
-lab_start_faithif "$R" "$RUN_DIR" "$BIN" "$FAITHIF_LOG" create faith0 --prefix "$PREFIX" -f
+step "Starting the IPv4 namespace's name server (unbound) on 192.0.2.2:53: $NAME is 192.0.2.2"
+lab_start_nameserver "$S" 192.0.2.2 demo.example. "$NAME. 300 IN A 192.0.2.2" \
+	"loopback.demo.example. 300 IN A 127.0.0.1"
+echo "name server is up (pid $unbound_pid)"
+
+step "Starting faithif in $R with its DNS64 on the router's address"
+echo "faithif create faith0 --prefix $PREFIX --dns64 [2001:db8:1::1]:53 --dns64-upstream 192.0.2.2 -f"
+lab_start_faithif "$R" "$RUN_DIR" "$BIN" "$FAITHIF_LOG" create faith0 --prefix "$PREFIX" \
+	--dns64 '[2001:db8:1::1]:53' --dns64-upstream 192.0.2.2 -f
 echo "faithif is ready (pid $faithif_pid)"
 
 step "Turning capture on: faithif sysctl net.inet6.ip6.keepfaith=1"
@@ -85,6 +97,17 @@ fi_cmd sysctl net.inet6.ip6.keepfaith=1
 step "Routing $PREFIX to faith0 in the router"
 ip -n "$R" -6 route replace "$PREFIX" dev faith0
 ip -n "$R" -6 route show "$PREFIX"
+
+step "The client's only resolver is the router: nameserver 2001:db8:1::1"
+lab_resolver "$C" 2001:db8:1::1
+cat "/etc/netns/$C/resolv.conf"
+
+step "Resolving $NAME from the client (getent ahostsv6)"
+ip netns exec "$C" getent ahostsv6 "$NAME" || die "$NAME does not resolve from the client"
+echo "(loopback.demo.example is 127.0.0.1, which faith0 never relays: no IPv6 address for it)"
+if ip netns exec "$C" getent ahostsv6 loopback.demo.example | grep -q '2001:db8:46::'; then
+	die "loopback.demo.example got a FAITH address"
+fi
 
 ready_lines=$(grep -c '' "$FAITHIF_LOG" || true)
 
@@ -105,4 +128,4 @@ tail -n +"$((ready_lines + 1))" "$FAITHIF_LOG"
 step "faithif show faith0"
 fi_cmd show faith0
 
-step "Done: the IPv6-only client talked to the IPv4-only server through faithif"
+step "Done: the IPv6-only client found the IPv4-only server by name and talked to it through faithif"

@@ -20,7 +20,9 @@
 #   LAB_LINKS       the veth ends made so far, "NS DEV V6" (lab_veth), for
 #                   lab_wait_links
 #   nginx_pid       nginx's pid (lab_start_nginx)
+#   unbound_pid     the name server's pid (lab_start_nameserver)
 #   faithif_pid     faithif's pid (lab_start_faithif)
+#   LAB_ETC_NETNS   the /etc/netns/NS directories made (lab_resolver)
 #
 # Messages:
 #   step TEXT...       "==> TEXT" after a blank line ("==> [ 12s] TEXT" with LAB_T0)
@@ -49,7 +51,12 @@
 #                      DAD), is set up and added to LAB_LINKS
 #   lab_wait_links     waits up to 5 s for every end in LAB_LINKS to be up,
 #                      with a usable link-local address if it has IPv6
-#   lab_del_namespaces deletes the namespaces in LAB_NAMESPACES
+#   lab_del_namespaces deletes the namespaces in LAB_NAMESPACES, and the
+#                      /etc/netns/NS directories of lab_resolver
+#   lab_resolver NS ADDR
+#                      makes ADDR the only name server of commands run in NS
+#                      with "ip netns exec", which mounts
+#                      /etc/netns/NS/resolv.conf over /etc/resolv.conf
 # Servers:
 #   lab_start_nginx NS LISTEN CONNECTIONS ACCESS_LOG [MAIN [HTTP]]
 #                      starts nginx in NS in the background (nginx_pid), one
@@ -59,6 +66,11 @@
 #                      file or "off"), and any extra directives for the main
 #                      and http contexts; its files are in LAB_TMP/nginx
 #                      (error.log for the NAME exited message of lab_wait)
+#   lab_start_nameserver NS ADDR ZONE RECORD...
+#                      starts unbound in NS (unbound_pid) answering on ADDR:53
+#                      for the local zone ZONE with the RECORDs ("NAME TTL IN
+#                      TYPE DATA"), to clients of ADDR's /24; its files are in
+#                      LAB_TMP/unbound; waits up to 10 s for it to serve
 #   lab_start_faithif NS RUN_DIR BIN LOG ARGS...
 #                      runs "BIN ARGS..." in NS (FAITHIF_RUN_DIR=RUN_DIR,
 #                      stderr to LOG) in the background (faithif_pid) and
@@ -70,7 +82,8 @@ export PATH=$PATH:/usr/sbin:/sbin
 LAB_TMP=''
 LAB_NAMESPACES=()
 LAB_LINKS=()
-nginx_pid='' faithif_pid=''
+LAB_ETC_NETNS=()
+nginx_pid='' unbound_pid='' faithif_pid=''
 
 step() {
 	if [ -n "${LAB_T0:-}" ]; then
@@ -186,8 +199,9 @@ lab_links_ready() {
 }
 
 lab_del_namespaces() {
-	local ns
+	local ns dir
 	for ns in "${LAB_NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
+	for dir in "${LAB_ETC_NETNS[@]}"; do rm -rf "$dir"; done
 	return 0
 }
 
@@ -223,6 +237,44 @@ http {
 EOF
 	ip netns exec "$ns" nginx -p "$dir" -c "$dir/nginx.conf" &
 	nginx_pid=$!
+}
+
+lab_resolver() {
+	local dir=/etc/netns/$1
+	mkdir -p "$dir"
+	LAB_ETC_NETNS+=("$dir")
+	printf 'nameserver %s\noptions timeout:2 attempts:2\n' "$2" >"$dir/resolv.conf"
+}
+
+lab_start_nameserver() {
+	local ns=$1 addr=$2 zone=$3 dir=$LAB_TMP/unbound rr
+	shift 3
+	mkdir -p "$dir"
+	{
+		cat <<EOF
+server:
+    interface: $addr
+    port: 53
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "$dir"
+    pidfile: "$dir/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    num-threads: 1
+    do-ip6: no
+    access-control: ${addr%.*}.0/24 allow
+    local-zone: "$zone" static
+EOF
+		for rr; do printf '    local-data: "%s"\n' "$rr"; done
+		printf 'remote-control:\n    control-enable: no\n'
+	} >"$dir/unbound.conf"
+	ip netns exec "$ns" unbound -d -c "$dir/unbound.conf" 2>"$dir/unbound.log" &
+	unbound_pid=$!
+	lab_wait 100 0.1 unbound "$unbound_pid" "$dir/unbound.log" grep -qs 'start of service' "$dir/unbound.log" ||
+		die "unbound not serving after 10 s: $(cat "$dir/unbound.log")"
 }
 
 lab_start_faithif() {
