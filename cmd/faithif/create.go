@@ -118,7 +118,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 			IdleTimeout: idle, DialTimeout: dial, Grace: grace,
 			MaxFlowsPerClient: maxFlows, MaxHandshakesPerClient: maxHandshakes, MaxFlowsPerAddress: maxFlowsAddr,
 			MaxHandshakesPerAddress: maxHandshakesAddr, MaxHandshakes: maxHandshakesAll,
-			DNS64: d64.settings(),
+			DNS64:        d64.settings(),
 			FTPPortsFlag: ftpPorts,
 		}},
 	}, faithif.IsLocalIPv4)
