@@ -18,7 +18,9 @@
 // and rules.go), dial.go, kernelconn.go, pipe.go; counters.go holds the
 // counters, loglimit.go the rate limit of refusal log lines, drain.go the
 // shutdown, and flows.go the list of the flows being set up or relayed
-// (Relay.Flows, for `faithif flows`).
+// (Relay.Flows, for `faithif flows`). app.go is the hook of the
+// application relays (Config.Apps, an App per destination port, such as
+// relay/ftp's): it takes over the copy step of their flows.
 //
 // It knows nothing of TUN devices or gVisor: it sees captured flows only
 // through package flow.

@@ -81,9 +81,9 @@ func (r *Relay) Flows() []FlowInfo {
 	for _, f := range fs {
 		fi := FlowInfo{Client: f.tuple.client, Dst6: f.tuple.dest, Dst4: f.to, State: FlowHandshake, Age: max(now.Sub(f.start), 0)}
 		fi.Idle = fi.Age
-		if p := f.pipe.Load(); p != nil {
+		if p := f.meter.Load(); p != nil {
 			var fins uint32
-			fi.Src4 = f.src4 // written before the pipe was published
+			fi.Src4 = f.src4 // written before the meter was published
 			fi.BytesClientToServer, fi.BytesServerToClient, fi.Idle, fins = p.progress(now)
 			switch {
 			case draining:
@@ -120,8 +120,8 @@ type liveLinks struct {
 
 // flowProgress is what a flowSetup publishes once it is relayed.
 type flowProgress struct {
-	src4 netip.AddrPort       // the IPv4 connection's own end; written before pipe
-	pipe atomic.Pointer[pipe] // nil until the flow is relayed
+	src4  netip.AddrPort        // the IPv4 connection's own end; written before meter
+	meter atomic.Pointer[meter] // nil until the flow is relayed
 }
 
 // add lists f.

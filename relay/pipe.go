@@ -63,20 +63,29 @@ type pipeResult struct {
 	Err            error // the error that ended the flow, nil for EndClosed
 }
 
+// meter is what a relayed flow has moved so far, as Relay.Flows reads it:
+// the copy loop's atomics, or an App's (app.go).
+type meter struct {
+	c2s, s2c   atomic.Uint64
+	lastActive atomic.Int64 // monotonic nanoseconds since start
+	// writing counts the directions in a write: bytes waiting for the
+	// peer to take them (a slow client, a zero window). The flow is not
+	// idle while it is above zero.
+	writing atomic.Int32
+	start   time.Time
+	fins    atomic.Uint32 // finClient, finServer: the FINs read (and passed on)
+}
+
+// touch records activity now.
+func (m *meter) touch() { m.lastActive.Store(int64(time.Since(m.start))) }
+
 // pipe is the state of one flow being copied.
 type pipe struct {
 	client, server flow.Conn
 	stats          pipeStats
-	c2s, s2c       atomic.Uint64
-	lastActive     atomic.Int64 // monotonic nanoseconds since start
-	// writing counts the directions in a write: bytes waiting for the
-	// peer to take them (a slow client, a zero window). The flow is not
-	// idle while it is above zero.
-	writing   atomic.Int32
-	start     time.Time
-	running   atomic.Int32  // copy directions still running
-	fins      atomic.Uint32 // finClient, finServer: the FINs read (and passed on)
-	stopWatch func() bool   // stops watching ctx
+	*meter
+	running   atomic.Int32 // copy directions still running
+	stopWatch func() bool  // stops watching ctx
 	idleTimer *time.Timer
 	done      func(pipeResult)
 
@@ -111,7 +120,13 @@ func startPipe(ctx context.Context, client, server flow.Conn, idle time.Duration
 // newPipe returns the pipe of a flow between client and server, not yet
 // copying (run starts it).
 func newPipe(client, server flow.Conn, stats pipeStats, done func(pipeResult)) *pipe {
-	return &pipe{client: client, server: server, stats: stats, start: time.Now(), done: done}
+	return newMeteredPipe(client, server, &meter{start: time.Now()}, stats, done)
+}
+
+// newMeteredPipe returns the pipe of a flow that has moved what m says
+// already (an App's flow handed back, ErrPlain), counting on in m.
+func newMeteredPipe(client, server flow.Conn, m *meter, stats pipeStats, done func(pipeResult)) *pipe {
+	return &pipe{client: client, server: server, stats: stats, meter: m, done: done}
 }
 
 // run starts copying, as startPipe says.
@@ -168,10 +183,10 @@ func (p *pipe) copy(dst, src flow.Conn, n *atomic.Uint64, live *atomic.Uint64, f
 			drained = nr < len(*bp)
 		}
 		if nr > 0 {
-			p.lastActive.Store(int64(time.Since(p.start)))
+			p.touch()
 			p.writing.Add(1)
 			nw, werr := dst.Write((*bp)[:nr])
-			p.lastActive.Store(int64(time.Since(p.start)))
+			p.touch()
 			p.writing.Add(-1)
 			n.Add(uint64(nw))
 			if live != nil {
@@ -236,13 +251,13 @@ func (p *pipe) startIdleTimer(idle time.Duration) *time.Timer {
 
 var errIdle = errors.New("idle timeout")
 
-// progress returns what the flow has copied each way so far, how long
-// nothing has moved either way as of now, and the FINs read (p.fins). It
+// progress returns what the flow has moved each way so far, how long
+// nothing has moved either way as of now, and the FINs read (m.fins). It
 // only reads atomics: the copy loops never wait for it.
-func (p *pipe) progress(now time.Time) (c2s, s2c uint64, idle time.Duration, fins uint32) {
-	idle = max(now.Sub(p.start)-time.Duration(p.lastActive.Load()), 0)
-	if p.writing.Load() > 0 {
+func (m *meter) progress(now time.Time) (c2s, s2c uint64, idle time.Duration, fins uint32) {
+	idle = max(now.Sub(m.start)-time.Duration(m.lastActive.Load()), 0)
+	if m.writing.Load() > 0 {
 		idle = 0 // bytes are waiting for the peer: not idle
 	}
-	return p.c2s.Load(), p.s2c.Load(), idle, p.fins.Load()
+	return m.c2s.Load(), m.s2c.Load(), idle, m.fins.Load()
 }

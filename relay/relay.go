@@ -51,6 +51,10 @@ type Config struct {
 	// FAITH address it connected to, before any byte of the client's.
 	// Nil: none.
 	ProxyProtocolPorts []uint16
+	// Apps are the application relays by destination port (app.go): a
+	// flow to one of these ports is set up as any other, then carried by
+	// its App instead of the copy loop. Nil: none.
+	Apps map[uint16]App
 }
 
 // Relay decides captured flows and carries the accepted ones to IPv4. Its
@@ -381,7 +385,8 @@ func (r *Relay) relay(f *flowSetup, c flow.Conn, server *kernelConn, dialTime ti
 	}
 	f.log.Info("flow accepted", attrs...)
 
-	p := newPipe(c, server, pipeStats{ClientToServer: &r.stats.bytesIn, ServerToClient: &r.stats.bytesOut}, func(res pipeResult) {
+	m := &meter{start: time.Now()}
+	done := func(res pipeResult) {
 		r.live.remove(f)
 		r.limits.done(addr, true)
 		r.stats.open.Add(-1)
@@ -395,9 +400,18 @@ func (r *Relay) relay(f *flowSetup, c flow.Conn, server *kernelConn, dialTime ti
 		}
 		f.log.Info("flow finished", attrs...)
 		r.flows.end()
-	})
-	f.pipe.Store(p) // after src4: Flows reads src4 once it sees the pipe
-	p.run(r.ctx, r.cfg.IdleTimeout)
+	}
+	f.meter.Store(m) // after src4: Flows reads src4 once it sees the meter
+	if app := r.cfg.Apps[f.tuple.dest.Port()]; app != nil {
+		go r.runApp(app, f, c, server, m, done)
+		return
+	}
+	newMeteredPipe(c, server, m, r.pipeStats(), done).run(r.ctx, r.cfg.IdleTimeout)
+}
+
+// pipeStats are the relay's byte counters, for a pipe to count in.
+func (r *Relay) pipeStats() pipeStats {
+	return pipeStats{ClientToServer: &r.stats.bytesIn, ServerToClient: &r.stats.bytesOut}
 }
 
 // refuse answers the flow with how, counts it under the reason's outcome,

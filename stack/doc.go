@@ -30,6 +30,11 @@
 //     (cookie.go) and dropped; the client's RST carrying it back validates
 //     the address (validated.go).
 //   - conn.go: an accepted flow is a Conn, read and written by the relay.
+//   - listen.go, dial.go: the Stack as a flow.Network, for an application
+//     relay's data connections on FAITH addresses: Listen claims the flows
+//     of one client address to one FAITH address and port, which decide
+//     then hands to the Listener instead of the handler; Dial opens a
+//     connection from a FAITH address.
 //
 // The write path goes back the same way: a Conn's writes, gVisor's segments
 // and ICMPv6 errors leave through the NIC's queueing discipline, the link

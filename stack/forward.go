@@ -21,8 +21,9 @@ func (s *Stack) forward(fr *tcp.ForwarderRequest) {
 	s.workers.Go(func() { s.decide(fr) })
 }
 
-// decide hands the flow to the handler as a request, and refuses it with a
-// RST if the handler returns without deciding.
+// decide hands the flow to the Listener that claims it (listen.go), or else
+// to the handler, as a request; one the handler returns from without
+// deciding is refused with a RST.
 func (s *Stack) decide(fr *tcp.ForwarderRequest) {
 	s.inFlight.Add(1)
 	id := fr.ID()
@@ -33,6 +34,9 @@ func (s *Stack) decide(fr *tcp.ForwarderRequest) {
 		s:      s,
 		id:     id,
 		entry:  s.flows.decide(id),
+	}
+	if s.claim(r) {
+		return // the Listener's to decide now
 	}
 	defer func() {
 		if r.fr != nil {

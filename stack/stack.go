@@ -70,6 +70,8 @@ type Stack struct {
 	dialFirst   int64
 	halfOpen    halfOpen
 	press       pressure
+	// listeners are the claims of Listen (listen.go).
+	listeners listeners
 	// workers runs the handler (decide) on goroutines whose stacks have
 	// grown; the flow's copy loops start on new goroutines, which stay
 	// shallow while the flow idles.
@@ -205,6 +207,7 @@ func (s *Stack) hasEndpoint(id stack.TransportEndpointID) bool {
 // Close stops the gVisor stack: every remaining endpoint is reset. The
 // device itself belongs to the caller.
 func (s *Stack) Close() {
+	s.closeListeners()
 	s.link.Close()
 	s.gs.Close()
 	s.closeHalfOpen()

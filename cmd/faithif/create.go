@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/faithif/faithif/faithif/status"
 	"github.com/faithif/faithif/faithif/systemd"
 	"github.com/faithif/faithif/relay"
+	"github.com/faithif/faithif/relay/ftp"
 )
 
 const createUsage = `usage: faithif create faithN [flags]
@@ -46,6 +48,9 @@ delivers locally (its addresses, local routes) are refused whatever it says.
 DNS64 (--dns64 LISTEN --dns64-upstream ADDR): answers the clients' DNS
 queries, asking ADDR, with AAAA records synthesized in the FAITH prefix for
 names that have none, only for IPv4 addresses the relay would accept.
+
+FTP (--ftp-ports, 21 by default): the control connection's EPSV and EPRT are
+translated for the IPv4 server, and the data connections relayed.
 
 Flags:
 `
@@ -95,6 +100,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 	dial := fs.String("dial-timeout", relay.DefaultDialTimeout.String(), "give up on an IPv4 connection after this long (a `duration`)")
 	privPorts := fs.String("privileged-ports", "", "the destination `PORTS` (PORT[,PORT...], e.g. 513,514) whose IPv4 connections come from a reserved source port, 600-1023, as rresvport binds (faithd -p); default none")
 	proxyPorts := fs.String("proxy-protocol-ports", "", "the destination `PORTS` (PORT[,PORT...], e.g. 25,80) whose IPv4 connections start with a PROXY protocol v2 header naming the IPv6 client; default none")
+	ftpPorts := fs.String("ftp-ports", strconv.Itoa(ftp.DefaultPort), "destination ports whose flows the FTP relay carries (EPSV/EPRT translated for the IPv4 server), comma-separated, e.g. 21,2121; none: no FTP relay")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz on HOST:PORT, e.g. 127.0.0.1:9464; off by default")
 	pprofAddr := fs.String("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off by default")
 	logFormat := fs.String("log-format", config.DefaultLogFormat, "log format: text or json")
@@ -116,6 +122,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) (err error) {
 			MaxHandshakesPerAddress: maxHandshakesAddr, MaxHandshakes: maxHandshakesAll,
 			DNS64:               d64.settings(),
 			PrivilegedPortsFlag: privPorts, ProxyProtocolPortsFlag: proxyPorts,
+			FTPPortsFlag: ftpPorts,
 		}},
 	}, faithif.IsLocalIPv4)
 	if err != nil {

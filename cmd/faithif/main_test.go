@@ -53,6 +53,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"sysctl", "net.inet.ip.forwarding"}, "unknown oid"},
 		{[]string{"sysctl", "net.inet6.ip6.keepfaith=2"}, "value must be 0 or 1"},
 		{[]string{"create", "faith0", "--metrics", "9464", "-f"}, "--metrics"},
+		{[]string{"create", "faith0", "--ftp-ports", "21,ftp", "-f"}, `faithif: --ftp-ports: "ftp" is not a port number`},
+		{[]string{"create", "faith0", "--ftp-ports", "0", "-f"}, "faithif: --ftp-ports: port 0: must be between 1 and 65535"},
 		{[]string{"run"}, "--config FILE is required"},
 		{[]string{"run", "--config", "x.conf", "extra"}, `unexpected argument "extra"`},
 		{[]string{"run", "--config", "x.conf", "--metrics", "localhost"}, "--metrics"},

@@ -21,6 +21,7 @@ import (
 	"github.com/faithif/faithif/faithif/dns64"
 	"github.com/faithif/faithif/relay"
 	"github.com/faithif/faithif/relay/flow"
+	"github.com/faithif/faithif/relay/ftp"
 )
 
 // MaxHandshakesLimit is the largest max_handshakes accepted: the stack's
@@ -85,6 +86,9 @@ type Interface struct {
 	DialTimeout time.Duration
 	Grace       time.Duration
 	Limits      relay.Limits
+	// FTPPorts are the destination ports whose flows the FTP relay
+	// carries (relay/ftp); empty: none.
+	FTPPorts []uint16
 	// DNS64 is the interface's DNS64 responder ([interface.dns64],
 	// create --dns64); nil: none.
 	DNS64 *dns64.Config
@@ -174,6 +178,11 @@ type InterfaceSettings struct {
 	// "none"), checked as the keys are.
 	PrivilegedPortsFlag    *string `toml:"-"`
 	ProxyProtocolPortsFlag *string `toml:"-"`
+	// FTPPorts lists the FTP control ports; nil: [21], empty: none.
+	FTPPorts *[]int `toml:"ftp_ports"`
+	// FTPPortsFlag is --ftp-ports as given ("21,2121", "none"), checked
+	// as ftp_ports is.
+	FTPPortsFlag *string `toml:"-"`
 }
 
 // DNS64Settings is one [interface.dns64] table before checking.
@@ -504,6 +513,7 @@ func (c *checker) checkInterface(at string, f *InterfaceSettings) Interface {
 		IdleTimeout: relay.DefaultIdleTimeout, DialTimeout: relay.DefaultDialTimeout, Grace: DefaultGrace,
 		Limits:   relay.DefaultLimits(),
 		DenyWith: flow.RefuseProhibited,
+		FTPPorts: []uint16{ftp.DefaultPort},
 	}
 	if f.Name == "" {
 		c.errorf(at+".name", "missing: every [[interface]] needs a name, e.g. name = \"faith0\"")
@@ -619,13 +629,23 @@ func (c *checker) checkInterface(at string, f *InterfaceSettings) Interface {
 			c.errorf(at+"."+lim.key, "%d: must be at most %d", *lim.set, lim.max)
 		}
 	}
-	if ports, ok := c.portList(at+".privileged_ports", f.PrivilegedPorts, f.PrivilegedPortsFlag); ok {
+	if ports, ok := c.portList(at+".privileged_ports", f.PrivilegedPorts, f.PrivilegedPortsFlag, "513,514"); ok {
 		in.PrivilegedPorts = ports
 	}
-	if ports, ok := c.portList(at+".proxy_protocol_ports", f.ProxyProtocolPorts, f.ProxyProtocolPortsFlag); ok {
+	if ports, ok := c.portList(at+".proxy_protocol_ports", f.ProxyProtocolPorts, f.ProxyProtocolPortsFlag, "25,80"); ok {
 		in.ProxyProtocolPorts = ports
 	}
+	if ports, ok := c.ftpPorts(at+".ftp_ports", f); ok {
+		in.FTPPorts = ports
+	}
 	return in
+}
+
+// ftpPorts checks ftp_ports (or --ftp-ports, a comma-separated list or
+// "none"); ok is false if it is absent or wrong (and then an error is
+// recorded).
+func (c *checker) ftpPorts(path string, f *InterfaceSettings) ([]uint16, bool) {
+	return c.portList(path, f.FTPPorts, f.FTPPortsFlag, "21,2121")
 }
 
 // checkDNS64 checks an [interface.dns64] table; prefixes are the

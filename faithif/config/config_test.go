@@ -53,6 +53,7 @@ max_handshakes_per_address = 2
 max_handshakes = 64
 privileged_ports = [513, 514]
 proxy_protocol_ports = [25]
+ftp_ports = [21, 2121]
   [[interface.route]]
   prefix = "2001:db8:46::/96"
   metric = 50
@@ -88,6 +89,9 @@ prefixes = ["2001:db8:47::/96"]
 	}
 	if !slices.Equal(f0.PrivilegedPorts, []uint16{513, 514}) || !slices.Equal(f0.ProxyProtocolPorts, []uint16{25}) {
 		t.Errorf("faith0 privileged ports %v, PROXY protocol ports %v; want [513 514], [25]", f0.PrivilegedPorts, f0.ProxyProtocolPorts)
+	}
+	if !slices.Equal(f0.FTPPorts, []uint16{21, 2121}) || !slices.Equal(f1.FTPPorts, []uint16{21}) {
+		t.Errorf("ftp ports %v, %v; want [21 2121] and the default [21]", f0.FTPPorts, f1.FTPPorts)
 	}
 	want := []faithif.Route{{Prefix: netip.MustParsePrefix("2001:db8:46::/96"), Metric: 50, Table: 100}, {Prefix: netip.MustParsePrefix("64:ff9b::/96")}}
 	if len(f0.Routes) != 2 || f0.Routes[0] != want[0] || f0.Routes[1] != want[1] {
@@ -142,6 +146,9 @@ func TestParseErrors(t *testing.T) {
 			[]string{"faithif.conf:4: interface.max_flows_per_client", "faithif.conf:5: interface.max_handshakes_per_client",
 				"faithif.conf:6: interface.max_flows_per_address: 0: must be at least 1", "faithif.conf:7: interface.max_handshakes_per_address",
 				"faithif.conf:8: interface.max_handshakes: 3: must be at least 4"}},
+		{"ftp ports", head + "ftp_ports = [0, 21, 21, 70000]\n", []string{"faithif.conf:4: interface.ftp_ports: port 0: must be between 1 and 65535",
+			"faithif.conf:4: interface.ftp_ports: port 21 is listed twice", "faithif.conf:4: interface.ftp_ports: port 70000: must be"}},
+		{"ftp ports type", head + "ftp_ports = \"21\"\n", []string{"faithif.conf:4: interface.ftp_ports: wrong type: TOML string, want a list of integers"}},
 		{"max handshakes", head + "max_handshakes = 1000000\n", []string{"faithif.conf:4: interface.max_handshakes: 1000000: must be at most 65536"}},
 		{"rules missing", head + "rules = \"/nonexistent/faithd.conf\"\n", []string{"faithif.conf:4: interface.rules:", "/nonexistent/faithd.conf"}},
 		{"access_file missing", head + "access_file = \"/nonexistent/faithd.conf\"\n", []string{"faithif.conf:4: interface.access_file:", "/nonexistent/faithd.conf"}},
@@ -268,6 +275,17 @@ func TestFromFlags(t *testing.T) {
 	} else if in := cfg.Interfaces[0]; !slices.Equal(in.PrivilegedPorts, []uint16{513, 514}) || len(in.ProxyProtocolPorts) != 0 {
 		t.Errorf("--privileged-ports ' 513, 514' --proxy-protocol-ports none: %v, %v", in.PrivilegedPorts, in.ProxyProtocolPorts)
 	}
+	if !slices.Equal(in.FTPPorts, []uint16{21}) {
+		t.Errorf("default ftp ports %v, want [21]", in.FTPPorts)
+	}
+	for flag, want := range map[string][]uint16{"21, 2121": {21, 2121}, "none": {}, "": {}, "990": {990}} {
+		s := good
+		s.FTPPortsFlag = str(flag)
+		cfg, err := FromFlags(&Settings{Interface: []InterfaceSettings{s}}, nil)
+		if err != nil || !slices.Equal(cfg.Interfaces[0].FTPPorts, want) {
+			t.Errorf("--ftp-ports %q: %v, %v; want %v", flag, cfg, err, want)
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		edit func(*Settings)
@@ -293,6 +311,9 @@ func TestFromFlags(t *testing.T) {
 		{"privileged port range", func(s *Settings) { s.Interface[0].PrivilegedPortsFlag = str("65536") }, "--privileged-ports: port 65536: must be between 1 and 65535"},
 		{"proxy ports twice", func(s *Settings) { s.Interface[0].ProxyProtocolPortsFlag = str("80, 80") }, "--proxy-protocol-ports: port 80 is listed twice"},
 		{"rules", func(s *Settings) { s.Interface[0].AccessFile = "/nonexistent/faithd.conf" }, "--access: rules: open /nonexistent/faithd.conf"},
+		{"ftp ports", func(s *Settings) { s.Interface[0].FTPPortsFlag = str("21,ftp") }, `--ftp-ports: "ftp" is not a port number (want e.g. 21,2121, or none)`},
+		{"ftp port range", func(s *Settings) { s.Interface[0].FTPPortsFlag = str("21,65536") }, "--ftp-ports: port 65536: must be between 1 and 65535"},
+		{"ftp port twice", func(s *Settings) { s.Interface[0].FTPPortsFlag = str("21,21") }, "--ftp-ports: port 21 is listed twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Settings{Interface: []InterfaceSettings{good}}

@@ -32,6 +32,9 @@ func (c *Config) WritePlan(w io.Writer) error {
 		if len(in.ProxyProtocolPorts) > 0 {
 			fmt.Fprintf(w, ", PROXY protocol ports %v", in.ProxyProtocolPorts)
 		}
+		if len(in.FTPPorts) > 0 {
+			fmt.Fprintf(w, ", ftp ports %v", in.FTPPorts)
+		}
 		fmt.Fprintln(w)
 		for _, r := range in.Routes {
 			fmt.Fprintf(w, "    route %s dev %s\n", r, in.Name)

@@ -10,7 +10,7 @@ import (
 // TOML list, or its create flag as given, comma-separated ("513,514", or
 // "none" for the empty list). ok is false if it is absent or wrong (and
 // then an error is recorded at path).
-func (c *checker) portList(path string, list *[]int, flag *string) ([]uint16, bool) {
+func (c *checker) portList(path string, list *[]int, flag *string, example string) ([]uint16, bool) {
 	var ns []int
 	switch {
 	case flag != nil:
@@ -21,7 +21,7 @@ func (c *checker) portList(path string, list *[]int, flag *string) ([]uint16, bo
 		for _, w := range strings.Split(s, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(w))
 			if err != nil {
-				c.errorf(path, "%q is not a port number (want e.g. 513,514, or none)", w)
+				c.errorf(path, "%q is not a port number (want e.g. %s, or none)", w, example)
 				return nil, false
 			}
 			ns = append(ns, n)

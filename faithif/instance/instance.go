@@ -18,6 +18,8 @@ import (
 	"github.com/faithif/faithif/faithif/status"
 	"github.com/faithif/faithif/faithif/systemd"
 	"github.com/faithif/faithif/relay"
+	"github.com/faithif/faithif/relay/flow"
+	"github.com/faithif/faithif/relay/ftp"
 	"github.com/faithif/faithif/stack"
 )
 
@@ -55,6 +57,7 @@ type Instance struct {
 	mapper  *relay.Mapper
 	relay   *relay.Relay
 	dns64   *dns64.Responder // nil without [dns64]
+	ftp     *ftp.Relay       // nil without FTP ports
 	started time.Time
 
 	// Set by Run.
@@ -104,11 +107,19 @@ func New(cfg config.Interface, opts Options) (*Instance, error) {
 	in.rulesLoadedAt.Store(time.Now().Unix())
 	in.rulesFile.Store(&cfg.Rules)
 	in.force, in.forceStop = context.WithCancel(context.Background())
+	var apps map[uint16]relay.App
+	if len(cfg.FTPPorts) > 0 {
+		in.ftp = ftp.New(ftp.Config{Network: stackNetwork{in}})
+		apps = make(map[uint16]relay.App, len(cfg.FTPPorts))
+		for _, p := range cfg.FTPPorts {
+			apps[p] = in.ftp
+		}
+	}
 	in.relay = relay.New(relay.Config{
 		Mapper: mapper, Rules: cfg.RuleSet, IsLocal: in.isLocal, DenyWith: cfg.DenyWith, Limits: cfg.Limits,
 		DialTimeout: cfg.DialTimeout, IdleTimeout: cfg.IdleTimeout, ObserveDial: opts.ObserveDial,
 		PrivilegedPorts: cfg.PrivilegedPorts, ProxyProtocolPorts: cfg.ProxyProtocolPorts,
-		Logger: log.With("interface", cfg.Name),
+		Logger: log.With("interface", cfg.Name), Apps: apps,
 	})
 	if cfg.DNS64 != nil {
 		// The responder asks the relay's own policy whether it would
@@ -122,6 +133,21 @@ func New(cfg config.Interface, opts Options) (*Instance, error) {
 		}
 	}
 	return in, nil
+}
+
+// stackNetwork is the instance's stack as the FTP relay's flow.Network.
+// The relay exists before the stack (Run makes it), but flows, and so FTP
+// sessions, only come from the stack once it runs.
+type stackNetwork struct{ in *Instance }
+
+// Listen implements flow.Network.
+func (n stackNetwork) Listen(from netip.Addr, local netip.AddrPort) (flow.Listener, error) {
+	return n.in.stack.Listen(from, local)
+}
+
+// Dial implements flow.Network.
+func (n stackNetwork) Dial(ctx context.Context, local, remote netip.AddrPort) (flow.Conn, error) {
+	return n.in.stack.Dial(ctx, local, remote)
 }
 
 // Name returns the interface's name.
@@ -442,6 +468,11 @@ func (in *Instance) Status() status.Status {
 		DNS64Listen:             []string{},
 		DNS64Upstreams:          []string{},
 		DNS64Counters:           in.dns64.Counters(),
+		FTPPorts:                []int{},
+		FTPCounters:             in.ftp.Counters(),
+	}
+	for _, p := range in.cfg.FTPPorts {
+		st.FTPPorts = append(st.FTPPorts, int(p))
 	}
 	if in.dns64 != nil {
 		st.DNS64Listen = in.dns64.Addrs()

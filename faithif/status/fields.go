@@ -42,7 +42,7 @@ type Metric struct {
 }
 
 // Value returns the field's value in st: a bool, an integer, a float64, a
-// string, a []string or a map[string]uint64.
+// string, a []string, an []int or a map[string]uint64.
 func (f *Field) Value(st *Status) any {
 	return reflect.ValueOf(st).Elem().FieldByIndex(f.index).Interface()
 }

@@ -3,6 +3,7 @@ package status
 import (
 	"github.com/faithif/faithif/faithif/dns64"
 	"github.com/faithif/faithif/relay"
+	"github.com/faithif/faithif/relay/ftp"
 	"github.com/faithif/faithif/stack"
 )
 
@@ -76,6 +77,10 @@ type Status struct {
 	DNS64Upstreams []string `json:"dns64_upstreams" text:"dns64,upstreams" showif:"dns64_listen"`
 	DNS64Prefix    string   `json:"dns64_prefix" text:"dns64,prefix" showif:"dns64_listen"`
 	DNS64Counters
+	// FTPPorts are the destination ports the FTP relay takes (relay/ftp),
+	// empty for none; FTPCounters its counters.
+	FTPPorts []int `json:"ftp_ports" text:"ftp,ports"`
+	FTPCounters
 }
 
 // The values of Status.Owner.
@@ -86,10 +91,11 @@ const (
 	OwnerRun = "run"
 )
 
-// RelayCounters, StackCounters and DNS64Counters are the counters Status
-// embeds, named apart so that all can be embedded.
+// RelayCounters, StackCounters, DNS64Counters and FTPCounters are the
+// counters Status embeds, named apart so that all can be embedded.
 type (
 	RelayCounters = relay.Counters
 	StackCounters = stack.Counters
 	DNS64Counters = dns64.Counters
+	FTPCounters   = ftp.Counters
 )

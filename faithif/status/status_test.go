@@ -33,6 +33,10 @@ func filled(t *testing.T) *Status {
 		case reflect.String:
 			fv.SetString(fmt.Sprintf("s%d", n))
 		case reflect.Slice:
+			if fv.Type().Elem().Kind() == reflect.Int {
+				fv.Set(reflect.ValueOf([]int{n}))
+				break
+			}
 			fv.Set(reflect.ValueOf([]string{fmt.Sprintf("l%d", n)}))
 		case reflect.Map:
 			fv.Set(reflect.ValueOf(map[string]uint64{fmt.Sprintf("k%d", n): uint64(n)}))
@@ -119,6 +123,9 @@ func TestMetricNames(t *testing.T) {
 		"dns64_queries_total": "type", "dns64_query_results_total": "result", "dns64_synthesized_total": "kind",
 		"dns64_synthesis_suppressed_total": "reason", "dns64_cache_entries": "", "dns64_cache_hits_total": "",
 		"dns64_cache_misses_total": "",
+		"ftp_sessions_total":       "", "ftp_commands_translated_total": "", "ftp_commands_refused_total": "",
+		"ftp_bounces_refused_total": "", "ftp_data_connections_total": "mode", "ftp_data_listeners_expired_total": "",
+		"ftp_tls_sessions_total": "",
 	}
 	got := map[string]string{}
 	for _, f := range Fields() {
@@ -211,6 +218,8 @@ func TestJSONKeys(t *testing.T) {
 		"dns64_listen", "dns64_upstreams", "dns64_prefix", "dns64_queries_total", "dns64_query_results_total",
 		"dns64_synthesized_total", "dns64_synthesis_suppressed_total", "dns64_cache_entries", "dns64_cache_hits_total",
 		"dns64_cache_misses_total",
+		"ftp_ports", "ftp_sessions_total", "ftp_commands_translated_total", "ftp_commands_refused_total", "ftp_bounces_refused_total",
+		"ftp_data_connections_passive_total", "ftp_data_connections_active_total", "ftp_data_listeners_expired_total", "ftp_tls_sessions_total",
 	}
 	var got []string
 	for _, f := range Fields() {

@@ -71,6 +71,15 @@ func formatValue(v any) string {
 			return "none"
 		}
 		return strings.Join(x, ", ")
+	case []int:
+		if len(x) == 0 {
+			return "none"
+		}
+		s := make([]string, len(x))
+		for i, n := range x {
+			s[i] = fmt.Sprint(n)
+		}
+		return strings.Join(s, ", ")
 	case map[string]uint64:
 		if len(x) == 0 {
 			return "none"

@@ -1,6 +1,9 @@
 package flow
 
-import "net/netip"
+import (
+	"context"
+	"net/netip"
+)
 
 // Handler decides a captured flow. It runs on a goroutine of its own per
 // flow and must call Accept or Refuse on the Request.
@@ -74,4 +77,37 @@ func (r Refusal) String() string {
 		return "unknown"
 	}
 	return refusalNames[r]
+}
+
+// Network is what an application relay (relay/ftp) needs of the stack
+// beyond the flows it hands to the Handler: connections on FAITH addresses.
+// A FAITH address is not the kernel's, it exists only inside the stack, so a
+// data connection the relay announces on one (FTP's EPSV) is listened for
+// there, and one the relay opens from one (FTP's EPRT) is opened there.
+type Network interface {
+	// Listen claims the flows the client address from opens to local, a
+	// FAITH address and port, until the Listener is closed: they are handed
+	// to the Listener instead of the Handler, as to a listening socket
+	// bound to local that accepts only from. Flows to local from any other
+	// address still go to the Handler. It fails if (from, local) is
+	// claimed already.
+	Listen(from netip.Addr, local netip.AddrPort) (Listener, error)
+	// Dial opens a TCP connection from local, a FAITH address (port 0: a
+	// free port), to remote, an IPv6 client, and returns it once it is
+	// established, or the error (matching syscall.ECONNREFUSED,
+	// EHOSTUNREACH, ENETUNREACH or ETIMEDOUT with errors.Is where it is
+	// one of those, ctx's error when ctx ends first).
+	Dial(ctx context.Context, local, remote netip.AddrPort) (Conn, error)
+}
+
+// Listener hands over the flows a Network.Listen claimed.
+type Listener interface {
+	// Accept returns the next claimed flow, its handshake waiting for
+	// the caller's Accept or Refuse, or an error once ctx is done or the
+	// Listener is closed.
+	Accept(ctx context.Context) (Request, error)
+	// Close ends the claim: flows still waiting to be accepted are
+	// refused with a RST, later ones go to the Handler. It may be called
+	// more than once.
+	Close() error
 }

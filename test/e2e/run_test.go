@@ -638,9 +638,9 @@ func TestRunCheck(t *testing.T) {
 				"  net.inet6.ip6.keepfaith=1",
 				"  sysctl net.ipv6.conf.all.forwarding=1",
 				"  sysctl net.ipv6.conf.default.hop_limit=33",
-				"  faith0: prefixes [" + runPrefix0 + "], mtu 1500, rules " + rules,
+				"  faith0: prefixes [" + runPrefix0 + "], mtu 1500, rules " + rules + ", ftp ports [21]",
 				"    route " + runPrefix0 + " metric 50 dev faith0",
-				"  faith1: prefixes [" + runPrefix1 + "], mtu 1400",
+				"  faith1: prefixes [" + runPrefix1 + "], mtu 1400, ftp ports [21]",
 				"    route " + runPrefix1 + " table " + runTable1 + " dev faith1",
 				"  metrics on " + c.metrics,
 			}

@@ -6,7 +6,9 @@
 #   promtool (prometheus; its server is not started), unbound (the DNS64
 #   interoperability test and the demo run their own; the system's service is
 #   not started), and for the installation test (test/e2e/install_test.go)
-#   systemd-analyze (systemd), man (man-db), groff (groff-base) and zsh.
+#   systemd-analyze (systemd), man (man-db), groff (groff-base) and zsh;
+#   vsftpd and lftp (the FTP relay's end-to-end test; the system vsftpd is
+#   not started).
 # With --bench (make bench) also the benchmark tools: tayga, iperf3, wrk,
 # haproxy.
 set -euo pipefail
@@ -28,6 +30,8 @@ have man || need+=(man-db)
 have groff || need+=(groff-base)
 have zsh || need+=(zsh)
 have unbound || need+=(unbound)     # test/e2e/dns64_test.go, the demo's name server
+have vsftpd || need+=(vsftpd)       # the IPv4 FTP server of test/e2e/ftp_test.go
+have lftp || need+=(lftp)           # an FTP client there, beside curl
 
 # The benchmark's tools (test/bench/bench.sh), only when asked for: make test
 # does not need them.
@@ -76,7 +80,7 @@ if [ $nginx_missing -eq 1 ]; then
 	fi
 fi
 echo "install-deps: apt-get install ${need[*]}"
-# Do not let the packages start a system-wide nginx or unbound.
+# Do not let the packages start a system-wide nginx, unbound or vsftpd.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then
