@@ -182,6 +182,9 @@ func (in *Instance) Run(ready func()) error {
 	if err != nil {
 		return err
 	}
+	if err := in.checkOverlap(); err != nil {
+		return fmt.Errorf("create %s: %w", cfg.Name, err)
+	}
 	local, err := faithif.WatchLocalAddrs(log)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", cfg.Name, err)
@@ -507,6 +510,36 @@ func nonNil(l []string) []string {
 		return []string{}
 	}
 	return l
+}
+
+// checkOverlap refuses prefixes that overlap those of an interface already
+// running in the run directory (the same network namespace): a
+// destination must map through one interface, as faithif.conf's check
+// says for the interfaces of one file.
+func (in *Instance) checkOverlap() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	others, err := control.Statuses(ctx, in.opts.RunDir)
+	if err != nil {
+		return nil // a run directory that cannot be listed is for Listen to report
+	}
+	for _, st := range others {
+		if st.Name == in.cfg.Name {
+			continue // the same name: refused as "already exists" when it is created
+		}
+		for _, s := range st.Prefixes {
+			q, err := netip.ParsePrefix(s)
+			if err != nil {
+				continue
+			}
+			for _, p := range in.cfg.Prefixes {
+				if p.Overlaps(q) {
+					return fmt.Errorf("prefix %s overlaps %s of %s (pid %d): a destination must map through one interface", p, q, st.Name, st.PID)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // errString returns err's message, "" for nil.

@@ -819,3 +819,22 @@ func TestDestroyUsesInstanceGrace(t *testing.T) {
 		t.Errorf("no stopping line with the instance's grace=1.5s:\n%s", readLog(lab, "faith0"))
 	}
 }
+
+// TestOverlapAcrossInstances: a create whose prefix overlaps one of an
+// interface already running in the namespace is refused, naming it, and
+// leaves nothing behind; a prefix beside it is fine.
+func TestOverlapAcrossInstances(t *testing.T) {
+	lab := netlab.New(t)
+	pid := bgCreate(t, lab, "faith0", "--prefix", "2001:db8:46::/96")
+	for _, fg := range [][]string{nil, {"-f"}} {
+		r := lab.Faithif(append([]string{"create", "faith1", "--prefix", "2001:db8:46::/64"}, fg...)...)
+		want := fmt.Sprintf("prefix 2001:db8:46::/64 overlaps 2001:db8:46::/96 of faith0 (pid %d)", pid)
+		if r.ExitCode != 1 || !strings.Contains(r.Stderr, want) {
+			t.Errorf("create faith1 %v with an overlapping prefix: %s; want exit 1 and %q", fg, r, want)
+		}
+		if hasLink(t, lab, "faith1") {
+			t.Errorf("faith1 left behind after the refused create")
+		}
+	}
+	bgCreate(t, lab, "faith1", "--prefix", "2001:db8:47::/96")
+}
