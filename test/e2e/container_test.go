@@ -409,7 +409,7 @@ grace = "1s"
 			if r := dockerExec(t, d, pid, "faithif", "sysctl", "net.inet6.ip6.keepfaith=0"); r.ExitCode != 0 {
 				t.Fatalf("sysctl keepfaith=0: %s", r)
 			}
-			if r := dockerExec(t, d, pid, d.HealthCheck...); r.ExitCode != 1 || !strings.Contains(r.Stderr, "faith0: not ready: faith0: keepfaith is 0") {
+			if r := dockerExec(t, d, pid, d.HealthCheck...); r.ExitCode != 1 || !strings.Contains(r.Stderr, "not ready: faith0: keepfaith is 0") {
 				t.Errorf("HEALTHCHECK with keepfaith 0: %s; want exit 1 saying keepfaith is 0", r)
 			}
 			if r := dockerExec(t, d, pid, "faithif", "sysctl", "net.inet6.ip6.keepfaith=1"); r.ExitCode != 0 {

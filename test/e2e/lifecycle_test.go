@@ -782,7 +782,7 @@ func TestHealth(t *testing.T) {
 	if r := lab.Faithif("create", "faith0", "--prefix", netlab.FaithPrefix); r.ExitCode != 0 {
 		t.Fatalf("create: %s", r)
 	}
-	check("keepfaith 0", lab.Faithif("health"), 1, "", "faithif: health: faith0: not ready: faith0: keepfaith is 0, nothing is captured")
+	check("keepfaith 0", lab.Faithif("health"), 1, "", "faithif: health: not ready: faith0: keepfaith is 0, nothing is captured")
 	if r := lab.Faithif("sysctl", "-w", "net.inet6.ip6.keepfaith=1"); r.ExitCode != 0 {
 		t.Fatalf("sysctl: %s", r)
 	}
