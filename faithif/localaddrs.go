@@ -191,14 +191,37 @@ func (l *LocalAddrs) reload() error {
 	if err = settled(err); err != nil {
 		return fmt.Errorf("list routing rules: %w", err)
 	}
-	var as []netip.Addr
+	l.set.Store(buildLocalSet(localHosts(addrs), routes, tablesUsed(rules, l.uid)))
+	return nil
+}
+
+// localHosts returns the IPv4 addresses of addrs and the directed
+// broadcast addresses of their subnets: the kernel adds a broadcast route
+// for the last address of every subnet shorter than /31 (and for an
+// address's brd), and refuses a TCP connection to it (ENETUNREACH), so the
+// relay refuses it as a router address and DNS64 does not synthesize it.
+func localHosts(addrs []netlink.Addr) []netip.Addr {
+	var out []netip.Addr
 	for _, a := range addrs {
-		if x, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-			as = append(as, x)
+		x, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok {
+			continue
+		}
+		out = append(out, x)
+		if b, ok := netip.AddrFromSlice(a.Broadcast.To4()); ok && !b.IsUnspecified() {
+			out = append(out, b)
+		}
+		if a.IPNet == nil {
+			continue
+		}
+		if bits, _ := a.IPNet.Mask.Size(); bits < 31 {
+			b := x.As4()
+			v := binary.BigEndian.Uint32(b[:]) | (1<<(32-bits) - 1)
+			binary.BigEndian.PutUint32(b[:], v)
+			out = append(out, netip.AddrFrom4(b))
 		}
 	}
-	l.set.Store(buildLocalSet(as, routes, tablesUsed(rules, l.uid)))
-	return nil
+	return out
 }
 
 // listLocalRoutes lists the IPv4 routes of type local of every table. A

@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/faithif/faithif/relay"
 )
 
 // routeMsg builds an RTM_NEWROUTE payload: rtmsg, then RTA_TABLE and (for a
@@ -519,4 +523,54 @@ func TestReloaderBackoff(t *testing.T) {
 	}
 	rt.clock.fire(tm)
 	rt.load(at + reloadGap)
+}
+
+// TestLocalHostsBroadcast: the directed broadcast address of each IPv4
+// subnet the router has an address in is local (the kernel's broadcast
+// route; a TCP connection to it fails), so that the relay refuses it and
+// DNS64 does not synthesize it; /31 and /32 have none; an explicit brd
+// counts too; IPv6 addresses are not IPv4 hosts.
+func TestLocalHostsBroadcast(t *testing.T) {
+	addr := func(cidr, brd string) netlink.Addr {
+		ip, n, err := net.ParseCIDR(cidr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.IP = ip
+		a := netlink.Addr{IPNet: n}
+		if brd != "" {
+			a.Broadcast = net.ParseIP(brd)
+		}
+		return a
+	}
+	got := localHosts([]netlink.Addr{
+		addr("192.0.2.1/24", ""),
+		addr("198.51.100.7/31", ""),
+		addr("203.0.113.9/32", ""),
+		addr("203.0.113.65/26", "203.0.113.100"),
+		addr("2001:db8::1/64", ""),
+	})
+	want := []string{"192.0.2.1", "192.0.2.255", "198.51.100.7", "203.0.113.9", "203.0.113.65", "203.0.113.100", "203.0.113.127"}
+	var gs []string
+	for _, a := range got {
+		gs = append(gs, a.String())
+	}
+	if !slices.Equal(gs, want) {
+		t.Errorf("localHosts = %v, want %v", gs, want)
+	}
+	l := &LocalAddrs{}
+	l.set.Store(buildLocalSet(got, nil, nil))
+	p := relay.Policy{Mapper: mustMapper(t), IsLocal: l.Contains}
+	v := p.CheckAnyPort(netip.MustParseAddr("2001:db8:1::2"), relay.Unmap(netip.MustParsePrefix("2001:db8:46::/96"), netip.MustParseAddr("192.0.2.255")))
+	if v.Permit || !errors.Is(v.Refused, relay.ErrRouterAddress) {
+		t.Errorf("the relay's verdict on 192.0.2.255: %+v, want refused as a router address", v)
+	}
+}
+
+func mustMapper(t *testing.T) *relay.Mapper {
+	m, err := relay.NewMapper(netip.MustParsePrefix("2001:db8:46::/96"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
