@@ -42,7 +42,7 @@ func addDNS64Flags(fs *flag.FlagSet) *dns64Flags {
 	fs.Var(&d.exclude, "dns64-exclude", "IPv6 `PREFIXES` whose AAAA records count as absent, besides ::ffff:0:0/96 (comma-separated)")
 	fs.BoolVar(&d.synthAll, "dns64-synthall", false, "synthesize from the A records for every name, even one with AAAA records")
 	fs.Var(&d.allow, "dns64-allow", "the `CLIENTS` DNS64 answers: prefixes, addresses, or "+dns64.LocalNets+" (the router's own networks, the default), comma-separated")
-	fs.IntVar(&d.rateLimit, "dns64-rate-limit", dns64.DefaultRateLimit, "`N` queries a second each client address may ask, bursts of twice that (0: no limit)")
+	fs.IntVar(&d.rateLimit, "dns64-rate-limit", dns64.DefaultRateLimit, "`N` queries a second each client address may ask, bursts of twice that, each IPv6 /64 four times that (0: no limit)")
 	fs.IntVar(&d.cacheSize, "dns64-cache-size", dns64.DefaultCacheSize, "`N` upstream answers DNS64 keeps for their TTL (0: no cache)")
 	fs.StringVar(&d.timeout, "dns64-timeout", dns64.DefaultTimeout.String(), "how long (`D`) each upstream has to answer")
 	return d

@@ -1,6 +1,8 @@
 package dns64
 
 import (
+	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -19,11 +21,20 @@ type cacheKey struct {
 	do, cd bool
 }
 
-// cache holds upstream answers for their TTL, at most size of them, the
-// least recently used forgotten first. It is safe for concurrent use;
-// what it returns is the caller's own copy.
+// cacheBudget bounds the bytes of the answers the cache holds, each counted
+// by its packed (uncompressed) size: 32 MiB is some 100,000 typical
+// answers, or 500 of the largest (64 KiB, the most a DNS message can be).
+const cacheBudget = 32 << 20
+
+// cache holds upstream answers for their TTL, at most size of them and
+// budget bytes of them, the least recently used forgotten first. An answer
+// larger than the budget is not kept. It is safe for concurrent use; what
+// it returns is the caller's own copy.
 type cache struct {
-	l *lru.Cache[cacheKey, cacheEntry]
+	l      *lru.Cache[cacheKey, cacheEntry]
+	budget int64
+	mu     sync.Mutex   // serializes put, which evicts to the budget
+	bytes  atomic.Int64 // of the entries held
 }
 
 // cacheEntry is an answer as the upstream gave it, never changed.
@@ -31,14 +42,17 @@ type cacheEntry struct {
 	msg    *dns.Msg
 	stored time.Time
 	ttl    uint32 // seconds from stored
+	size   int    // bytes, packed
 }
 
-func newCache(size int) *cache {
-	if size <= 0 {
+func newCache(size int, budget int64) *cache {
+	if size <= 0 || budget <= 0 {
 		return nil
 	}
-	l, _ := lru.New[cacheKey, cacheEntry](size) // size > 0: no error
-	return &cache{l: l}
+	c := &cache{budget: budget}
+	// size > 0: no error. The callback runs for every entry that leaves.
+	c.l, _ = lru.NewWithEvict(size, func(_ cacheKey, e cacheEntry) { c.bytes.Add(-int64(e.size)) })
+	return c
 }
 
 // get returns a copy of k's answer with its TTLs lowered by its age, if it
@@ -82,9 +96,32 @@ func (c *cache) put(k cacheKey, m *dns.Msg, now time.Time) {
 	if c == nil {
 		return
 	}
-	if ttl := cacheTTL(m); ttl > 0 {
-		c.l.Add(k, cacheEntry{msg: m, stored: now, ttl: ttl})
+	ttl := cacheTTL(m)
+	if ttl == 0 {
+		return
 	}
+	size := m.Len()
+	if int64(size) > c.budget {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.l.Remove(k) // an update of k: its old bytes leave
+	c.bytes.Add(int64(size))
+	c.l.Add(k, cacheEntry{msg: m, stored: now, ttl: ttl, size: size})
+	for c.bytes.Load() > c.budget {
+		if _, _, ok := c.l.RemoveOldest(); !ok {
+			break
+		}
+	}
+}
+
+// size returns the bytes the cache holds.
+func (c *cache) size() int64 {
+	if c == nil {
+		return 0
+	}
+	return c.bytes.Load()
 }
 
 func (c *cache) len() int {

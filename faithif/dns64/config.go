@@ -59,9 +59,11 @@ type Config struct {
 	Allow          []netip.Prefix
 	AllowLocalNets bool
 	// RateLimit is how many queries a second each client address may ask
-	// (with bursts of twice as many); 0: no limit.
+	// (with bursts of twice as many), each IPv6 client /64 four times as
+	// many; 0: no limit.
 	RateLimit int
-	// CacheSize is how many upstream answers are kept; 0: none.
+	// CacheSize is how many upstream answers are kept (within 32 MiB of
+	// them); 0: none.
 	CacheSize int
 	// Timeout is how long each upstream has for each query.
 	Timeout time.Duration

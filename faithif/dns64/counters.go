@@ -37,10 +37,11 @@ const (
 	resultOther                     // any other RCODE
 	resultNotAllowed                // REFUSED: the client is outside the allowed prefixes
 	resultRateLimited               // over the client's rate: dropped (UDP) or REFUSED (TCP)
+	resultOverloaded                // SERVFAIL at once: maxInflight upstream queries in flight
 	numResults
 )
 
-var resultNames = [numResults]string{"noerror", "nxdomain", "servfail", "refused", "formerr", "notimp", "other", "not_allowed", "rate_limited"}
+var resultNames = [numResults]string{"noerror", "nxdomain", "servfail", "refused", "formerr", "notimp", "other", "not_allowed", "rate_limited", "overloaded"}
 
 func resultOf(rcode int) result {
 	switch rcode {
@@ -109,7 +110,7 @@ type Counters struct {
 	// Queries counts the queries received, by type.
 	DNS64Queries map[string]uint64 `json:"dns64_queries_total" text:"dns64 queries" showif:"dns64_listen" metric:"counter dns64_queries_total type" help:"DNS64 queries received, by query type: a, aaaa, ptr, https, other."`
 	// Results counts them by how they ended: every query under one.
-	DNS64Results map[string]uint64 `json:"dns64_query_results_total" text:"dns64 results" showif:"dns64_listen" metric:"counter dns64_query_results_total result" help:"DNS64 queries by how they ended: the RCODE answered (noerror, nxdomain, servfail, refused, formerr, notimp, other), or not_allowed (a client outside the allowed prefixes, REFUSED) or rate_limited (over its rate: dropped, REFUSED over TCP)."`
+	DNS64Results map[string]uint64 `json:"dns64_query_results_total" text:"dns64 results" showif:"dns64_listen" metric:"counter dns64_query_results_total result" help:"DNS64 queries by how they ended: the RCODE answered (noerror, nxdomain, servfail, refused, formerr, notimp, other), or not_allowed (a client outside the allowed prefixes, REFUSED) rate_limited (over its rate, per address or per /64: dropped, REFUSED over TCP) or overloaded (SERVFAIL at once: 256 upstream queries in flight)."`
 	// Synthesized counts the answers faithif made up: AAAA records from A
 	// records, and CNAMEs from an ip6.arpa name to its in-addr.arpa name.
 	DNS64Synthesized map[string]uint64 `json:"dns64_synthesized_total" text:"dns64 synthesized" showif:"dns64_listen" metric:"counter dns64_synthesized_total kind" help:"DNS64 answers synthesized: aaaa (AAAA records made from A records), ptr (an ip6.arpa name under a FAITH prefix answered with a CNAME to its in-addr.arpa name)."`

@@ -50,21 +50,28 @@
 //
 // As RFC 6147 asks, and as unbound and BIND do: an AAAA answer with an RCODE
 // other than NOERROR or NXDOMAIN counts as empty; NXDOMAIN is returned as it
-// is; CNAME chains are followed (the chain, then the synthesized records of
-// its last name); dns64-synthall (SynthAll) synthesizes for every name.
+// is; CNAME chains are followed as far as the answer has them (the chain,
+// then the synthesized records of its last name; a loop is SERVFAIL);
+// dns64-synthall (SynthAll) synthesizes for every name.
 //
 // Around it: answers are cached for their TTL (negative ones for their SOA's
-// negative TTL, RFC 2308), at most CacheSize of them, the least recently used
-// forgotten first, and concurrent questions share one upstream query; each
-// upstream has Timeout to answer before the next is asked, and one answering
-// SERVFAIL, REFUSED, NOTIMP or FORMERR is passed over too; when none answers,
-// the client gets SERVFAIL. A truncated upstream answer is asked again over
+// negative TTL, RFC 2308), at most CacheSize of them and 32 MiB (each counted
+// by its packed size), the least recently used forgotten first, and
+// concurrent questions share one upstream query; each upstream has Timeout
+// to answer before the next is asked, and one answering SERVFAIL, REFUSED,
+// NOTIMP or FORMERR is passed over too; when none answers, the client gets
+// SERVFAIL. One that timed out, failed or answered SERVFAIL or REFUSED is
+// asked after the others for 30 s, then probed in its turn again. At most
+// 256 upstream queries are in flight (each holds a socket); beyond, SERVFAIL
+// at once. A truncated upstream answer is asked again over
 // TCP. Upstream queries carry EDNS0 (1232 bytes, the client's DO bit);
 // answers to a client carry EDNS0 if its query did, and over UDP are at most
 // 512 bytes without it, 1232 with it, truncated (TC) beyond. Clients outside
 // the allowed prefixes (by default the networks the router has an address
-// in, BIND's localnets) are REFUSED: no open resolver. Each client address
-// may ask RateLimit queries a second, twice that at once; beyond, UDP
-// queries are dropped (a forged source gets nothing) and TCP ones REFUSED.
-// At most 64 TCP connections are served at once on each address.
+// in, BIND's localnets) are REFUSED (over TCP, the connection is then
+// closed): no open resolver. Each client address may ask RateLimit queries
+// a second, twice that at once, and each IPv6 /64 four times that; beyond,
+// UDP queries are dropped (a forged source gets nothing) and TCP ones
+// REFUSED. At most 64 TCP connections are served at once on each address, 8
+// of one client address.
 package dns64

@@ -69,7 +69,7 @@ func FuzzUpstreamAnswer(f *testing.F) {
 			}
 			q := new(dns.Msg)
 			q.SetQuestion(name, dns.TypeAAAA)
-			a := r.answer(client, q)
+			a, _ := r.answer(client, q)
 			w := &fakeWriter{remote: udpFrom("::1")}
 			r.write(w, q, a, false)
 			if len(w.msgs) != 1 {

@@ -20,8 +20,13 @@ import (
 
 // maxTCPConns bounds the TCP connections served at once on each listen
 // address; more wait in the kernel's backlog. Each holds a descriptor,
-// which the relay's flows need more.
-const maxTCPConns = 64
+// which the relay's flows need more. maxTCPConnsPerClient bounds those of
+// one client address, so that one client cannot hold them all: beyond it a
+// connection is closed as soon as it is accepted.
+const (
+	maxTCPConns          = 64
+	maxTCPConnsPerClient = 8
+)
 
 // Options are what a Responder needs besides its Config.
 type Options struct {
@@ -33,8 +38,10 @@ type Options struct {
 	// an address in (faithif.LocalNets), for Config.AllowLocalNets.
 	LocalNets func(netip.Addr) bool
 	// ObserveUpstream, if set, is given every upstream query's duration
-	// and whether it was answered (the metrics' histogram).
-	ObserveUpstream func(upstream string, d time.Duration, ok bool)
+	// and how it ended (the metrics' histogram): the RCODE of the answer
+	// in lower case (noerror, nxdomain, servfail, refused...), "timeout",
+	// or "failed" (no usable answer).
+	ObserveUpstream func(upstream string, d time.Duration, result string)
 	// Logger receives the responder's log; nil: slog.Default().
 	Logger *slog.Logger
 	// Now is the clock of the cache and the rate limits; nil: time.Now.
@@ -55,6 +62,9 @@ type Responder struct {
 	limit  *limiter
 	flight singleflight.Group
 	stats  stats
+	// inflight holds a token for each upstream query in flight, at most
+	// maxInflight.
+	inflight chan struct{}
 
 	ctx    context.Context // the upstream queries' context, cancelled by Close
 	cancel context.CancelFunc
@@ -83,7 +93,8 @@ func New(cfg Config, opts Options) (*Responder, error) {
 		cfg.Timeout = DefaultTimeout
 	}
 	r := &Responder{cfg: cfg, opts: opts, log: opts.Logger, now: opts.Now,
-		cache: newCache(cfg.CacheSize), limit: newLimiter(cfg.RateLimit)}
+		cache: newCache(cfg.CacheSize, cacheBudget), limit: newLimiter(cfg.RateLimit),
+		inflight: make(chan struct{}, maxInflight)}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -183,10 +194,11 @@ func (r *Responder) Serve() error {
 	started := make(chan struct{}, len(r.conns)+len(r.lns))
 	notify := func() { started <- struct{}{} }
 	for _, pc := range r.conns {
-		r.servers = append(r.servers, &dns.Server{PacketConn: pc, Handler: r, MsgAcceptFunc: acceptQuery, NotifyStartedFunc: notify})
+		r.servers = append(r.servers, &dns.Server{PacketConn: pc, Handler: r, MsgAcceptFunc: acceptQuery, MsgInvalidFunc: r.invalid, NotifyStartedFunc: notify})
 	}
 	for _, ln := range r.lns {
-		r.servers = append(r.servers, &dns.Server{Listener: netutil.LimitListener(ln, maxTCPConns), Handler: r, MsgAcceptFunc: acceptQuery, NotifyStartedFunc: notify})
+		ln = netutil.LimitListener(newClientListener(ln, maxTCPConnsPerClient), maxTCPConns)
+		r.servers = append(r.servers, &dns.Server{Listener: ln, Handler: r, MsgAcceptFunc: acceptQuery, MsgInvalidFunc: r.invalid, NotifyStartedFunc: notify})
 	}
 	errc := make(chan error, len(r.servers))
 	for _, s := range r.servers {
@@ -239,12 +251,25 @@ func (r *Responder) Close() {
 
 // acceptQuery lets every request through to ServeDNS, which answers
 // malformed ones itself so that they are counted; answers are ignored.
+// What the library cannot unpack it answers FORMERR itself (invalid
+// counts it).
 func acceptQuery(dh dns.Header) dns.MsgAcceptAction {
 	const qr = 1 << 15
 	if dh.Bits&qr != 0 {
 		return dns.MsgIgnore
 	}
 	return dns.MsgAccept
+}
+
+// invalid counts a message the library could not unpack: with a header
+// (and not an answer) it answered FORMERR; shorter, nothing.
+func (r *Responder) invalid(m []byte, _ error) {
+	const qr = 0x80 // in the header's third byte
+	if len(m) < 12 || m[2]&qr != 0 {
+		return
+	}
+	r.stats.queries[qtypeIndex(0)].Add(1)
+	r.stats.results[resultFormErr].Add(1)
 }
 
 // ServeDNS implements dns.Handler: it answers one query.
@@ -261,6 +286,9 @@ func (r *Responder) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		r.stats.results[resultNotAllowed].Add(1)
 		r.log.Debug("dns64: query refused: client not allowed", "client", client.String())
 		r.write(w, req, rcodeMsg(dns.RcodeRefused), tcp)
+		if tcp {
+			w.Close() // it shall not hold a connection slot
+		}
 		return
 	case !r.limit.allow(client, r.now()):
 		r.stats.results[resultRateLimited].Add(1)
@@ -269,8 +297,8 @@ func (r *Responder) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		}
 		return
 	}
-	a := r.answer(client, req)
-	r.stats.results[resultOf(a.Rcode)].Add(1)
+	a, res := r.answer(client, req)
+	r.stats.results[res].Add(1)
 	r.write(w, req, a, tcp)
 }
 

@@ -16,21 +16,44 @@ import (
 // AAAA answer carried no SOA (RFC 6147 5.1.7).
 const noSOATTL = 600
 
-// maxChain bounds the CNAME chain followed in an answer.
-const maxChain = 16
+// errCNAMELoop means an answer's CNAME chain leads back into itself.
+var errCNAMELoop = errors.New("the CNAME chain loops")
 
 // answer resolves req for client: what the answer's RCODE, AD bit and
-// sections are (write makes the message).
-func (r *Responder) answer(client netip.Addr, req *dns.Msg) *dns.Msg {
+// sections are (write makes the message), and how the query ended.
+func (r *Responder) answer(client netip.Addr, req *dns.Msg) (*dns.Msg, result) {
+	a, err := r.resolve(client, req)
+	switch {
+	case errors.Is(err, errOverloaded):
+		return rcodeMsg(dns.RcodeServerFailure), resultOverloaded
+	case err != nil:
+		q := req.Question[0]
+		r.log.Debug("dns64: no upstream answered", "name", q.Name, "type", dns.TypeToString[q.Qtype], "error", err.Error())
+		return rcodeMsg(dns.RcodeServerFailure), resultServFail
+	}
+	return a, resultOf(a.Rcode)
+}
+
+// resolve is answer, with an error when no upstream answered.
+func (r *Responder) resolve(client netip.Addr, req *dns.Msg) (*dns.Msg, error) {
 	if req.Opcode != dns.OpcodeQuery {
-		return rcodeMsg(dns.RcodeNotImplemented)
+		return rcodeMsg(dns.RcodeNotImplemented), nil
 	}
 	if len(req.Question) != 1 {
-		return rcodeMsg(dns.RcodeFormatError)
+		return rcodeMsg(dns.RcodeFormatError), nil
+	}
+	opts := 0
+	for _, rr := range req.Extra {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			opts++
+		}
+	}
+	if opts > 1 {
+		return rcodeMsg(dns.RcodeFormatError), nil // RFC 6891 6.1.1
 	}
 	opt := req.IsEdns0()
 	if opt != nil && opt.Version() != 0 {
-		return rcodeMsg(dns.RcodeBadVers)
+		return rcodeMsg(dns.RcodeBadVers), nil
 	}
 	q := req.Question[0]
 	do := opt != nil && opt.Do()
@@ -52,11 +75,10 @@ func (r *Responder) answer(client netip.Addr, req *dns.Msg) *dns.Msg {
 		a, err = r.lookup(q.Name, q.Qtype, q.Qclass, do, req.CheckingDisabled)
 	}
 	if err != nil {
-		r.log.Debug("dns64: no upstream answered", "name", q.Name, "type", dns.TypeToString[q.Qtype], "error", err.Error())
-		return rcodeMsg(dns.RcodeServerFailure)
+		return nil, err
 	}
 	a.AuthenticatedData = a.AuthenticatedData && wantAD
-	return a
+	return a, nil
 }
 
 // aaaa answers an AAAA query (RFC 6147 5.1): the name's AAAA records if it
@@ -74,7 +96,11 @@ func (r *Responder) aaaa(client netip.Addr, name string, do bool) (*dns.Msg, err
 		case dns.RcodeNameError:
 			return m, nil // 5.1.2: returned as it is
 		case dns.RcodeSuccess:
-			kept, n := r.usableAAAA(client, m.Answer, chain(name, m.Answer))
+			names, err := chain(name, m.Answer)
+			if err != nil {
+				return nil, err
+			}
+			kept, n := r.usableAAAA(client, m.Answer, names)
 			if n > 0 {
 				// 5.1.3 and 5.1.4: the real ones, less those excluded.
 				if len(kept) != len(m.Answer) {
@@ -94,7 +120,10 @@ func (r *Responder) aaaa(client netip.Addr, name string, do bool) (*dns.Msg, err
 		}
 		return nil, err
 	}
-	names := chain(name, am.Answer)
+	names, err := chain(name, am.Answer)
+	if err != nil {
+		return nil, err
+	}
 	var ttlCap uint32 = maxCacheTTL
 	if neg != nil {
 		if t, ok := negativeTTL(neg); ok {
@@ -253,25 +282,31 @@ func reasonOf(v relay.Verdict) (Reason, string) {
 }
 
 // chain returns the names of the CNAME chain that starts at name in
-// answer, name included, in lower case.
-func chain(name string, answer []dns.RR) map[string]bool {
-	cur := strings.ToLower(dns.Fqdn(name))
-	names := map[string]bool{cur: true}
-	for range maxChain {
-		next := ""
-		for _, rr := range answer {
-			if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, cur) {
-				next = strings.ToLower(c.Target)
-				break
+// answer, name included, in lower case: as long as the answer has it (it
+// cannot be longer than the answer), or errCNAMELoop if it comes back to a
+// name of its own.
+func chain(name string, answer []dns.RR) (map[string]bool, error) {
+	cnames := make(map[string]string)
+	for _, rr := range answer {
+		if c, ok := rr.(*dns.CNAME); ok {
+			if n := strings.ToLower(c.Hdr.Name); cnames[n] == "" {
+				cnames[n] = strings.ToLower(c.Target)
 			}
 		}
-		if next == "" || names[next] {
-			break
+	}
+	cur := strings.ToLower(dns.Fqdn(name))
+	names := map[string]bool{cur: true}
+	for {
+		next, ok := cnames[cur]
+		if !ok {
+			return names, nil
+		}
+		if names[next] {
+			return nil, fmt.Errorf("%s: %w at %s", name, errCNAMELoop, next)
 		}
 		names[next] = true
 		cur = next
 	}
-	return names
 }
 
 // soaOf returns the SOA records of an answer's authority section.

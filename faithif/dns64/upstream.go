@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,8 +18,22 @@ import (
 // fit any path's MTU without fragments (DNS flag day 2020).
 const ednsSize = 1232
 
-// errAllFailed means no upstream answered.
-var errAllFailed = errors.New("no upstream answered")
+// maxInflight bounds the upstream queries in flight at once: each holds a
+// socket, a file descriptor the relay's flows need more. Beyond it a query
+// gets SERVFAIL at once (results{overloaded}).
+const maxInflight = 256
+
+// backoff is how long an upstream that timed out, failed or answered
+// SERVFAIL or REFUSED is asked only after the others (as unbound and BIND
+// do); then it is asked in its turn again, and so probed.
+const backoff = 30 * time.Second
+
+var (
+	// errAllFailed means no upstream answered.
+	errAllFailed = errors.New("no upstream answered")
+	// errOverloaded means maxInflight upstream queries are in flight.
+	errOverloaded = errors.New("too many upstream queries in flight")
+)
 
 // lookup returns the upstream answer to one question, from the cache if it
 // is there, else from the upstreams: concurrent lookups of one question
@@ -31,6 +46,12 @@ func (r *Responder) lookup(name string, qtype, qclass uint16, do, cd bool) (*dns
 	}
 	r.stats.cacheMisses.Add(1)
 	v, err, _ := r.flight.Do(fmt.Sprintf("%s/%d/%d/%t/%t", k.name, k.qtype, k.qclass, k.do, k.cd), func() (any, error) {
+		select {
+		case r.inflight <- struct{}{}:
+			defer func() { <-r.inflight }()
+		default:
+			return nil, errOverloaded
+		}
 		m, err := r.exchange(k)
 		if err == nil {
 			r.cache.put(k, m, r.now())
@@ -43,10 +64,10 @@ func (r *Responder) lookup(name string, qtype, qclass uint16, do, cd bool) (*dns
 	return v.(*dns.Msg).Copy(), nil
 }
 
-// exchange asks the upstreams k, in order, until one answers with
-// something other than SERVFAIL, REFUSED, NOTIMP or FORMERR; if all answer
-// so, the last such answer is returned, and if none answers at all,
-// errAllFailed.
+// exchange asks the upstreams k, in order, those backed off last, until
+// one answers with something other than SERVFAIL, REFUSED, NOTIMP or
+// FORMERR; if all answer so, the last such answer is returned, and if none
+// answers at all, errAllFailed.
 func (r *Responder) exchange(k cacheKey) (*dns.Msg, error) {
 	q := new(dns.Msg)
 	q.SetQuestion(k.name, k.qtype)
@@ -58,13 +79,15 @@ func (r *Responder) exchange(k cacheKey) (*dns.Msg, error) {
 	defer cancel()
 	var last *dns.Msg
 	errs := []error{errAllFailed}
-	for _, u := range r.up {
+	for _, u := range r.order() {
 		start := time.Now()
 		m, err := r.exchangeWith(ctx, q, u)
 		if r.opts.ObserveUpstream != nil {
-			r.opts.ObserveUpstream(u.addr, time.Since(start), err == nil)
+			r.opts.ObserveUpstream(u.addr, time.Since(start), upstreamResult(m, err))
 		}
-		u.state(r.log, err)
+		if ctx.Err() == nil || err == nil {
+			u.state(r.log, m, err, r.now())
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", u.addr, err))
 			if ctx.Err() != nil {
@@ -91,10 +114,10 @@ func (r *Responder) exchangeWith(ctx context.Context, q *dns.Msg, u *upstream) (
 	q = q.Copy()
 	q.Id = dns.Id()
 	c := &dns.Client{Net: "udp", Timeout: r.cfg.Timeout}
-	m, _, err := c.ExchangeContext(ctx, q, u.addr)
+	m, err := exchangeOnce(ctx, c, q, u.addr)
 	if err == nil && m.Truncated {
 		c.Net = "tcp"
-		m, _, err = c.ExchangeContext(ctx, q, u.addr)
+		m, err = exchangeOnce(ctx, c, q, u.addr)
 	}
 	if err != nil {
 		return nil, err
@@ -109,22 +132,88 @@ func (r *Responder) exchangeWith(ctx context.Context, q *dns.Msg, u *upstream) (
 	return m, nil
 }
 
-// upstream is one upstream resolver and whether it last failed, so that a
-// change is logged once.
-type upstream struct {
-	addr    string
-	failing atomic.Bool
+// exchangeOnce asks addr q over c's network, on a socket closed as soon
+// as ctx is done (the library's read waits for its deadline only), so that
+// Close frees every upstream socket at once.
+func exchangeOnce(ctx context.Context, c *dns.Client, q *dns.Msg, addr string) (*dns.Msg, error) {
+	co, err := c.DialContext(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer co.Close()
+	stop := context.AfterFunc(ctx, func() { co.Close() })
+	defer stop()
+	m, _, err := c.ExchangeWithConnContext(ctx, q, co)
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	return m, err
 }
 
-// state logs when u starts failing or answers again.
-func (u *upstream) state(log *slog.Logger, err error) {
-	if err != nil {
-		if !u.failing.Swap(true) {
-			log.Warn("dns64: upstream not answering, trying the next one", "upstream", u.addr, "error", err.Error())
+// upstreamResult names how an upstream query ended, for the histogram's
+// result label: the RCODE in lower case (noerror, servfail, refused...),
+// timeout, or failed (no usable answer).
+func upstreamResult(m *dns.Msg, err error) string {
+	var ne net.Error
+	switch {
+	case err == nil:
+		if s, ok := dns.RcodeToString[m.Rcode]; ok {
+			return strings.ToLower(s)
+		}
+		return "other"
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	}
+	return "failed"
+}
+
+// order returns the upstreams in the order to ask them now: those not
+// backed off in their configured order, then those backed off, in theirs.
+func (r *Responder) order() []*upstream {
+	now := r.now().UnixNano()
+	out := make([]*upstream, 0, len(r.up))
+	for _, u := range r.up {
+		if u.downUntil.Load() <= now {
+			out = append(out, u)
+		}
+	}
+	for _, u := range r.up {
+		if u.downUntil.Load() > now {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// upstream is one upstream resolver: until when it is backed off, and when
+// its failure was last logged.
+type upstream struct {
+	addr      string
+	downUntil atomic.Int64 // unix nanoseconds of the Responder's clock
+	warned    atomic.Int64 // unix nanoseconds; 0: not failing
+}
+
+// state records how u answered at now: no answer, SERVFAIL or REFUSED
+// back it off for backoff, with a warning at most once a backoff; an
+// answer makes it healthy again (logged if it was not).
+func (u *upstream) state(log *slog.Logger, m *dns.Msg, err error, now time.Time) {
+	why := ""
+	switch {
+	case err != nil:
+		why = err.Error()
+	case m.Rcode == dns.RcodeServerFailure || m.Rcode == dns.RcodeRefused:
+		why = "answered " + dns.RcodeToString[m.Rcode]
+	}
+	if why == "" {
+		u.downUntil.Store(0)
+		if u.warned.Swap(0) != 0 {
+			log.Info("dns64: upstream answering again", "upstream", u.addr)
 		}
 		return
 	}
-	if u.failing.Swap(false) {
-		log.Info("dns64: upstream answering again", "upstream", u.addr)
+	n := now.UnixNano()
+	u.downUntil.Store(n + int64(backoff))
+	if last := u.warned.Load(); (last == 0 || n-last >= int64(backoff)) && u.warned.CompareAndSwap(last, n) {
+		log.Warn("dns64: upstream failing, asking the others first for a while", "upstream", u.addr, "error", why, "backoff", backoff.String())
 	}
 }

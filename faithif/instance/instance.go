@@ -39,8 +39,8 @@ type Options struct {
 	// result (the metrics' histogram).
 	ObserveDial func(time.Duration, bool)
 	// ObserveUpstream, if set, is given every DNS64 upstream query's
-	// duration and result (the metrics' histogram).
-	ObserveUpstream func(upstream string, d time.Duration, ok bool)
+	// duration and result (the metrics' histogram; dns64.Options).
+	ObserveUpstream func(upstream string, d time.Duration, result string)
 	// Logger receives the instance's log; nil: slog.Default().
 	Logger *slog.Logger
 	// Notifier, if set, is told of reloads and of the stop (the one who

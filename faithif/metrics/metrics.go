@@ -65,7 +65,7 @@ func newWithBuild(src Source, bi buildinfo.Info) *Metrics {
 	}, []string{"interface", "result"})
 	m.upstream = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "faithif_dns64_upstream_duration_seconds",
-		Help:    "Time a DNS64 upstream took to answer one query, by upstream and result (ok, or failed: no answer within the timeout, or an error).",
+		Help:    "Time a DNS64 upstream took to answer one query, by upstream and result: the answer's RCODE (noerror, nxdomain, servfail, refused, ...), timeout (no answer in time), or failed (an error, or no usable answer).",
 		Buckets: upstreamBuckets,
 	}, []string{"interface", "upstream", "result"})
 	m.reg.MustRegister(m.dial, m.upstream, collector{src: src, families: families()},
@@ -88,12 +88,8 @@ func (m *Metrics) ObserveDial(name string) func(time.Duration, bool) {
 
 // ObserveUpstream returns the function the DNS64 responder of interface
 // name calls after every upstream query.
-func (m *Metrics) ObserveUpstream(name string) func(upstream string, d time.Duration, ok bool) {
-	return func(upstream string, d time.Duration, success bool) {
-		result := "failed"
-		if success {
-			result = "ok"
-		}
+func (m *Metrics) ObserveUpstream(name string) func(upstream string, d time.Duration, result string) {
+	return func(upstream string, d time.Duration, result string) {
 		m.upstream.WithLabelValues(name, upstream, result).Observe(d.Seconds())
 	}
 }

@@ -61,8 +61,9 @@ func TestCollect(t *testing.T) {
 	obs(2*time.Millisecond, true)
 	obs(3*time.Second, false)
 	up := m.ObserveUpstream("faith0")
-	up("192.0.2.53:53", time.Millisecond, true)
-	up("192.0.2.54:53", 2*time.Second, false)
+	up("192.0.2.53:53", time.Millisecond, "noerror")
+	up("192.0.2.54:53", 2*time.Second, "timeout")
+	up("192.0.2.55:53", time.Millisecond, "servfail")
 	fams := scrape(t, m.Handler())
 	for _, tc := range []struct {
 		name   string
@@ -108,8 +109,9 @@ func TestCollect(t *testing.T) {
 		t.Fatal("upstream histogram missing")
 	}
 	for _, l := range []map[string]string{
-		{"interface": "faith0", "upstream": "192.0.2.53:53", "result": "ok"},
-		{"interface": "faith0", "upstream": "192.0.2.54:53", "result": "failed"},
+		{"interface": "faith0", "upstream": "192.0.2.53:53", "result": "noerror"},
+		{"interface": "faith0", "upstream": "192.0.2.54:53", "result": "timeout"},
+		{"interface": "faith0", "upstream": "192.0.2.55:53", "result": "servfail"},
 	} {
 		if n, ok := h.histCount(l); !ok || n != 1 {
 			t.Errorf("upstream histogram %v: count %d (found %v); want 1", l, n, ok)
@@ -194,7 +196,7 @@ func TestLint(t *testing.T) {
 	}
 	m := New(&fakeSource{st: []status.Status{st}})
 	m.ObserveDial("faith0")(time.Millisecond, true)
-	m.ObserveUpstream("faith0")("192.0.2.53:53", time.Millisecond, true)
+	m.ObserveUpstream("faith0")("192.0.2.53:53", time.Millisecond, "noerror")
 	problems, err := testutil.GatherAndLint(m.reg)
 	if err != nil {
 		t.Fatal(err)

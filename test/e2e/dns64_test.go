@@ -321,9 +321,12 @@ prefixes = ["`+netlab.FaithPrefix+`"]
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, v, c.want)
 		}
 	}
-	// Upstream queries: a-only AAAA and A, loopback AAAA and A, nx A.
-	if m := oneMetric(t, mfs, "faithif_dns64_upstream_duration_seconds", "interface", "faith0", "upstream", "192.0.2.2:53", "result", "ok"); m == nil || m.GetHistogram().GetSampleCount() != 5 {
-		t.Errorf("upstream latency histogram: %v, want 5 samples", m)
+	// Upstream queries: a-only AAAA and A, loopback AAAA and A (NOERROR),
+	// nx A (NXDOMAIN).
+	for res, n := range map[string]uint64{"noerror": 4, "nxdomain": 1} {
+		if m := oneMetric(t, mfs, "faithif_dns64_upstream_duration_seconds", "interface", "faith0", "upstream", "192.0.2.2:53", "result", res); m == nil || m.GetHistogram().GetSampleCount() != n {
+			t.Errorf("upstream latency histogram, %s: %v, want %d samples", res, m, n)
+		}
 	}
 	_, text, err := lab.Router.HTTPGet(ctx, "http://"+metricsAddr+"/metrics")
 	if err != nil {
