@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -322,5 +323,35 @@ func TestFormErr(t *testing.T) {
 	}
 	if r := e.r.Counters(); r.DNS64Results["formerr"] != 2 || r.DNS64Queries["other"] != 2 {
 		t.Errorf("results %v, queries %v; want 2 formerr, 2 other queries (MX, and the one without a type)", r.DNS64Results, r.DNS64Queries)
+	}
+}
+
+// TestUpstreamStateLog: a failing upstream is warned about once per
+// backoff however often it fails, again after it; answering again is
+// logged once; a NOERROR or NXDOMAIN answer is no failure.
+func TestUpstreamStateLog(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	u := &upstream{addr: "192.0.2.53:53"}
+	now := time.Unix(1_700_000_000, 0)
+	servfail := &dns.Msg{MsgHdr: dns.MsgHdr{Rcode: dns.RcodeServerFailure}}
+	refused := &dns.Msg{MsgHdr: dns.MsgHdr{Rcode: dns.RcodeRefused}}
+	u.state(log, nil, errors.New("i/o timeout"), now)
+	u.state(log, servfail, nil, now.Add(time.Second))
+	u.state(log, refused, nil, now.Add(backoff-time.Second))
+	if n := strings.Count(buf.String(), "level=WARN"); n != 1 {
+		t.Errorf("%d warnings within a backoff, want 1:\n%s", n, buf.String())
+	}
+	if u.downUntil.Load() != now.Add(backoff-time.Second).Add(backoff).UnixNano() {
+		t.Error("the backoff does not run from the last failure")
+	}
+	u.state(log, servfail, nil, now.Add(backoff))
+	if n := strings.Count(buf.String(), "level=WARN"); n != 2 || !strings.Contains(buf.String(), `error="answered SERVFAIL"`) {
+		t.Errorf("after a backoff: %d warnings, want 2:\n%s", n, buf.String())
+	}
+	u.state(log, &dns.Msg{MsgHdr: dns.MsgHdr{Rcode: dns.RcodeNameError}}, nil, now.Add(backoff+time.Second))
+	u.state(log, &dns.Msg{}, nil, now.Add(backoff+2*time.Second))
+	if n := strings.Count(buf.String(), "answering again"); n != 1 || u.downUntil.Load() != 0 {
+		t.Errorf("answering again logged %d times, want 1 (down until %d):\n%s", n, u.downUntil.Load(), buf.String())
 	}
 }
