@@ -474,9 +474,9 @@ func (in *Instance) Status() status.Status {
 		FTPPorts:                []int{},
 		FTPCounters:             in.ftp.Counters(),
 	}
-	for _, p := range in.cfg.FTPPorts {
-		st.FTPPorts = append(st.FTPPorts, int(p))
-	}
+	st.FTPPorts = ints(in.cfg.FTPPorts)
+	st.PrivilegedPorts = ints(in.cfg.PrivilegedPorts)
+	st.ProxyProtocolPorts = ints(in.cfg.ProxyProtocolPorts)
 	if in.dns64 != nil {
 		st.DNS64Listen = in.dns64.Addrs()
 		st.DNS64Upstreams = in.dns64.Upstreams()
@@ -501,6 +501,15 @@ func (in *Instance) Status() status.Status {
 // or relaying that f selects, sorted.
 func (in *Instance) Flows(f flows.Filter) flows.Table {
 	return flows.Build(in.cfg.Name, in.relay.Flows(), f)
+}
+
+// ints returns ports as ints, an empty list (not nil) for none.
+func ints(ports []uint16) []int {
+	out := make([]int, len(ports))
+	for i, p := range ports {
+		out[i] = int(p)
+	}
+	return out
 }
 
 // nonNil returns l, or an empty list for nil: a JSON log line then has []

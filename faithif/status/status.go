@@ -81,6 +81,11 @@ type Status struct {
 	// empty for none; FTPCounters its counters.
 	FTPPorts []int `json:"ftp_ports" text:"ftp,ports"`
 	FTPCounters
+	// PrivilegedPorts and ProxyProtocolPorts are the destination ports
+	// whose IPv4 connections come from a reserved source port, and start
+	// with a PROXY protocol v2 header (README, "Per-port options").
+	PrivilegedPorts    []int `json:"privileged_ports" text:"per-port options,privileged source ports"`
+	ProxyProtocolPorts []int `json:"proxy_protocol_ports" text:"per-port options,PROXY protocol"`
 }
 
 // The values of Status.Owner.

@@ -219,7 +219,7 @@ func TestJSONKeys(t *testing.T) {
 		"dns64_synthesized_total", "dns64_synthesis_suppressed_total", "dns64_cache_entries", "dns64_cache_hits_total",
 		"dns64_cache_misses_total",
 		"ftp_ports", "ftp_sessions_total", "ftp_commands_translated_total", "ftp_commands_refused_total", "ftp_bounces_refused_total",
-		"ftp_data_connections_passive_total", "ftp_data_connections_active_total", "ftp_data_listeners_expired_total", "ftp_tls_sessions_total",
+		"ftp_data_connections_passive_total", "ftp_data_connections_active_total", "ftp_data_listeners_expired_total", "ftp_tls_sessions_total", "privileged_ports", "proxy_protocol_ports",
 	}
 	var got []string
 	for _, f := range Fields() {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -94,6 +95,9 @@ func TestPrivilegedPorts(t *testing.T) {
 	}
 	if _, ok := findLine(f.Stderr(), "msg=ready", fmt.Sprintf("privileged_ports=[%d]", priv)); !ok {
 		t.Errorf("the ready line does not say privileged_ports=[%d]:\n%s", priv, f.Stderr())
+	}
+	if st, err := lab.Show(); err != nil || !slices.Equal(st.PrivilegedPorts, []int{priv}) || len(st.ProxyProtocolPorts) != 0 {
+		t.Errorf("show: privileged_ports %v, proxy_protocol_ports %v (%v); want [%d], []", st.PrivilegedPorts, st.ProxyProtocolPorts, err, priv)
 	}
 	if _, ok := f.WaitLog(10*time.Second, func(l string) bool {
 		return hasAll(l, `msg="dial started"`, "reserved_port=true")
@@ -286,6 +290,9 @@ func TestProxyProtocol(t *testing.T) {
 	f := lab.StartFaithif(t, "--keepfaith", "--proxy-protocol-ports", "80")
 	if _, ok := findLine(f.Stderr(), "msg=ready", "proxy_protocol_ports=[80]"); !ok {
 		t.Errorf("the ready line does not say proxy_protocol_ports=[80]:\n%s", f.Stderr())
+	}
+	if st, err := lab.Show(); err != nil || !slices.Equal(st.ProxyProtocolPorts, []int{80}) {
+		t.Errorf("show: proxy_protocol_ports %v (%v); want [80]", st.ProxyProtocolPorts, err)
 	}
 
 	curl := func(port, lport int) string {
