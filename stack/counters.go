@@ -49,6 +49,11 @@ type Counters struct {
 	// ValidatedSources is how many client addresses are validated now.
 	ValidatedSources int64 `json:"validated_sources" text:"syn challenge,validated addresses" metric:"gauge validated_sources" help:"Client addresses validated by a challenge in the last 5 minutes (at most 16,384, 64 per /64)."`
 
+	// ClaimedFlowsRefused counts the flows reset because their FAITH
+	// address and port were claimed by a Listener for another client (an
+	// FTP passive data port: listen.go).
+	ClaimedFlowsRefused uint64 `json:"claimed_flows_refused_total" text:"flows,refused: port claimed for another client" metric:"counter claimed_flows_refused_total" help:"Connections reset because their FAITH address and port were an FTP passive data port announced to another client."`
+
 	PacketsIn  uint64 `json:"packets_in_total" text:"packets,in" metric:"counter packets_total direction=in" help:"Packets crossing the TUN device, by direction."`
 	PacketsOut uint64 `json:"packets_out_total" text:"packets,out" metric:"counter packets_total direction=out" help:"Packets crossing the TUN device, by direction."`
 	// PacketsDiscarded counts inbound packets the capture filter dropped,
@@ -89,6 +94,7 @@ func (s *Stack) Counters() Counters {
 		ChallengeRSTsRejected: s.link.chal.rejected.Load(),
 		ValidatedSources:      int64(s.link.chal.valid.len()),
 		PTBMTURaised:          ls.PTBRaised.Load(),
+		ClaimedFlowsRefused:   s.listeners.refused.Load(),
 		PacketsIn:             ls.PacketsIn.Load(),
 		PacketsOut:            ls.PacketsOut.Load(),
 		PacketsDiscarded:      ls.discardedByReason(),

@@ -22,8 +22,11 @@ import (
 // accounting and the SYN challenge, like any flow. The claim is narrow on
 // purpose: every port of a FAITH address is a port of a real IPv4 server,
 // so a flow of any other client to the same address and port is not the
-// relay's to take, and still goes to the Handler (a gVisor listening
-// endpoint bound to the address would take them all).
+// relay's to take. But while a claim is open, a flow of any other client
+// to its FAITH address and port is refused with a RST, and counted
+// (Counters.ClaimedFlowsRefused): the server's passive port would take the
+// first connection from the relay's IPv4 address as the claiming client's,
+// so another host could steal its download or inject its upload.
 //
 // Connecting is an ordinary gVisor endpoint bound to the FAITH address: the
 // NIC spoofs, so any address is local to gVisor's checks, and the client's
@@ -48,7 +51,10 @@ type listeners struct {
 	n      atomic.Int32 // len(m): decide skips the lock while there are none
 	mu     sync.Mutex
 	m      map[listenKey]*Listener
-	closed bool // the Stack is closing: no new claim
+	ports  map[netip.AddrPort]int // claims per FAITH address and port
+	closed bool                   // the Stack is closing: no new claim
+
+	refused atomic.Uint64 // flows of other clients to a claimed port, reset
 }
 
 // Listener is a claim on the flows from one client address to one FAITH
@@ -87,14 +93,18 @@ func (s *Stack) Listen(from netip.Addr, local netip.AddrPort) (flow.Listener, er
 	}
 	if ls.m == nil {
 		ls.m = make(map[listenKey]*Listener)
+		ls.ports = make(map[netip.AddrPort]int)
 	}
 	ls.m[l.key] = l
+	ls.ports[local]++
 	ls.n.Store(int32(len(ls.m)))
 	return l, nil
 }
 
 // claim hands r to the Listener claiming its flow, if there is one with
-// room, and reports whether it did; r is then the Listener's.
+// room, or refuses it with a RST if its FAITH address and port are claimed
+// for another client, and reports whether it did either; r is then the
+// Listener's, or decided.
 func (s *Stack) claim(r *request) bool {
 	ls := &s.listeners
 	if ls.n.Load() == 0 {
@@ -104,7 +114,12 @@ func (s *Stack) claim(r *request) bool {
 	defer ls.mu.Unlock() // held while sending: Close cannot drain before
 	l := ls.m[listenKey{r.client.Addr(), r.dest}]
 	if l == nil {
-		return false
+		if ls.ports[r.dest] == 0 {
+			return false
+		}
+		ls.refused.Add(1)
+		r.Refuse(flow.RefuseReset)
+		return true
 	}
 	select {
 	case l.ch <- r:
@@ -135,6 +150,9 @@ func (l *Listener) Close() error {
 		if ls.m[l.key] == l {
 			delete(ls.m, l.key)
 			ls.n.Store(int32(len(ls.m)))
+			if ls.ports[l.key.local]--; ls.ports[l.key.local] <= 0 {
+				delete(ls.ports, l.key.local)
+			}
 		}
 		ls.mu.Unlock()
 		close(l.done)

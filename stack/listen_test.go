@@ -223,15 +223,33 @@ func TestListenClaimsOneClient(t *testing.T) {
 	exchange(t, c, conns[0])
 	c.Abort()
 
-	// Another client's flow to the same address and port is the Handler's.
+	// Another client's flow to the same address and port, while the
+	// claim is open, is reset and counted: it never reaches the Handler
+	// (which would relay it to the server's data port as the client's).
 	done = dial(otherAddr)
-	r = nextFlow(t, aFlows)
-	if r.Client().Addr() != otherAddr {
-		t.Fatalf("handler got %s", r.Client())
-	}
-	r.Refuse(flow.RefuseReset)
 	if err := <-done; !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("other client: %v, want ECONNREFUSED", err)
+	}
+	if n := a.Counters().ClaimedFlowsRefused; n != 1 {
+		t.Errorf("ClaimedFlowsRefused = %d, want 1", n)
+	}
+	select {
+	case r := <-aFlows:
+		t.Fatalf("the Handler got %s -> %s, a flow to a claimed port", r.Client(), r.Dest())
+	default:
+	}
+	// Another port of the same FAITH address is not claimed.
+	other := netip.AddrPortFrom(faithAddr, 50001)
+	go func() {
+		c, err := b.Dial(ctx, netip.AddrPortFrom(otherAddr, 0), other)
+		if err == nil {
+			c.Abort()
+		}
+	}()
+	if r := nextFlow(t, aFlows); r.Dest() != other {
+		t.Fatalf("handler got %s", r.Dest())
+	} else {
+		r.Refuse(flow.RefuseReset)
 	}
 
 	// A flow waiting when the Listener closes is reset; after, the
@@ -247,6 +265,12 @@ func TestListenClaimsOneClient(t *testing.T) {
 	}
 	done = dial(clientAddr)
 	r = nextFlow(t, aFlows)
+	r.Refuse(flow.RefuseReset)
+	<-done
+	done = dial(otherAddr) // and so are the other clients'
+	if r = nextFlow(t, aFlows); r.Client().Addr() != otherAddr {
+		t.Fatalf("handler got %s", r.Client())
+	}
 	r.Refuse(flow.RefuseReset)
 	<-done
 

@@ -10,10 +10,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
@@ -226,9 +228,16 @@ type ftpConn struct {
 
 func dialFTP(t *testing.T, lab *netlab.Lab, port int) *ftpConn {
 	t.Helper()
+	return dialFTPFrom(t, lab, netlab.ClientAddr, port)
+}
+
+// dialFTPFrom opens a control connection from the client namespace's
+// address from.
+func dialFTPFrom(t *testing.T, lab *netlab.Lab, from string, port int) *ftpConn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := lab.Client.Dial(ctx, "tcp6", netlab.FaithHostPort(netlab.ServerAddr, port))
+	c, err := lab.Client.DialFrom(ctx, "tcp6", net.JoinHostPort(from, "0"), netlab.FaithHostPort(netlab.ServerAddr, port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,6 +279,16 @@ func (f *ftpConn) expect(want string) string {
 		f.t.Fatalf("reply %q, want %q...", r, want)
 	}
 	return r
+}
+
+// epsvPort returns the port of a 229 reply.
+func epsvPort(t *testing.T, r string) int {
+	t.Helper()
+	port, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(r[strings.Index(r, "|||")+3:]), "|)"))
+	if err != nil {
+		t.Fatalf("229 %q: %v", r, err)
+	}
+	return port
 }
 
 // send writes s as it is.
@@ -386,11 +405,7 @@ func TestFTP(t *testing.T) {
 		c.send("USER anonymous\r\nEP")
 		c.expect("230")
 		c.send("SV\r\n")
-		r := c.expect("229 Entering Extended Passive Mode (|||")
-		port, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(r[strings.Index(r, "|||")+3:]), "|)"))
-		if err != nil {
-			t.Fatalf("229 %q: %v", r, err)
-		}
+		port := epsvPort(t, c.expect("229 Entering Extended Passive Mode (|||"))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		dc, err := lab.Client.Dial(ctx, "tcp6", netlab.FaithHostPort(netlab.ServerAddr, port))
@@ -423,6 +438,53 @@ func TestFTP(t *testing.T) {
 		}
 		if strings.Contains(p, "EPSV") || strings.Contains(p, "EPRT") {
 			t.Errorf("the server got EPSV or EPRT:\n%s", p)
+		}
+	})
+	t.Run("PassivePortNotForOthers", func(t *testing.T) {
+		// Another host of the client's LAN connects to the port announced
+		// to the client first: it is reset, and the client's download is
+		// its own, whole (vsftpd's pasv_promiscuous=NO sees the relay's
+		// address either way, so only the relay can tell them apart).
+		thief, err := lab.AddClientAddrs(netip.MustParseAddr("2001:db8:1::16:1"), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := mustShow(t, lab)
+		c := dialFTP(t, lab, 21)
+		c.send("USER anonymous\r\n")
+		c.expect("230")
+		c.send("TYPE I\r\n")
+		c.expect("200")
+		c.send("EPSV\r\n")
+		port := epsvPort(t, c.expect("229 Entering Extended Passive Mode (|||"))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		target := netlab.FaithHostPort(netlab.ServerAddr, port)
+		if tc, err := lab.Client.DialFrom(ctx, "tcp6", net.JoinHostPort(thief[0].String(), "0"), target); !errors.Is(err, syscall.ECONNREFUSED) {
+			if tc != nil {
+				tc.Close()
+			}
+			t.Fatalf("another host's connection to the EPSV port: %v, want ECONNREFUSED", err)
+		}
+		dc, err := lab.Client.DialFrom(ctx, "tcp6", net.JoinHostPort(netlab.ClientAddr, "0"), target)
+		if err != nil {
+			t.Fatalf("the client's connection to the EPSV port: %v", err)
+		}
+		c.send("RETR pub/big.bin\r\n")
+		c.expect("150")
+		dc.SetDeadline(time.Now().Add(time.Minute))
+		var b bytes.Buffer
+		b.ReadFrom(dc)
+		dc.Close()
+		c.expect("226")
+		if sha256.Sum256(b.Bytes()) != sha256.Sum256(big) {
+			t.Errorf("the client's RETR: %d bytes, not big.bin's %d", b.Len(), len(big))
+		}
+		c.send("QUIT\r\n")
+		c.expect("221")
+		after := mustShow(t, lab)
+		if n := after.ClaimedFlowsRefused - before.ClaimedFlowsRefused; n != 1 {
+			t.Errorf("claimed_flows_refused_total grew by %d, want 1", n)
 		}
 	})
 	t.Run("SecondPortForeignPASV", func(t *testing.T) {
