@@ -105,7 +105,7 @@ func (s *session) active(verb string, to netip.AddrPort) bool {
 		s.local("425 Can't open data connection.\r\n")
 		return true
 	}
-	d := &dataSetup{closeFn: func() { ln.Close() }}
+	d := &dataSetup{closeFn: func() { ln.Close() }, ready: make(chan struct{})}
 	s.setData(d)
 	port := ln.Addr().(*net.TCPAddr).AddrPort().Port()
 	s.dataWG.Add(1)
@@ -120,6 +120,7 @@ func (s *session) active(verb string, to netip.AddrPort) bool {
 // server answers the transfer with an error.
 func (s *session) activeData(d *dataSetup, ln *net.TCPListener, to netip.AddrPort) {
 	defer s.dataWG.Done()
+	defer d.done(false) // unless it failed, below
 	defer d.close()
 	stop := context.AfterFunc(s.ctx, d.close)
 	defer stop()
@@ -154,10 +155,12 @@ func (s *session) activeData(d *dataSetup, ln *net.TCPListener, to netip.AddrPor
 	cancel()
 	if err != nil {
 		server.Abort()
+		d.done(true)
 		s.log.Info("ftp: active data connection to the client failed", "to", to.String(), "error", err.Error())
 		return
 	}
 	s.r.stats.active.Add(1)
+	d.done(false) // the server's 150 may go to the client now
 	s.splice(client, server, "active", to, from)
 }
 

@@ -41,15 +41,24 @@
 //     address is also where the connection would have gone unclaimed (the
 //     server's own address, port Q), so a client that comes too late, after
 //     the claim ended, reaches the same server port as an ordinary flow.
-//     Only the client's own address is claimed: other clients' flows to
-//     that port are theirs.
+//     Only the client's own address is claimed, and while the claim is
+//     open other clients' connections to that port are reset (counted in
+//     the stack's claimed_flows_refused_total): relayed, they would reach
+//     the server from the relay's address, as the client's, and could
+//     take its download or feed its upload.
 //   - Active (EPRT, LPRT): the relay listens on its own IPv4 address (a
 //     kernel socket, a free port), sends PORT with it, and once the server
 //     connects there, connects from the FAITH address (any free port) to
 //     the client's EPRT address (flow.Network.Dial, a gVisor connection
 //     whose segments leave through the TUN device as any flow's). If the
 //     client cannot be reached, the server's connection is reset, so the
-//     server answers the transfer with an error.
+//     server answers the transfer with an error. The server's preliminary
+//     reply (150) to the transfer, and what follows it, is held until the
+//     connection to the client is made: vsftpd sends 150, the data and 226
+//     as soon as it has connected, and a client still waiting for its data
+//     connection (curl) would fail on them. If the client cannot be
+//     reached it gets 425 instead, and none of the server's replies to the
+//     transfer.
 //
 // Each announced data connection is taken once, then its listener closes;
 // a listener still unused when the next EPSV or EPRT comes, when the

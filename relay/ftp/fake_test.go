@@ -32,6 +32,9 @@ var loopback6 = netip.MustParseAddr("::1")
 // [::1]:PORT and hands over connections from the claimed address; Dial
 // dials from ::1.
 type fakeNet struct {
+	// beforeDial, if set, runs as Dial starts; an error fails the Dial.
+	beforeDial func() error
+
 	mu      sync.Mutex
 	listens []netip.AddrPort // every Listen's local address
 	dials   []netip.AddrPort // every Dial's remote address
@@ -52,6 +55,11 @@ func (n *fakeNet) Dial(ctx context.Context, local, remote netip.AddrPort) (flow.
 	n.mu.Lock()
 	n.dials = append(n.dials, remote)
 	n.mu.Unlock()
+	if n.beforeDial != nil {
+		if err := n.beforeDial(); err != nil {
+			return nil, err
+		}
+	}
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv6loopback}}
 	c, err := d.DialContext(ctx, "tcp6", remote.String())
 	if err != nil {
@@ -118,6 +126,9 @@ type fakeServer struct {
 	pasv string            // the address its 227 names; empty: 127.0.0.1
 	tls  chan []byte       // after AUTH: what came next, raw
 	file map[string][]byte // RETR serves these; STOR stores here
+	// transferred gets the final reply of each RETR or LIST once sent
+	// (dropped if no one is waiting).
+	transferred chan string
 }
 
 func newFakeServer(t *testing.T) *fakeServer {
@@ -261,9 +272,17 @@ func (s *fakeServer) serve(c *net.TCPConn) {
 			if verb == "LIST" {
 				b = []byte("-rw-r--r-- 1 ftp ftp 4 Jan 1 00:00 file\r\n")
 			}
-			dc.Write(b)
+			_, werr := dc.Write(b)
 			dc.Close()
-			say("226 Transfer complete.")
+			final := "226 Transfer complete."
+			if werr != nil {
+				final = "426 Failure writing network stream."
+			}
+			say("%s", final)
+			select {
+			case s.transferred <- final:
+			default:
+			}
 		case "STOR":
 			dc, err := data()
 			if err != nil {

@@ -157,6 +157,71 @@ func TestActiveDownload(t *testing.T) {
 	}
 }
 
+// TestActiveRepliesWaitForTheClient: the server's 150 and 226 for an
+// active transfer reach the client only once the relay's data connection
+// to it is made (a server like vsftpd sends them at once, before it);
+// if that connection fails, the client gets 425 and none of the server's
+// replies to the transfer.
+func TestActiveRepliesWaitForTheClient(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.transferred = make(chan string, 1)
+	srv.setFile("f", []byte("active data"))
+	ts := startSession(t, srv, Config{}, 0)
+	ts.login()
+	ln, err := net.ListenTCP("tcp6", &net.TCPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	// The server has connected, sent 150, the data and 226 while the
+	// relay's connection to the client is not made yet: the client has
+	// none of it.
+	inDial, release := make(chan struct{}), make(chan error)
+	ts.net.beforeDial = func() error {
+		close(inDial)
+		return <-release
+	}
+	ts.expect(fmt.Sprintf("EPRT |2|::1|%d|", port), "200 ")
+	if _, err := io.WriteString(ts.c, "RETR f\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-inDial
+	if r := <-srv.transferred; !strings.HasPrefix(r, "226 ") {
+		t.Fatalf("the server's transfer: %q", r)
+	}
+	ts.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if b, err := ts.rd.Peek(1); err == nil {
+		t.Errorf("the client got %q before its data connection", b)
+	}
+	ts.c.SetDeadline(time.Now().Add(20 * time.Second))
+	release <- nil
+	if r := ts.reply(); !strings.HasPrefix(r, "150 ") {
+		t.Fatalf("RETR: %q, want 150", r)
+	}
+	ln.SetDeadline(time.Now().Add(10 * time.Second))
+	dc, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatalf("no data connection from the relay: %v", err)
+	}
+	got, _ := io.ReadAll(dc)
+	dc.Close()
+	if string(got) != "active data" {
+		t.Fatalf("RETR through EPRT: %q", got)
+	}
+	if r := ts.reply(); !strings.HasPrefix(r, "226 ") {
+		t.Fatalf("after the data: %q, want 226", r)
+	}
+
+	// The client cannot be reached: 425, and the server's 150 and final
+	// reply are not passed on.
+	ts.net.beforeDial = func() error { return syscall.ECONNREFUSED }
+	ts.expect(fmt.Sprintf("EPRT |2|::1|%d|", port), "200 ")
+	ts.expect("RETR f", "425 ")
+	ts.expect("NOOP", "200 ")
+}
+
 func TestLPSV(t *testing.T) {
 	srv := newFakeServer(t)
 	srv.setFile("f", []byte("long passive"))

@@ -405,6 +405,10 @@ func (s *session) fromServer() {
 		multi   int    // the code of the multi-line reply being read, 0 if none
 		held    []byte // its lines so far, when it must be read whole
 		holding bool
+		// dropping: the transfer failed on the client's side, the relay
+		// answered it; the server's lines are dropped up to its final
+		// reply, which is dropped too.
+		dropping bool
 	)
 	for {
 		line, err := s.replyLine()
@@ -424,6 +428,23 @@ func (s *session) fromServer() {
 			return
 		}
 		code, more, isReply := replyCode(line)
+		if isReply && multi == 0 && code < 200 {
+			switch s.holdPreliminary() {
+			case holdStop:
+				return
+			case holdFailed:
+				// The client gets the relay's 425 for the transfer, and
+				// nothing of the server's reply to it (its 150, then 425
+				// or 426 as its data connection was reset).
+				s.wmu.Lock()
+				ok := s.toClient([]byte("425 Can't open data connection: the relay could not connect to your EPRT address.\r\n"))
+				s.wmu.Unlock()
+				if !ok {
+					return
+				}
+				dropping = true
+			}
+		}
 		switch {
 		case !isReply || (multi != 0 && (code != multi || more)):
 			// Inside a reply, or text outside any.
@@ -439,9 +460,15 @@ func (s *session) fromServer() {
 				reply = append(held, line...)
 				held, holding = nil, false
 			}
-			if !s.reply(code, reply) {
+			if !s.reply(code, reply, dropping) {
 				return
 			}
+			if code >= 200 {
+				dropping = false
+			}
+			continue
+		}
+		if dropping {
 			continue
 		}
 		if holding {
@@ -459,6 +486,39 @@ func (s *session) fromServer() {
 			return
 		}
 	}
+}
+
+// What holdPreliminary found.
+const (
+	holdPass   = iota // pass the reply on
+	holdFailed        // the active data connection to the client failed
+	holdStop          // the session is over
+)
+
+// holdPreliminary waits, before a preliminary reply (150, 125) goes to
+// the client, until the active data connection set up last, if any, has
+// reached the client (or failed, or was never made). vsftpd connects to
+// the relay, then sends 150, the data and 226 at once: passed on
+// straight away they would reach the client before the relay's
+// connection to it, and curl, waiting for its data connection, fails on
+// a reply it did not expect yet ("Ctrl conn has data while waiting for
+// data conn").
+func (s *session) holdPreliminary() int {
+	s.mu.Lock()
+	d := s.data
+	s.mu.Unlock()
+	if d == nil || d.ready == nil {
+		return holdPass
+	}
+	select {
+	case <-d.ready:
+	case <-s.ctx.Done():
+		return holdStop
+	}
+	if d.failed.Swap(false) {
+		return holdFailed
+	}
+	return holdPass
 }
 
 // replyLine reads one line of the server's, whole: valid until the next
@@ -494,7 +554,7 @@ func (s *session) serverErr(err error) {
 // reply handles a whole reply (or the last line of one passed on line by
 // line) with its code, and the relay's replies queued behind it; it
 // reports whether to read on.
-func (s *session) reply(code int, reply []byte) bool {
+func (s *session) reply(code int, reply []byte, drop bool) bool {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	var p pending
@@ -525,7 +585,10 @@ func (s *session) reply(code int, reply []byte) bool {
 		}
 		defer func() { p.authC <- tls }() // once the reply is out
 	}
-	if !s.toClient(out) {
+	if drop {
+		out = nil
+	}
+	if len(out) > 0 && !s.toClient(out) {
 		return false
 	}
 	for {
@@ -549,6 +612,23 @@ func (s *session) reply(code int, reply []byte) bool {
 type dataSetup struct {
 	closeOnce sync.Once
 	closeFn   func()
+
+	// Active only: ready is closed once the setup is over, with the
+	// connection to the client made, failed (failed set first), or never
+	// asked for (the listener closed unused); the server's preliminary
+	// reply (150) to its transfer waits for it (holdPreliminary).
+	ready     chan struct{}
+	readyOnce sync.Once
+	failed    atomic.Bool
+}
+
+// done ends an active setup: failed says the connection to the client
+// could not be made.
+func (d *dataSetup) done(failed bool) {
+	if failed {
+		d.failed.Store(true)
+	}
+	d.readyOnce.Do(func() { close(d.ready) })
 }
 
 // close closes the setup's listener, once.

@@ -514,6 +514,32 @@ func TestFTP(t *testing.T) {
 	}
 }
 
+// TestFTPActiveLatency: with a 100 ms RTT between the client and the
+// router, curl's active (EPRT) downloads all work: vsftpd sends 150, the
+// data and 226 as soon as it has connected to the relay, and the relay
+// holds them until its data connection to the client is made, or curl,
+// still waiting for that connection, would fail ("Ctrl conn has data
+// while waiting for data conn").
+func TestFTPActiveLatency(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatalf("curl not found (install it with 'make deps'): %v", err)
+	}
+	lab, _ := startLab(t, "--keepfaith")
+	srv := startVsftpd(t, lab, 21)
+	want := []byte("active mode across a slow link\n")
+	srv.put(t, "pub/small.txt", want)
+	t.Logf("the client's RTT: %s", lab.DelayClient(t, 100*time.Millisecond))
+	dir := netlab.TempDir(t, "ftplat")
+	for i := range 10 {
+		out := filepath.Join(dir, fmt.Sprintf("small%d.txt", i))
+		runClient(t, lab, "curl", "-sS", "--fail", "--max-time", "60", "--ftp-port", "-", "-o", out, ftpURL(21, "pub/small.txt"))
+		sameFile(t, fmt.Sprintf("curl active download %d", i), want, out)
+	}
+	if st := mustShow(t, lab); st.FTPCounters.Active != 10 {
+		t.Errorf("ftp_data_connections_total{mode=active} = %d, want 10", st.FTPCounters.Active)
+	}
+}
+
 // TestFTPAuthTLS: once a session's control connection turns to TLS (AUTH
 // TLS, which vsftpd answers with 234) the relay copies it as plain bytes
 // and says so once. lftp's encrypted listing still works, as vsftpd
