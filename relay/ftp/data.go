@@ -23,12 +23,17 @@ func (s *session) passive(k kind, reply string) string {
 		s.logRefusal("ftp: PASV reply unreadable", "error", err.Error())
 		return "425 Can't open data connection: the server's PASV reply could not be read.\r\n"
 	}
-	if to.Addr() != s.f.Dst4.Addr() || to.Port() == 0 {
-		// It would have the relay connect elsewhere for the client:
-		// another host, maybe one only the relay can reach.
-		s.r.stats.bounces.Add(1)
-		s.logRefusal("ftp: PASV refused: not the server's own address", "pasv", to.String())
-		return fmt.Sprintf("504 The server's passive address %s is not its own (%s): refused.\r\n", to, s.f.Dst4.Addr())
+	if to.Port() == 0 {
+		s.logRefusal("ftp: PASV reply names port 0", "pasv", to.String())
+		return "425 Can't open data connection: the server's PASV reply names port 0.\r\n"
+	}
+	if to.Addr() != s.f.Dst4.Addr() {
+		// A server behind NAT, or with pasv_address, names another
+		// address: the relay connects to the server's own at the port
+		// named, as modern clients do, and never anywhere else (no
+		// bounce through the relay to another host).
+		s.log.Debug("ftp: the address in the server's PASV reply ignored: connecting to the server's own", "pasv", to.String(), "server", s.f.Dst4.Addr().String())
+		to = netip.AddrPortFrom(s.f.Dst4.Addr(), to.Port())
 	}
 	s.closeData()
 	local := netip.AddrPortFrom(s.f.Dst6.Addr(), to.Port())

@@ -35,7 +35,7 @@
 //     to the FAITH address at port Q (flow.Network.Listen) and answers 229
 //     with port Q. The client's connection there is handed to the relay
 //     instead of being relayed as a flow of its own; the relay connects to
-//     the server's passive address and, once the server has answered,
+//     the server's own address at port Q and, once the server has answered,
 //     completes the client's handshake (dial first, as for any flow; a
 //     server that refuses gives the client a RST). Port Q on the FAITH
 //     address is also where the connection would have gone unclaimed (the
@@ -70,10 +70,12 @@
 //
 // Refused, unlike faithd, as FTP bounce attacks: an EPRT or LPRT address
 // other than the client's own, or a privileged port (RFC 2577), gets a 504;
-// a 227 naming another address than the server's own gets a 504 to the
-// client's EPSV (the relay would otherwise connect wherever the server
-// said); a connection to an active data listener from another address than
-// the server's is reset. All count in ftp_bounces_refused_total.
+// a connection to an active data listener from another address than the
+// server's is reset. Both count in ftp_bounces_refused_total. The address
+// a 227 names is never connected to: the relay connects to the server's
+// own address (the control connection's peer) at the port named, so a
+// server behind NAT or with another pasv_address works, as with modern
+// clients, and no server can send the relay elsewhere (logged at debug).
 //
 // Encryption: after the server's 234 to AUTH (TLS), the control connection
 // is TLS, which the relay cannot read. It passes on what it has read and

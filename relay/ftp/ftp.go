@@ -72,9 +72,9 @@ type Counters struct {
 	Refused uint64 `json:"ftp_commands_refused_total" text:"ftp,commands refused" metric:"counter ftp_commands_refused_total" help:"FTP data commands the relay answered itself with a 5xx: PORT and PASV (they cannot carry IPv6), IPv4 or malformed EPRT, LPRT, EPSV, data commands other than EPSV after EPSV ALL."`
 	// Bounces counts data connections refused for their address: an EPRT
 	// or LPRT address not the client's own or a privileged port (an FTP
-	// bounce), a PASV address not the server's own, a connection to an
+	// bounce), a connection to an
 	// active-mode data listener from another address than the server's.
-	Bounces uint64 `json:"ftp_bounces_refused_total" text:"ftp,bounces refused" metric:"counter ftp_bounces_refused_total" help:"FTP data connections refused for their address: EPRT or LPRT naming another address than the client's own or a privileged port (FTP bounce), PASV naming another address than the server's own, a connection to an active data listener from another address than the server's."`
+	Bounces uint64 `json:"ftp_bounces_refused_total" text:"ftp,bounces refused" metric:"counter ftp_bounces_refused_total" help:"FTP data connections refused for their address: EPRT or LPRT naming another address than the client's own or a privileged port (FTP bounce), a connection to an active data listener from another address than the server's."`
 	// Passive and Active count the data connections relayed.
 	Passive uint64 `json:"ftp_data_connections_passive_total" text:"ftp,data passive" metric:"counter ftp_data_connections_total mode=passive" help:"FTP data connections relayed, by mode: passive (EPSV, LPSV), active (EPRT, LPRT)."`
 	Active  uint64 `json:"ftp_data_connections_active_total" text:"ftp,data active" metric:"counter ftp_data_connections_total mode=active" help:"FTP data connections relayed, by mode: passive (EPSV, LPSV), active (EPRT, LPRT)."`

@@ -263,18 +263,48 @@ func TestBounceRefused(t *testing.T) {
 	}
 }
 
+// TestPASVNotTheServersOwn: a 227 naming another address (NAT,
+// pasv_address) works: the relay connects to the server's own address at
+// the port named, never to the address named.
 func TestPASVNotTheServersOwn(t *testing.T) {
 	srv := newFakeServer(t)
 	srv.pasv = "192.0.2.99"
+	srv.setFile("f", []byte("behind NAT"))
 	ts := startSession(t, srv, Config{}, 0)
-	ts.expect("EPSV", "504 The server's passive address 192.0.2.99:")
-	if n := len(ts.net.listened()); n != 0 {
-		t.Errorf("%d listens after a foreign PASV address, want none", n)
+	port := epsvPort(t, ts.expect("EPSV", "229 "))
+	dc, err := net.DialTCP("tcp6", nil, &net.TCPAddr{IP: net.IPv6loopback, Port: port})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if c := ts.r.Counters(); c.Bounces != 1 {
-		t.Errorf("counters %+v, want 1 bounce", c)
+	ts.expect("RETR f", "150 ")
+	b, _ := io.ReadAll(dc)
+	dc.Close()
+	if string(b) != "behind NAT" {
+		t.Fatalf("RETR after a 227 naming 192.0.2.99: %q", b)
 	}
-	ts.expect("NOOP", "200 ") // the session goes on
+	if r := ts.reply(); !strings.HasPrefix(r, "226 ") {
+		t.Fatalf("after the data: %q", r)
+	}
+	if c := ts.r.Counters(); c.Bounces != 0 || c.Passive != 1 {
+		t.Errorf("counters %+v, want 1 passive, no bounce", c)
+	}
+	if !strings.Contains(ts.log.String(), "PASV reply ignored") || !strings.Contains(ts.log.String(), "192.0.2.99") {
+		t.Errorf("no debug line for the ignored address:\n%s", ts.log.String())
+	}
+}
+
+// epsvPort returns the port of a 229 reply.
+func epsvPort(t *testing.T, r string) int {
+	t.Helper()
+	i := strings.Index(r, "|||")
+	if i < 0 {
+		t.Fatalf("229 %q", r)
+	}
+	port, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(r[i+3:]), "|)"))
+	if err != nil {
+		t.Fatalf("229 %q: %v", r, err)
+	}
+	return port
 }
 
 func TestRefusedCommands(t *testing.T) {

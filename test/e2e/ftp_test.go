@@ -302,8 +302,10 @@ func (f *ftpConn) send(s string) {
 // TestFTP relays FTP between curl and lftp in the IPv6-only client and
 // Debian's vsftpd in the IPv4-only server: passive and active transfers
 // byte for byte, a listing, 20 files on one control connection, a bounce
-// attempt refused, a command split over two segments, and a second FTP
-// port (--ftp-ports) whose server names another passive address.
+// attempt refused, a command split over two segments, another host's
+// connection to a passive port announced to the client refused, and a
+// second FTP port (--ftp-ports) whose server names another passive address
+// (as behind NAT), which works.
 func TestFTP(t *testing.T) {
 	for _, c := range []string{"curl", "lftp"} {
 		if _, err := exec.LookPath(c); err != nil {
@@ -488,14 +490,16 @@ func TestFTP(t *testing.T) {
 		}
 	})
 	t.Run("SecondPortForeignPASV", func(t *testing.T) {
-		startVsftpd(t, lab, 2121, "pasv_address=203.0.113.9")
-		c := dialFTP(t, lab, 2121)
-		c.send("USER anonymous\r\n")
-		c.expect("230")
-		c.send("EPSV\r\n")
-		c.expect("504 The server's passive address 203.0.113.9:")
-		c.send("QUIT\r\n")
-		c.expect("221")
+		// As behind NAT: the 227 names another address; the relay
+		// connects to the server's own at the port named.
+		nat := startVsftpd(t, lab, 2121, "pasv_address=203.0.113.9")
+		nat.put(t, "pub/nat.bin", big[:100000])
+		out := filepath.Join(dir, "nat.bin")
+		runClient(t, lab, "curl", "-sS", "--fail", "--max-time", "60", "--interface", netlab.ClientAddr, "-o", out, ftpURL(2121, "pub/nat.bin"))
+		sameFile(t, "curl passive download, pasv_address=203.0.113.9", big[:100000], out)
+		if !strings.Contains(nat.protocol(t), `"PASV"`) {
+			t.Errorf("the server got no PASV:\n%s", nat.protocol(t))
+		}
 	})
 
 	st := mustShow(t, lab)
@@ -504,7 +508,7 @@ func TestFTP(t *testing.T) {
 	}
 	fc := st.FTPCounters
 	t.Logf("FTP counters: %+v", fc)
-	if fc.Translated == 0 || fc.Passive == 0 || fc.Active < 2 || fc.Bounces < 3 || fc.Refused < 2 || fc.TLS != 0 {
+	if fc.Translated == 0 || fc.Passive == 0 || fc.Active < 2 || fc.Bounces < 2 || fc.Refused < 2 || fc.TLS != 0 {
 		t.Errorf("FTP counters %+v: want translations, passive and active data connections, bounces and refusals", fc)
 	}
 	if line, ok := findLine(f.Stderr(), "ftp: EPRT refused", "FTP bounce"); !ok {
