@@ -141,10 +141,16 @@ func (r *Relay) dial(f *flowSetup, afterHandshake bool) (*kernelConn, time.Durat
 	dialStart := time.Now()
 	var nc net.Conn
 	var err error
-	if r.dialVia != nil {
-		nc, err = r.dialVia(r.ctx, f.dialer, f.to.String())
+	dialOnce := func(d *net.Dialer) (net.Conn, error) {
+		if r.dialVia != nil {
+			return r.dialVia(r.ctx, d, f.to.String())
+		}
+		return d.DialContext(r.ctx, "tcp4", f.to.String())
+	}
+	if f.reserved {
+		nc, err = dialReserved(f.dialer, f.bind4, dialOnce)
 	} else {
-		nc, err = f.dialer.DialContext(r.ctx, "tcp4", f.to.String())
+		nc, err = dialOnce(f.dialer)
 	}
 	took := time.Since(dialStart)
 	if r.cfg.ObserveDial != nil {

@@ -46,45 +46,71 @@ func oobInline(_, _ string, c syscall.RawConn) error {
 	return nil
 }
 
-// reservedPortControl returns a dialer Control that binds the socket to a
-// reserved source port of bind (the unspecified address if bind is not
-// valid) before it connects, trying ReservedPortMax down to ReservedPortMin
-// and skipping the ports in use (EADDRINUSE), as rresvport does. It
-// returns ErrNoReservedPort if none is free. The dialer must then have no
-// LocalAddr: the socket is bound here.
-func reservedPortControl(bind netip.Addr) func(network, address string, c syscall.RawConn) error {
+// dialReserved dials address with d from a reserved source port of bind
+// (the unspecified address if bind is not valid), as rresvport does: the
+// highest port the kernel lets it bind, counting down, skipping a port in
+// use (EADDRINUSE at bind) and a port whose connection to address exists
+// already (EADDRNOTAVAIL at connect). The socket has SO_REUSEADDR, so that
+// a port whose sockets are only in TIME_WAIT can be bound again: without it
+// a few hundred short flows would use up the 424 ports for a minute. Two
+// flows may share a port then, to different servers, and a flow to a
+// server whose 4-tuple on a port is still in TIME_WAIT gets the next port
+// (or reuses the 4-tuple where the kernel allows, net.ipv4.tcp_tw_reuse).
+// It returns ErrNoReservedPort if no port is left. dial makes one
+// connection with a Dialer (d with the reserved port's Control); d must
+// have no LocalAddr.
+func dialReserved(d *net.Dialer, bind netip.Addr, dial func(*net.Dialer) (net.Conn, error)) (net.Conn, error) {
 	var ip [4]byte
 	if bind.Is4() {
 		ip = bind.As4()
 	}
-	return func(network, address string, c syscall.RawConn) error {
-		if err := oobInline(network, address, c); err != nil {
-			return err
+	next := ReservedPortMax
+	for {
+		bound := 0
+		try := *d
+		try.Control = func(network, address string, c syscall.RawConn) error {
+			if err := oobInline(network, address, c); err != nil {
+				return err
+			}
+			var berr error
+			if err := c.Control(func(fd uintptr) { bound, berr = bindReserved(int(fd), ip, next) }); err != nil {
+				return err
+			}
+			return berr
 		}
-		var berr error
-		if err := c.Control(func(fd uintptr) { berr = bindReserved(int(fd), ip) }); err != nil {
-			return err
+		nc, err := dial(&try)
+		if err == nil || !errors.Is(err, unix.EADDRNOTAVAIL) || bound == 0 {
+			return nc, err
 		}
-		return berr
+		// The connection from this port to address exists already (maybe
+		// in TIME_WAIT): the next port down.
+		if bound <= ReservedPortMin {
+			return nil, ErrNoReservedPort
+		}
+		next = bound - 1
 	}
 }
 
-// bindReserved binds fd to the highest free reserved port of ip.
-func bindReserved(fd int, ip [4]byte) error {
+// bindReserved sets SO_REUSEADDR on fd and binds it to the highest free
+// reserved port of ip from from down, and returns the port.
+func bindReserved(fd int, ip [4]byte, from int) (int, error) {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return 0, fmt.Errorf("setsockopt SO_REUSEADDR: %w", err)
+	}
 	sa := &unix.SockaddrInet4{Addr: ip}
-	for port := ReservedPortMax; port >= ReservedPortMin; port-- {
+	for port := from; port >= ReservedPortMin; port-- {
 		sa.Port = port
 		err := unix.Bind(fd, sa)
 		switch {
 		case err == nil:
-			return nil
+			return port, nil
 		case errors.Is(err, unix.EADDRINUSE):
 			continue
 		default:
-			return fmt.Errorf("bind %s:%d: %w", netip.AddrFrom4(ip), port, err)
+			return 0, fmt.Errorf("bind %s:%d: %w", netip.AddrFrom4(ip), port, err)
 		}
 	}
-	return ErrNoReservedPort
+	return 0, ErrNoReservedPort
 }
 
 // proxyHeader returns the PROXY protocol v2 header of a flow (PROXY

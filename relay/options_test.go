@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -106,8 +107,9 @@ func TestNoReservedPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer target.Close()
-	d := net.Dialer{Control: reservedPortControl(netip.MustParseAddr(addr))}
-	c, err := d.DialContext(context.Background(), "tcp4", target.Addr().String())
+	c, err := dialReserved(&net.Dialer{}, netip.MustParseAddr(addr), func(d *net.Dialer) (net.Conn, error) {
+		return d.DialContext(context.Background(), "tcp4", target.Addr().String())
+	})
 	if err == nil {
 		c.Close()
 		t.Fatalf("dialled from %v with every reserved port taken", c.LocalAddr())
@@ -120,6 +122,46 @@ func TestNoReservedPort(t *testing.T) {
 		t.Errorf("reason %s, answer %v, outcome %v; want no-reserved-port, rst, refused", reason, answer, outcomeOf(reason))
 	}
 
+}
+
+// TestReservedPortsReused: 500 sequential flows to one server from
+// reserved ports all get one, though each closed connection leaves its
+// port in TIME_WAIT (the relay's side closes first) and there are only
+// 424: SO_REUSEADDR binds such a port again, and a connect refused for a
+// 4-tuple still in use (EADDRNOTAVAIL) moves on to the next port.
+func TestReservedPortsReused(t *testing.T) {
+	reservedPortsAvailable(t)
+	const addr = "127.86.18.3" // loopback, used by nothing else
+	target, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	go func() {
+		for {
+			c, err := target.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }() // closes after the relay's side
+		}
+	}()
+	ports := map[int]bool{}
+	for i := range 500 {
+		c, err := dialReserved(&net.Dialer{Timeout: 5 * time.Second}, netip.MustParseAddr(addr), func(d *net.Dialer) (net.Conn, error) {
+			return d.DialContext(context.Background(), "tcp4", target.Addr().String())
+		})
+		if err != nil {
+			t.Fatalf("flow %d: %v", i, err)
+		}
+		p := c.LocalAddr().(*net.TCPAddr).Port
+		if p < ReservedPortMin || p > ReservedPortMax {
+			t.Fatalf("flow %d from port %d, not a reserved one", i, p)
+		}
+		ports[p] = true
+		c.Close() // TIME_WAIT on this side
+	}
+	t.Logf("500 flows from %d reserved ports", len(ports))
 }
 
 // TestOOBInline: every IPv4 connection the relay dials has SO_OOBINLINE

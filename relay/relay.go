@@ -238,10 +238,8 @@ func (r *Relay) handle(req flow.Request) bool {
 	}
 	switch {
 	case slices.Contains(r.cfg.PrivilegedPorts, f.to.Port()):
-		// Bound by the Control, to BIND4 if the rule has one.
-		bound := r.dialer
-		bound.Control = reservedPortControl(f.bind4)
-		f.dialer, f.reserved = &bound, true
+		// Bound by dialReserved, to BIND4 if the rule has one.
+		f.reserved = true
 	case f.bind4.IsValid():
 		bound := r.dialer
 		bound.LocalAddr = &net.TCPAddr{IP: f.bind4.AsSlice()}
