@@ -84,7 +84,8 @@
 // counted (ftp_tls_sessions_total). Data commands are no longer translated
 // then: the IPv4 server itself answers them, EPRT with an error, EPSV
 // with a port that the client reaches as an ordinary flow where the access
-// rules permit it. The client sees the server's answer, never a hang.
+// rules permit it. The client sees the server's answer, never a hang; a
+// server that closes instead of answering AUTH is a FIN as any other.
 //
 // The control connection ends as any flow: a FIN either way is a
 // half-close of the other side (after what was read before it), a RST or

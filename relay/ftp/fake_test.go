@@ -129,6 +129,8 @@ type fakeServer struct {
 	// transferred gets the final reply of each RETR or LIST once sent
 	// (dropped if no one is waiting).
 	transferred chan string
+	// authClose: AUTH gets no reply, the connection is closed.
+	authClose bool
 }
 
 func newFakeServer(t *testing.T) *fakeServer {
@@ -295,6 +297,9 @@ func (s *fakeServer) serve(c *net.TCPConn) {
 			s.setFile(arg, b)
 			say("226 Transfer complete.")
 		case "AUTH":
+			if s.authClose {
+				return // closes without a reply
+			}
 			say("234 Proceed with negotiation.")
 			// TLS from here on: take what comes, raw.
 			buf := make([]byte, 4096)

@@ -477,6 +477,25 @@ func TestAuthTLSHandsBack(t *testing.T) {
 	}
 }
 
+// TestAuthServerCloses: a server that closes instead of answering AUTH
+// ends the session: its FIN reaches the client, and the client's FIN is
+// read and ends it (the relay does not wait for the reply for ever).
+func TestAuthServerCloses(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.authClose = true
+	ts := startSession(t, srv, Config{}, 0)
+	if _, err := io.WriteString(ts.c, "AUTH TLS\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := ts.rd.ReadByte(); err != io.EOF {
+		t.Fatalf("after AUTH and the server's close: %q, %v; want EOF", b, err)
+	}
+	ts.c.CloseWrite()
+	if r := ts.end(); r.end != relay.EndClosed || r.err != nil {
+		t.Errorf("session ended %v, %v; want closed", r.end, r.err)
+	}
+}
+
 func TestDataListenerExpires(t *testing.T) {
 	srv := newFakeServer(t)
 	ts := startSession(t, srv, Config{DataTimeout: 50 * time.Millisecond}, 0)

@@ -77,6 +77,10 @@ type session struct {
 	dataActive atomic.Int32   // data connections being relayed
 	lastActive atomic.Int64   // when anything last moved, Unix nanoseconds
 
+	// serverDone is closed when the server's direction has ended (its
+	// FIN, or an error): no reply comes any more.
+	serverDone chan struct{}
+
 	failOnce sync.Once
 	end      relay.End
 	err      error
@@ -85,11 +89,12 @@ type session struct {
 func newSession(ctx context.Context, r *Relay, f *relay.AppFlow) *session {
 	s := &session{
 		r: r, f: f, log: f.Log.With("app", "ftp"),
-		cr:       bufio.NewReaderSize(f.Client, maxLine),
-		sr:       bufio.NewReaderSize(f.Server, maxLine),
-		pending:  []pending{{kind: kindPlain}}, // the greeting
-		logsLeft: maxRefusalLogs,
-		end:      relay.EndClosed,
+		cr:         bufio.NewReaderSize(f.Client, maxLine),
+		sr:         bufio.NewReaderSize(f.Server, maxLine),
+		pending:    []pending{{kind: kindPlain}}, // the greeting
+		logsLeft:   maxRefusalLogs,
+		end:        relay.EndClosed,
+		serverDone: make(chan struct{}),
 	}
 	// The data connections end with the relay (ctx), or when the session
 	// fails.
@@ -111,7 +116,7 @@ func (s *session) run() (relay.End, error) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); s.fromClient() }()
-	go func() { defer wg.Done(); s.fromServer() }()
+	go func() { defer wg.Done(); defer close(s.serverDone); s.fromServer() }()
 	wg.Wait()
 	if idle != nil {
 		idle.Stop()
@@ -351,6 +356,16 @@ func (s *session) auth(line []byte) bool {
 	select {
 	case tls := <-ch:
 		return !tls
+	case <-s.serverDone:
+		// The server closed without a reply: no TLS, and the client's
+		// FIN or RST, answering the server's FIN passed on, is read as
+		// any other time.
+		select {
+		case tls := <-ch:
+			return !tls
+		default:
+			return true
+		}
 	case <-s.ctx.Done():
 		return false
 	}
