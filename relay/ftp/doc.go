@@ -71,7 +71,9 @@
 // Refused, unlike faithd, as FTP bounce attacks: an EPRT or LPRT address
 // other than the client's own, or a privileged port (RFC 2577), gets a 504;
 // a connection to an active data listener from another address than the
-// server's is reset. Both count in ftp_bounces_refused_total. The address
+// server's is reset (its source port is not checked: vsftpd connects from
+// port 20, or from any port with connect_from_port_20=NO, so the server's
+// own address is all that can be). Both count in ftp_bounces_refused_total. The address
 // a 227 names is never connected to: the relay connects to the server's
 // own address (the control connection's peer) at the port named, so a
 // server behind NAT or with another pasv_address works, as with modern

@@ -67,9 +67,10 @@ type Counters struct {
 	// Translated counts EPSV and LPSV sent on as PASV, EPRT and LPRT as
 	// PORT.
 	Translated uint64 `json:"ftp_commands_translated_total" text:"ftp,commands translated" metric:"counter ftp_commands_translated_total" help:"FTP data commands translated for the IPv4 server: EPSV and LPSV sent on as PASV, EPRT and LPRT as PORT."`
-	// Refused counts the data commands answered by the relay with a 5xx,
-	// but for bounce attempts (Bounces).
-	Refused uint64 `json:"ftp_commands_refused_total" text:"ftp,commands refused" metric:"counter ftp_commands_refused_total" help:"FTP data commands the relay answered itself with a 5xx: PORT and PASV (they cannot carry IPv6), IPv4 or malformed EPRT, LPRT, EPSV, data commands other than EPSV after EPSV ALL."`
+	// Refused counts the commands answered by the relay with a 5xx: data
+	// commands (but for bounce attempts, Bounces) and command lines over
+	// 8 KiB.
+	Refused uint64 `json:"ftp_commands_refused_total" text:"ftp,commands refused" metric:"counter ftp_commands_refused_total" help:"FTP commands the relay answered itself with a 5xx: PORT and PASV (they cannot carry IPv6), IPv4 or malformed EPRT, LPRT, EPSV, data commands other than EPSV after EPSV ALL, command lines over 8 KiB."`
 	// Bounces counts data connections refused for their address: an EPRT
 	// or LPRT address not the client's own or a privileged port (an FTP
 	// bounce), a connection to an

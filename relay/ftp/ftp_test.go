@@ -222,6 +222,59 @@ func TestActiveRepliesWaitForTheClient(t *testing.T) {
 	ts.expect("NOOP", "200 ")
 }
 
+// TestActiveListenerOnlyFromServer: the active-mode listener resets a
+// connection from another address than the server's (its port cannot be
+// checked: vsftpd connects from port 20, or any port), and the server's
+// own connection still gets the transfer.
+func TestActiveListenerOnlyFromServer(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.setFile("f", []byte("for the client only"))
+	ts := startSession(t, srv, Config{}, 0)
+	ln, err := net.ListenTCP("tcp6", &net.TCPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ts.expect(fmt.Sprintf("EPRT |2|::1|%d|", ln.Addr().(*net.TCPAddr).Port), "200 ")
+	var port4 string
+	for _, c := range srv.commands() {
+		if strings.HasPrefix(c, "PORT ") {
+			port4 = c
+		}
+	}
+	var b [6]int
+	if _, err := fmt.Sscanf(port4, "PORT %d,%d,%d,%d,%d,%d", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]); err != nil {
+		t.Fatalf("the server got %q: %v", port4, err)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", b[4]<<8|b[5]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("a connection from 127.0.0.2 to the active listener: read %d, %v; want ECONNRESET", n, err)
+	}
+	c.Close()
+	ts.expect("RETR f", "150 ")
+	ln.SetDeadline(time.Now().Add(10 * time.Second))
+	dc, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(dc)
+	dc.Close()
+	if string(got) != "for the client only" {
+		t.Errorf("RETR: %q", got)
+	}
+	if r := ts.reply(); !strings.HasPrefix(r, "226 ") {
+		t.Fatalf("after the data: %q", r)
+	}
+	if c := ts.r.Counters(); c.Bounces != 1 || c.Active != 1 {
+		t.Errorf("counters %+v, want 1 bounce, 1 active", c)
+	}
+}
+
 func TestLPSV(t *testing.T) {
 	srv := newFakeServer(t)
 	srv.setFile("f", []byte("long passive"))
@@ -320,6 +373,8 @@ func TestRefusedCommands(t *testing.T) {
 		{"EPRT |3|x|4000|", "522 "},
 		{"EPRT |2|::1|0|", "501 "},
 		{"EPRT |2|::1|", "501 "},
+		{"EPRT ||||", "501 "},
+		{"EPRT |x|::1|4000|", "501 "},
 		{"EPRT 2,::1,4000", "501 "},
 		{"LPRT 4,4,127,0,0,1,2,15,160", "521 "},
 		{"LPRT 6,16,1,2", "501 "},
@@ -332,8 +387,8 @@ func TestRefusedCommands(t *testing.T) {
 			t.Errorf("the server got %.40q", c)
 		}
 	}
-	if c := ts.r.Counters(); c.Refused != 13 || c.Bounces != 0 {
-		t.Errorf("counters %+v, want 13 refused", c)
+	if c := ts.r.Counters(); c.Refused != 15 || c.Bounces != 0 {
+		t.Errorf("counters %+v, want 15 refused", c)
 	}
 	ts.expect("NOOP", "200 ")
 }

@@ -53,6 +53,9 @@ func parseEPRT(arg string) (netip.AddrPort, error) {
 	if len(f) != 4 || f[3] != "" {
 		return netip.AddrPort{}, errSyntax
 	}
+	if _, err := strconv.ParseUint(f[0], 10, 8); err != nil {
+		return netip.AddrPort{}, errSyntax // no protocol number at all: "||||"
+	}
 	if f[0] != "1" && f[0] != "2" {
 		return netip.AddrPort{}, errProtocol
 	}
