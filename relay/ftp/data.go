@@ -62,13 +62,18 @@ func (s *session) passiveData(d *dataSetup, ln flow.Listener, to netip.AddrPort)
 	ctx, cancel := context.WithTimeout(s.ctx, s.r.cfg.DataTimeout)
 	req, err := ln.Accept(ctx)
 	cancel()
-	d.close() // one connection per announcement
 	if err != nil {
+		d.close()
 		s.expired(err, "passive")
 		return
 	}
 	dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: s.f.Src4.Addr().AsSlice()}, Timeout: s.f.DialTimeout}
 	nc, err := dialer.DialContext(s.ctx, "tcp4", to.String())
+	// One connection per announcement. The claim ends only now that the
+	// server's passive port has taken the relay's connection: until then
+	// another client's connection to the port is still reset, not relayed
+	// there ahead of this one.
+	d.close()
 	if err != nil {
 		req.Refuse(flow.RefuseReset)
 		s.log.Info("ftp: passive data connection failed", "to", to.String(), "error", err.Error())
