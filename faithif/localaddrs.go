@@ -191,7 +191,12 @@ func (l *LocalAddrs) reload() error {
 	if err = settled(err); err != nil {
 		return fmt.Errorf("list routing rules: %w", err)
 	}
-	l.set.Store(buildLocalSet(localHosts(addrs), routes, tablesUsed(rules, l.uid)))
+	hosts := localHosts(addrs)
+	l.set.Store(buildLocalSet(hosts, routes, tablesUsed(rules, l.uid)))
+	if l.log != nil {
+		// At debug level: the tests wait for it after changing an address.
+		l.log.Debug("local addresses read", "addresses", len(hosts), "local_routes", len(routes))
+	}
 	return nil
 }
 

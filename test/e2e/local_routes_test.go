@@ -25,17 +25,17 @@ import (
 func TestLocalRouteRefused(t *testing.T) {
 	lab := netlab.New(t)
 	routerIP(t, lab, "-4", "route", "add", "local", "203.0.113.0/25", "dev", "lo")
-	f := lab.StartFaithif(t, "--keepfaith")
+	f := lab.StartFaithif(t, "--keepfaith", "--log-level", "debug")
 	ctx := testCtx(t, 30*time.Second)
 	port, accepted := countingListener(t, lab.Router, "tcp4", "0.0.0.0:0")
 
+	readings := localAddrsReadings(f)
 	routerIP(t, lab, "-4", "route", "add", "local", "198.51.100.128/25", "dev", "lo")
-	// faithif may learn of routes by netlink: give the notification a
-	// moment (it takes microseconds).
-	time.Sleep(100 * time.Millisecond)
+	// faithif learns of routes by netlink: wait until it has read them.
+	waitLocalAddrsRead(t, f, readings)
 	for _, dst := range []string{"203.0.113.7", "198.51.100.129"} {
 		lport := clientPort()
-		expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort(dst, port), syscall.EACCES, time.Second)
+		expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort(dst, port), syscall.EACCES)
 		expectRefusedLog(t, f, lport, "reason=denied", "dst4="+dst+":")
 	}
 	expectNoAccept(t, accepted, "the router's listener on 0.0.0.0")
@@ -43,10 +43,11 @@ func TestLocalRouteRefused(t *testing.T) {
 		t.Errorf("flows_denied %d, flows_accepted %d; want 2, 0: %s", st.FlowsDenied, st.FlowsAccepted, st.Raw)
 	}
 
+	readings = localAddrsReadings(f)
 	routerIP(t, lab, "-4", "route", "del", "local", "198.51.100.128/25", "dev", "lo", "table", "local")
-	time.Sleep(100 * time.Millisecond)
+	waitLocalAddrsRead(t, f, readings)
 	lport := clientPort()
-	expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort("198.51.100.129", port), syscall.ENETUNREACH, time.Second)
+	expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort("198.51.100.129", port), syscall.ENETUNREACH)
 	expectRefusedLog(t, f, lport, "reason=network-unreachable")
 	expectNoAccept(t, accepted, "the router's listener on 0.0.0.0")
 }

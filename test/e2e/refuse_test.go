@@ -17,7 +17,8 @@ import (
 // well-known prefix).
 
 // TestConnectionRefused connects to a server port nobody listens on: the
-// IPv4 RST must reach the client as ECONNREFUSED within 2 s.
+// IPv4 RST must reach the client as ECONNREFUSED (its own SYN retries
+// would end in ETIMEDOUT).
 func TestConnectionRefused(t *testing.T) {
 	lab, _ := startLab(t, "--keepfaith")
 	ctx := testCtx(t, 30*time.Second)
@@ -31,9 +32,6 @@ func TestConnectionRefused(t *testing.T) {
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("connect to %s after %v: %v, want ECONNREFUSED", serverAddr(port), d, err)
-	}
-	if d > 2*time.Second {
-		t.Fatalf("ECONNREFUSED after %v, want within 2 s", d)
 	}
 	t.Logf("refused after %v", d.Round(time.Microsecond))
 }
@@ -59,9 +57,6 @@ func TestLoopbackRefused(t *testing.T) {
 		} else {
 			t.Logf("connect to %s: %v after %v", addr, err, d.Round(time.Microsecond))
 		}
-		if d > 2*time.Second {
-			t.Errorf("refusal took %v, want within 2 s", d)
-		}
 	}
 	time.Sleep(500 * time.Millisecond)
 	if n := accepted.Load(); n != 0 {
@@ -83,25 +78,25 @@ func TestLoopbackRefused(t *testing.T) {
 // listeners get nothing. An address added to the router after faithif
 // started is refused as well: the set of local addresses is tracked live.
 func TestRouterOwnAddress(t *testing.T) {
-	lab, f := startLab(t, "--keepfaith")
+	lab, f := startLab(t, "--keepfaith", "--log-level", "debug")
 	ctx := testCtx(t, 30*time.Second)
 	port, accepted := countingListener(t, lab.Router, "tcp4", "0.0.0.0:0")
 
 	lport := clientPort()
-	expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort(netlab.RouterAddr4, port), syscall.EACCES, time.Second)
+	expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort(netlab.RouterAddr4, port), syscall.EACCES)
 	expectNoAccept(t, accepted, "the router's listener on 0.0.0.0")
 	expectRefusedLog(t, f, lport, "reason=denied", "answer=icmp6-prohibited", "address of this router")
 
 	const added = "192.0.2.50"
+	readings := localAddrsReadings(f)
 	if _, err := lab.Router.IP("addr", "add", added+"/24", "dev", netlab.RouterServerLink); err != nil {
 		t.Fatal(err)
 	}
 	port2, accepted2 := countingListener(t, lab.Router, "tcp4", added+":0")
-	// faithif learns of the address by netlink: give the notification a
-	// moment (it takes microseconds).
-	time.Sleep(100 * time.Millisecond)
+	// faithif learns of the address by netlink: wait until it has read it.
+	waitLocalAddrsRead(t, f, readings)
 	lport = clientPort()
-	expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort(added, port2), syscall.EACCES, time.Second)
+	expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort(added, port2), syscall.EACCES)
 	expectNoAccept(t, accepted2, "the router's listener on "+added)
 	expectRefusedLog(t, f, lport, "reason=denied", "dst4="+added+":", "address of this router")
 	if n := accepted.Load(); n != 0 {
@@ -123,7 +118,7 @@ func TestAlwaysRefused(t *testing.T) {
 	addrs := []string{"127.0.0.1", "169.254.1.1", "224.0.0.1", "0.0.0.1", "240.0.0.1", "255.255.255.255"}
 	for _, a := range addrs {
 		lport := clientPort()
-		expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort(a, port), syscall.EACCES, time.Second)
+		expectConnectErr(t, ctx, lab, lport, netlab.FaithHostPort(a, port), syscall.EACCES)
 		expectRefusedLog(t, f, lport, "reason=denied", "answer=icmp6-prohibited", "embedded IPv4 address is never relayed", " to "+a+":")
 	}
 	expectNoAccept(t, accepted, "the router's loopback listener")
@@ -149,7 +144,7 @@ func TestWellKnownPrefixNotGlobal(t *testing.T) {
 	port, accepted := countingListener(t, lab.Server, "tcp4", netlab.ServerAddr+":0")
 
 	lport := clientPort()
-	expectConnectErr(t, ctx, lab, lport, fmt.Sprintf("[64:ff9b::c000:202]:%d", port), syscall.EACCES, time.Second)
+	expectConnectErr(t, ctx, lab, lport, fmt.Sprintf("[64:ff9b::c000:202]:%d", port), syscall.EACCES)
 	line := expectRefusedLog(t, f, lport, "reason=denied", "dst6=[64:ff9b::c000:202]:", "RFC 6052 3.1")
 	t.Logf("log: %s", line)
 	expectNoAccept(t, accepted, "the server's listener")

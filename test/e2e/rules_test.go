@@ -344,7 +344,7 @@ func TestDeniedByRule(t *testing.T) {
 			st0 := mustShow(t, lab)
 
 			lport := clientPort()
-			expectConnectErr(t, ctx, lab, lport, serverAddr(port), tc.errno, time.Second)
+			expectConnectErr(t, ctx, lab, lport, serverAddr(port), tc.errno)
 			expectNoAccept(t, accepted, "the server's listener")
 			line := expectRefusedLog(t, f, lport, "reason=denied", fmt.Sprintf("rule=%s:1", conf), "answer="+tc.answer, "dst4=192.0.2.2:")
 			t.Logf("log: %s", line)
@@ -401,7 +401,7 @@ func TestPermittedPortRange(t *testing.T) {
 	// Just below the range.
 	low, accepted := countingListener(t, lab.Server, "tcp4", netlab.ServerAddr+":999")
 	lport := clientPort()
-	expectConnectErr(t, ctx, lab, lport, serverAddr(low), syscall.EACCES, time.Second)
+	expectConnectErr(t, ctx, lab, lport, serverAddr(low), syscall.EACCES)
 	expectNoAccept(t, accepted, "the listener on port 999")
 	expectRefusedLog(t, f, lport, "reason=denied", fmt.Sprintf("rule=%s:3", conf), "answer=icmp6-prohibited")
 
@@ -471,10 +471,10 @@ func TestRulesTestCommand(t *testing.T) {
 		t.Errorf("port 8080 (line 1 permits): %v", err)
 	}
 	lport := clientPort()
-	expectConnectErr(t, ctx, lab, lport, serverAddr(80), syscall.EACCES, time.Second)
+	expectConnectErr(t, ctx, lab, lport, serverAddr(80), syscall.EACCES)
 	expectRefusedLog(t, f, lport, fmt.Sprintf("rule=%s:2", conf))
 	lport = clientPort()
-	expectConnectErr(t, ctx, lab, lport, "[2001:db8:46::a00:1]:80", syscall.EACCES, time.Second)
+	expectConnectErr(t, ctx, lab, lport, "[2001:db8:46::a00:1]:80", syscall.EACCES)
 	expectRefusedLog(t, f, lport, `rule="no rule matched"`)
 }
 

@@ -188,10 +188,12 @@ func TestRunLifecycle(t *testing.T) {
 		t.Errorf("faithif show: %s", r)
 	}
 
-	if d := stopRun(t, f, 5*time.Second); d > 3*time.Second {
-		t.Errorf("run took %v to stop with no open flow, want well under the 2 s grace + 1 s", d)
-	}
+	stopRun(t, f, 20*time.Second)
 	log := f.Stderr()
+	// With no open flow the drain ends at once, not when the grace runs out.
+	if strings.Contains(log, "resetting flows") {
+		t.Errorf("run waited out the grace with no open flow:\n%s", log)
+	}
 	for _, subs := range [][]string{
 		{`msg="sysctl set"`, "key=net.ipv6.conf.all.forwarding", "value=1", "was=0"},
 		{`msg="keepfaith set"`, "value=1", "was=0"},
@@ -352,9 +354,6 @@ func TestRunConfigErrors(t *testing.T) {
 				if r.Err != nil || r.ExitCode != 1 {
 					t.Errorf("%s: %s; want exit 1", strings.Join(args, " "), r)
 				}
-				if d > 5*time.Second {
-					t.Errorf("%s took %v to fail, want at once", strings.Join(args, " "), d)
-				}
 				if !strings.Contains(r.Stderr, want) {
 					t.Errorf("stderr does not name %q:\n%s\nfile:\n%s", want, r.Stderr, text)
 				}
@@ -448,9 +447,6 @@ prefixes = ["2001:db8:47::/96"]
 		t.Logf("exit %d after %v, stderr:\n%s", r.ExitCode, d.Round(time.Millisecond), r.Stderr)
 		if r.Err != nil || r.ExitCode != 1 {
 			t.Errorf("%s; want exit 1", r)
-		}
-		if d > 5*time.Second {
-			t.Errorf("took %v to fail, want at once", d)
 		}
 		for _, s := range subs {
 			if !strings.Contains(r.Stderr, s) {
