@@ -303,7 +303,7 @@ func FromFlags(s *Settings, isLocal func(netip.Addr) bool) (*Config, error) {
 type checker struct {
 	file    string
 	flags   bool // the settings are create's flags: errors name flags
-	lines   map[string]int
+	lines   lineIndex
 	isLocal func(netip.Addr) bool
 	errs    []error
 }
@@ -351,7 +351,7 @@ func (c *checker) add(path string, e *Error) {
 		c.errs = append(c.errs, e)
 		return
 	}
-	line := c.lines[path]
+	line := c.lines.at(path)
 	for p := path; line == 0 && p != ""; {
 		// A key left out: point at the table it belongs in.
 		i := strings.LastIndexByte(p, '.')
@@ -359,7 +359,7 @@ func (c *checker) add(path string, e *Error) {
 			break
 		}
 		p = p[:i]
-		line = c.lines[p]
+		line = c.lines.at(p)
 	}
 	e.File, e.Line, e.Key = c.file, line, stripIndexes(path)
 	c.errs = append(c.errs, e)
@@ -405,7 +405,7 @@ func (c *checker) check(f *Settings) *Config {
 		in := c.checkInterface(at, &f.Interface[i])
 		if in.Name != "" {
 			if prev, dup := names[in.Name]; dup {
-				c.errorf(at+".name", "%s is configured twice (first at line %d)", in.Name, c.lines[prev])
+				c.errorf(at+".name", "%s is configured twice (first at line %d)", in.Name, c.lines.at(prev))
 			}
 			names[in.Name] = at + ".name"
 		}
@@ -416,7 +416,7 @@ func (c *checker) check(f *Settings) *Config {
 			path := at + ".prefixes"
 			for _, q := range all[:others] {
 				if q.p.Overlaps(p) {
-					c.errorf(path, "prefix %s overlaps %s (line %d): a destination must map through one interface", p, q.p, c.lines[q.path])
+					c.errorf(path, "prefix %s overlaps %s (line %d): a destination must map through one interface", p, q.p, c.lines.at(q.path))
 				}
 			}
 			all = append(all, struct {
@@ -441,7 +441,7 @@ func (c *checker) checkListenClash(path string, aps []netip.AddrPort, seen map[n
 			a, b := ap.Addr(), q.Addr()
 			clash := ap == q || (ap.Port() == q.Port() && a.Is4() == b.Is4() && (a.IsUnspecified() || b.IsUnspecified()))
 			if clash {
-				c.errorf(path, "%s: another interface's DNS64 listens on %s (line %d)", ap, q, c.lines[at])
+				c.errorf(path, "%s: another interface's DNS64 listens on %s (line %d)", ap, q, c.lines.at(at))
 			}
 		}
 	}
@@ -456,7 +456,7 @@ func (c *checker) checkSysctls(m map[string]any) []Sysctl {
 		keys = append(keys, k)
 	}
 	// File order, so that they are applied as written.
-	sort.Slice(keys, func(a, b int) bool { return c.lines["sysctl."+keys[a]] < c.lines["sysctl."+keys[b]] })
+	sort.Slice(keys, func(a, b int) bool { return c.lines.at("sysctl."+keys[a]) < c.lines.at("sysctl."+keys[b]) })
 	var out []Sysctl
 	for _, k := range keys {
 		path := "sysctl." + k
@@ -475,7 +475,7 @@ func (c *checker) checkSysctls(m map[string]any) []Sysctl {
 			c.errorf(path, "value must be a string or an integer, not %T", m[k])
 			continue
 		}
-		s := Sysctl{Key: k, Value: v, Line: c.lines[path]}
+		s := Sysctl{Key: k, Value: v, Line: c.lines.at(path)}
 		if err := checkSysctl(s); err != nil {
 			c.errorf(path, "%v", err)
 			continue
@@ -509,7 +509,7 @@ func checkSysctl(s Sysctl) error {
 
 func (c *checker) checkInterface(at string, f *InterfaceSettings) Interface {
 	in := Interface{
-		Name: f.Name, MTU: faithif.DefaultMTU, Rules: f.AccessFile, Line: c.lines[at],
+		Name: f.Name, MTU: faithif.DefaultMTU, Rules: f.AccessFile, Line: c.lines.at(at),
 		IdleTimeout: relay.DefaultIdleTimeout, DialTimeout: relay.DefaultDialTimeout, Grace: DefaultGrace,
 		Limits:   relay.DefaultLimits(),
 		DenyWith: flow.RefuseProhibited,
