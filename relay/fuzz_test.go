@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -48,14 +49,21 @@ func FuzzParseRules(f *testing.F) {
 	})
 }
 
-// FuzzMap checks that no address crashes the Mapper, that what it accepts
-// is never an always-refused address, and that Unmap and Map agree (the
-// suffix after the IPv4 address is ignored, so only that direction holds).
+// FuzzMap checks that no address crashes the Mapper, that Map's answer is
+// the one RFC 6052 gives (rfc6052Extract, written independently of the
+// Mapper): the embedded IPv4 address when it accepts, and an error only when
+// one is justified (ErrNoPrefix for an IPv4-mapped address, ErrUOctet,
+// ErrForbiddenDestination, ErrNotGlobal, each checked against the address),
+// and that Unmap and Map agree (the suffix after the IPv4 address is
+// ignored, so only that direction holds). A Map that always fails fails it.
 func FuzzMap(f *testing.F) {
 	f.Add([]byte(netip.MustParseAddr("2001:db8:46::c000:202").AsSlice()), uint8(96))
 	f.Add([]byte(netip.MustParseAddr("2001:db8:122:344:c0:2:2100:0").AsSlice()), uint8(64))
 	f.Add([]byte(netip.MustParseAddr("2001:db8:1c0:2:21::").AsSlice()), uint8(40))
 	f.Add([]byte(netip.MustParseAddr("64:ff9b::7f00:1").AsSlice()), uint8(96))
+	f.Add([]byte(netip.MustParseAddr("64:ff9b::c000:202").AsSlice()), uint8(96))
+	f.Add([]byte(netip.MustParseAddr("64:ff9b::a00:1").AsSlice()), uint8(96))
+	f.Add([]byte(netip.MustParseAddr("2001:db8:c000:202:ff00::").AsSlice()), uint8(32))
 	f.Add([]byte(netip.MustParseAddr("::ffff:192.0.2.1").AsSlice()), uint8(32))
 	f.Fuzz(func(t *testing.T, raw []byte, plen uint8) {
 		a, ok := netip.AddrFromSlice(raw)
@@ -76,8 +84,32 @@ func FuzzMap(f *testing.F) {
 			return
 		}
 		v4, err := m.Map(a)
+		// What RFC 6052 says, worked out here: a is in p by construction.
+		b := a.As16()
+		want := rfc6052Extract(b, bits)
+		var why error
+		switch {
+		case a.Is4In6():
+			why = ErrNoPrefix // Map takes it for the IPv4 address it is
+		case bits < 96 && b[8] != 0:
+			why = ErrUOctet
+		case isForbidden(want):
+			why = ErrForbiddenDestination
+		case p == WellKnownPrefix && inAny(nonGlobal, want):
+			why = ErrNotGlobal
+		}
+		if why == nil {
+			if err != nil {
+				t.Fatalf("Map(%s) with prefix %s: %v; want %s (no error is justified)", a, p, err, want)
+			}
+		} else if !errors.Is(err, why) {
+			t.Fatalf("Map(%s) with prefix %s = %s, %v; want the error %q", a, p, v4, err, why)
+		}
 		if err != nil {
 			return
+		}
+		if v4 != want {
+			t.Fatalf("Map(%s) with prefix %s = %s; RFC 6052 embeds %s", a, p, v4, want)
 		}
 		if !v4.Is4() || isForbidden(v4) {
 			t.Fatalf("Map(%s) = %s: not a relayable IPv4 address", a, v4)
@@ -87,4 +119,20 @@ func FuzzMap(f *testing.F) {
 			t.Fatalf("Map(Unmap(%s, %s) = %s) = %s, %v; want %s", p, v4, back, again, err, v4)
 		}
 	})
+}
+
+// rfc6052Extract reads the IPv4 address embedded in a after a prefix of
+// bits (RFC 6052 section 2.2), bit by bit: the 32 bits that follow the
+// prefix, skipping bits 64 to 71 (the u-octet).
+func rfc6052Extract(a [16]byte, bits int) netip.Addr {
+	var v uint32
+	n := 0
+	for i := bits; n < 32; i++ {
+		if i >= 64 && i < 72 {
+			continue
+		}
+		v = v<<1 | uint32(a[i/8]>>(7-i%8)&1)
+		n++
+	}
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -117,11 +119,19 @@ func TestParseDefaults(t *testing.T) {
 }
 
 // TestParseErrors: every error names the file, the line and the key.
-func TestParseErrors(t *testing.T) {
-	const head = "[[interface]]\nname = \"faith0\"\nprefixes = [\"64:ff9b::/96\"]\n" // lines 1-3
-	for _, tc := range []struct {
+// parseHead is a valid interface, lines 1-3.
+const parseHead = "[[interface]]\nname = \"faith0\"\nprefixes = [\"64:ff9b::/96\"]\n"
+
+// parseErrorCases are files Parse refuses and what each error says
+// (TestParseErrors); they seed FuzzParse as well.
+var parseErrorCases = func() []struct {
+	name, text string
+	want       []string // each must appear in the error
+} {
+	const head = parseHead
+	return []struct {
 		name, text string
-		want       []string // each must appear in the error
+		want       []string
 	}{
 		{"syntax", "keepfaith = \n", []string{"faithif.conf:1:"}},
 		{"unclosed table", "[[interface]\n", []string{"faithif.conf:1:"}},
@@ -176,7 +186,11 @@ func TestParseErrors(t *testing.T) {
 		{"proxy ports type", head + "proxy_protocol_ports = 25\n", []string{"faithif.conf:4: interface.proxy_protocol_ports: wrong type: TOML integer, want a list of integers"}},
 		{"proxy ports strings", head + "proxy_protocol_ports = [\"smtp\"]\n", []string{"faithif.conf:4: interface.proxy_protocol_ports"}},
 		{"every error", "log_level = \"loud\"\n" + head + "mtu = 1\n", []string{"faithif.conf:1: log_level", "faithif.conf:5: interface.mtu"}},
-	} {
+	}
+}()
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range parseErrorCases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := parse(t, tc.text)
 			if err == nil {
@@ -242,13 +256,57 @@ func TestExample(t *testing.T) {
 	}
 }
 
+// FuzzParse checks that no file crashes Parse, that a file it accepts has
+// an interface, and that every error names the file and, for anything in
+// it, the line: each is an *Error printed "f:LINE: KEY: ...", LINE within
+// the file. Only a key left out ("missing", "no [[interface]]") may have
+// no line of its own. Seeds: the shipped example (with its commented DNS64 section on and
+// off), the valid files of this file's tests, every TestParseErrors case.
 func FuzzParse(f *testing.F) {
-	f.Add([]byte("[[interface]]\nname = \"faith0\"\nprefixes = [\"64:ff9b::/96\"]\n[[interface.route]]\nprefix = \"64:ff9b::/96\"\n"))
+	f.Add([]byte(parseHead + "[[interface.route]]\nprefix = \"64:ff9b::/96\"\n"))
 	f.Add([]byte("keepfaith = true\n[sysctl]\n\"net.ipv4.ip_forward\" = 1\n"))
+	f.Add([]byte(parseHead + "mtu = 1400\ngrace = \"5s\"\nidle_timeout = \"2m\"\ndeny_with = \"rst\"\nftp_ports = [21]\n[interface.dns64]\nlisten = [\"[2001:db8::53]:53\"]\nupstreams = [\"192.0.2.53:53\"]\n"))
+	if data, err := os.ReadFile("../../deploy/faithif.conf"); err == nil {
+		f.Add(data)
+		f.Add(regexp.MustCompile(`(?m)^#(  (\[interface\.dns64\]|[a-z_]+ = ))`).ReplaceAll(data, []byte("$1")))
+	} else {
+		f.Fatal(err)
+	}
+	for _, tc := range parseErrorCases {
+		f.Add([]byte(tc.text))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("f", data, nil)
-		if err == nil && len(cfg.Interfaces) == 0 {
-			t.Fatal("accepted a file without interfaces")
+		if err == nil {
+			if len(cfg.Interfaces) == 0 {
+				t.Fatal("accepted a file without interfaces")
+			}
+			return
+		}
+		lines := bytes.Count(data, []byte("\n")) + 1
+		errs := []error{err}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = j.Unwrap()
+		}
+		for _, e := range errs {
+			var ce *Error
+			if !errors.As(e, &ce) {
+				t.Fatalf("error %q (%T) is not a config.Error naming the file", e, e)
+			}
+			if ce.File != "f" || !strings.HasPrefix(e.Error(), "f:") {
+				t.Fatalf("error %q does not name the file f", e)
+			}
+			if ce.Line > 0 {
+				if ce.Line > lines || !strings.HasPrefix(e.Error(), fmt.Sprintf("f:%d: ", ce.Line)) {
+					t.Fatalf("error %q: line %d of a %d-line file", e, ce.Line, lines)
+				}
+				continue
+			}
+			// Only something left out may have no line of its own (the
+			// checker points at its table when it can find one).
+			if !strings.HasPrefix(ce.Msg, "missing") && !strings.HasPrefix(ce.Msg, "no [[interface]]") {
+				t.Fatalf("error %q names no line", e)
+			}
 		}
 	})
 }
