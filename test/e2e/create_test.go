@@ -67,18 +67,18 @@ func TestCreateErrors(t *testing.T) {
 		env      []string
 		runDir   string
 		code     int
-		stderrRE string // must match stderr (case-insensitive); "" means any non-empty message
+		stderrRE string // must match stderr (case-insensitive); every case has one
 	}
 	create := func(args ...string) []string { return append([]string{bin, "create"}, args...) }
 	cases := []tc{
-		{name: "BadName/eth0", argv: create("eth0", "--prefix", pfx, "-f"), code: 2},
-		{name: "BadName/faith", argv: create("faith", "--prefix", pfx, "-f"), code: 2},
-		{name: "BadName/faithX", argv: create("faithX", "--prefix", pfx, "-f"), code: 2},
+		{name: "BadName/eth0", argv: create("eth0", "--prefix", pfx, "-f"), code: 2, stderrRE: `^faithif: interface name "eth0": must be faith<N>`},
+		{name: "BadName/faith", argv: create("faith", "--prefix", pfx, "-f"), code: 2, stderrRE: `^faithif: interface name "faith": must be faith<N>`},
+		{name: "BadName/faithX", argv: create("faithX", "--prefix", pfx, "-f"), code: 2, stderrRE: `^faithif: interface name "faithX": must be faith<N>`},
 		{name: "Exists", argv: create("faith1", "--prefix", pfx, "-f"), code: 1, stderrRE: `exist`},
 		{name: "ExistsTap", argv: create("faith4", "--prefix", pfx, "-f"), code: 1, stderrRE: `already exists \(a TAP device`},
-		{name: "Prefix/nonsense", argv: create("faith0", "--prefix", "nonsense", "-f"), code: 2},
-		{name: "Prefix/IPv4", argv: create("faith0", "--prefix", "192.0.2.0/24", "-f"), code: 2},
-		{name: "Prefix/TooLong", argv: create("faith0", "--prefix", "2001:db8::/97", "-f"), code: 2},
+		{name: "Prefix/nonsense", argv: create("faith0", "--prefix", "nonsense", "-f"), code: 2, stderrRE: `^faithif: --prefix: prefix "nonsense": not an IPv6 prefix`},
+		{name: "Prefix/IPv4", argv: create("faith0", "--prefix", "192.0.2.0/24", "-f"), code: 2, stderrRE: `^faithif: --prefix: prefix "192\.0\.2\.0/24": not an IPv6 prefix`},
+		{name: "Prefix/TooLong", argv: create("faith0", "--prefix", "2001:db8::/97", "-f"), code: 2, stderrRE: `^faithif: --prefix: prefix "2001:db8::/97": longer than /96`},
 		{
 			name: "NoTun",
 			argv: []string{"unshare", "-m", "sh", "-c", `mount -t tmpfs tmpfs /dev/net && exec "$0" "$@"`,
@@ -115,10 +115,18 @@ func TestCreateErrors(t *testing.T) {
 			} else if r.ExitCode != c.code {
 				t.Errorf("exit status %d, want %d", r.ExitCode, c.code)
 			}
-			if strings.TrimSpace(r.Stderr) == "" {
-				t.Errorf("no error message on stderr")
-			} else if c.stderrRE != "" && !regexp.MustCompile("(?i)"+c.stderrRE).MatchString(r.Stderr) {
-				t.Errorf("stderr %q does not match /%s/i", r.Stderr, c.stderrRE)
+			// A panic also exits non-zero with something on stderr: each
+			// case names its message, and a panic is never one.
+			if c.stderrRE == "" {
+				t.Fatalf("case %s has no expected message", c.name)
+			}
+			if strings.Contains(r.Stderr, "panic:") || strings.Contains(r.Stderr, "goroutine ") {
+				t.Errorf("it panicked:\n%s", r.Stderr)
+			} else if !regexp.MustCompile("(?im)" + c.stderrRE).MatchString(r.Stderr) {
+				t.Errorf("stderr %q does not match /%s/im", r.Stderr, c.stderrRE)
+			}
+			if c.code == 2 && !strings.Contains(r.Stderr, "Run 'faithif create --help' for usage.") {
+				t.Errorf("a usage error without the usage hint: %q", r.Stderr)
 			}
 
 			// Nothing left behind.

@@ -494,8 +494,8 @@ func TestLinkDelete(t *testing.T) {
 			if _, err := os.Lstat(socketPath(lab, "faith0")); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("control socket still there after the instance exited (%v)", err)
 			}
-			if r := lab.Faithif("show", "faith0"); r.ExitCode != 1 {
-				t.Errorf("show faith0 after exit: %s, want exit 1", r)
+			if r := lab.Faithif("show", "faith0"); r.ExitCode != 1 || !strings.Contains(r.Stderr, "faithif: show: faith0: not running") {
+				t.Errorf("show faith0 after exit: %s, want exit 1, faith0: not running", r)
 			}
 			if flows > 0 {
 				if line, ok := findLine(f.Stderr(), "resetting open flows"); !ok {

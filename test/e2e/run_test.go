@@ -217,6 +217,12 @@ func TestRunLifecycle(t *testing.T) {
 }
 
 // firstLine shortens a multi-line message for the test log.
+// lastLine returns the last non-empty line of s: a failed command's error.
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n")
+	return s[strings.LastIndexByte(s, '\n')+1:]
+}
+
 func firstLine(s string) string {
 	s = strings.TrimSpace(s)
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
@@ -448,9 +454,15 @@ prefixes = ["2001:db8:47::/96"]
 		if r.Err != nil || r.ExitCode != 1 {
 			t.Errorf("%s; want exit 1", r)
 		}
+		if strings.Contains(r.Stderr, "panic:") {
+			t.Errorf("run panicked:\n%s", r.Stderr)
+		}
+		// The error is the last line: the log lines before it (msg=ready
+		// interface=faith0 ...) name the same interfaces and prefixes.
+		last := lastLine(r.Stderr)
 		for _, s := range subs {
-			if !strings.Contains(r.Stderr, s) {
-				t.Errorf("stderr does not say %q", s)
+			if !strings.Contains(last, s) {
+				t.Errorf("the final error line does not say %q: %s", s, last)
 			}
 		}
 		sameState(t, "after the failed run", before, snapshot(t, lab.Router, lab.RunDir))
@@ -760,6 +772,8 @@ func TestRunSighup(t *testing.T) {
 	if err == nil {
 		c.Close()
 		t.Errorf("connected after a broken file was rejected: the denying rules should stay")
+	} else if !errors.Is(err, syscall.EACCES) {
+		t.Errorf("connect after a broken file was rejected: %v, want EACCES (the denying rules still in force)", err)
 	}
 	if st, err := lab.ShowIf("faith0"); err != nil || st.FlowsDenied != 2 || st.FlowsAccepted != 1 {
 		t.Errorf("show faith0: %v %v; want 1 accepted, 2 denied", st, err)
