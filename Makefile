@@ -2,9 +2,12 @@
 #
 #   make / make build   build bin/faithif
 #   make deps           install missing system packages (apt)
-#   make test           deps, go vet, unit tests (-race), end-to-end tests (root),
-#                       a 60 s soak (root)
-#   make e2e            only the end-to-end tests (root)
+#   make test           deps, go vet, unit tests (-race), end-to-end tests (root) on a
+#                       binary built with -race and -cover, a 60 s soak (root), then
+#                       the combined unit + end-to-end coverage per package
+#   make e2e            only the end-to-end tests (root), on the plain binary
+#   make e2e-cover      the end-to-end tests on bin/faithif-cover (-race -cover), its
+#                       coverage in bin/cover/e2e
 #   make demo           fetch a page by name (faithif's DNS64) from an IPv4-only nginx
 #                       over IPv6 through faithif
 #   make bench          kernel vs TAYGA vs faithif benchmark in a namespace lab
@@ -30,6 +33,8 @@ GO := $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
 export PATH := $(patsubst %/,%,$(dir $(GO))):$(PATH)
 
 BIN        := bin/faithif
+COVERBIN   := bin/faithif-cover
+COVERDIR   := $(CURDIR)/bin/cover
 UNIT_PKGS  := ./cmd/... ./faithif/... ./stack/... ./relay/...
 E2E_TIMEOUT ?= 12m
 SOAK_SECONDS ?= 600
@@ -46,7 +51,7 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 SYSCONFDIR ?= /etc
 DOCDIR     := bin/doc
 
-.PHONY: all build docs install deps test vet unit e2e demo bench attack soak fuzz clean
+.PHONY: all build build-cover docs install deps test vet unit unit-cover e2e e2e-cover cover-report demo bench attack soak fuzz clean
 
 all: build
 
@@ -92,14 +97,34 @@ vet:
 unit:
 	GO=$(GO) test/scripts/unit-tests.sh $(UNIT_PKGS)
 
+# The unit tests, writing their coverage of every package to bin/cover/unit.
+unit-cover:
+	rm -rf $(COVERDIR)/unit
+	GO=$(GO) COVERDIR=$(COVERDIR)/unit test/scripts/unit-tests.sh $(UNIT_PKGS)
+
 e2e: build
 	FAITHIF_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./test/...
 
+# The binary under test with the race detector (a data race ends it with
+# exit 66 and a report on stderr, which the tests see) and coverage of every
+# package (written on exit to $GOCOVERDIR).
+build-cover:
+	$(GO) build -buildvcs=auto -race -cover -covermode=atomic -coverpkg=./... -o $(COVERBIN) ./cmd/faithif
+
+# GOCOVERDIR is writable by all: some tests run faithif as nobody.
+e2e-cover: build-cover
+	rm -rf $(COVERDIR)/e2e && mkdir -p $(COVERDIR)/e2e && chmod 1777 $(COVERDIR)/e2e
+	GOCOVERDIR=$(COVERDIR)/e2e FAITHIF_BIN=$(CURDIR)/$(COVERBIN) $(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./test/...
+
+cover-report:
+	GO=$(GO) test/scripts/coverage.sh $(COVERDIR)/unit $(COVERDIR)/e2e
+
 test: deps
 	$(MAKE) --no-print-directory vet
-	$(MAKE) --no-print-directory unit
-	$(MAKE) --no-print-directory e2e
+	$(MAKE) --no-print-directory unit-cover
+	$(MAKE) --no-print-directory e2e-cover
 	$(MAKE) --no-print-directory soak SOAK_SECONDS=$(SOAK_CI_SECONDS)
+	$(MAKE) --no-print-directory cover-report
 
 demo: deps build
 	FAITHIF_BIN=$(CURDIR)/$(BIN) test/scripts/demo.sh

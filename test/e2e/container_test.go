@@ -248,7 +248,7 @@ func containerArgv(t *testing.T, d dockerfile, files map[string][]byte, argv []s
 	if err := os.WriteFile(filepath.Join(src, "bin/faithif"), bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"PATH=" + containerPath, "HOME=/root"}
+	env := append([]string{"PATH=" + containerPath, "HOME=/root"}, coverEnv()...)
 	for k, v := range d.Env {
 		env = append(env, k+"="+v)
 	}
@@ -259,13 +259,23 @@ func containerArgv(t *testing.T, d dockerfile, files map[string][]byte, argv []s
 	return append(cmd, argv...)
 }
 
+// coverEnv passes GOCOVERDIR on to a faithif run with a clean environment:
+// a binary built with -cover (make e2e-cover) warns on stderr without it.
+// (The container's mounts leave the host's path visible.)
+func coverEnv() []string {
+	if d := os.Getenv("GOCOVERDIR"); d != "" {
+		return []string{"GOCOVERDIR=" + d}
+	}
+	return nil
+}
+
 // dockerExec runs argv in the mount and network namespaces of process pid,
 // with the image's environment, as "docker exec" would.
 func dockerExec(t *testing.T, d dockerfile, pid int, argv ...string) netlab.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	args := []string{"-t", fmt.Sprint(pid), "-m", "-n", "env", "-i", "PATH=" + containerPath}
+	args := append([]string{"-t", fmt.Sprint(pid), "-m", "-n", "env", "-i", "PATH=" + containerPath}, coverEnv()...)
 	for k, v := range d.Env {
 		args = append(args, k+"="+v)
 	}
