@@ -37,6 +37,8 @@ COVERBIN   := bin/faithif-cover
 COVERDIR   := $(CURDIR)/bin/cover
 UNIT_PKGS  := ./cmd/... ./faithif/... ./stack/... ./relay/...
 E2E_TIMEOUT ?= 12m
+# The -race binary is slower: about 10 minutes on a shared 2-core machine.
+E2E_COVER_TIMEOUT ?= 20m
 SOAK_SECONDS ?= 600
 SOAK_CI_SECONDS ?= 60
 FUZZTIME ?= 30s
@@ -114,7 +116,7 @@ build-cover:
 # GOCOVERDIR is writable by all: some tests run faithif as nobody.
 e2e-cover: build-cover
 	rm -rf $(COVERDIR)/e2e && mkdir -p $(COVERDIR)/e2e && chmod 1777 $(COVERDIR)/e2e
-	GOCOVERDIR=$(COVERDIR)/e2e FAITHIF_BIN=$(CURDIR)/$(COVERBIN) $(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./test/...
+	GOCOVERDIR=$(COVERDIR)/e2e FAITHIF_BIN=$(CURDIR)/$(COVERBIN) $(GO) test -count=1 -timeout $(E2E_COVER_TIMEOUT) ./test/...
 
 cover-report:
 	GO=$(GO) test/scripts/coverage.sh $(COVERDIR)/unit $(COVERDIR)/e2e
