@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/faithif/faithif/faithif"
@@ -68,7 +72,7 @@ func cmdDestroy(args []string, stdout, stderr io.Writer) error {
 	if st.FlowsOpen > 0 {
 		fmt.Fprintf(stdout, "%s: draining %d open flows (up to %s)\n", name, st.FlowsOpen, wait)
 	}
-	if err := c.WaitGone(ctx); err != nil {
+	if err := c.WaitGone(ctx); err != nil || !waitExit(ctx, st.PID) {
 		return fmt.Errorf("destroy %s: pid %d did not exit within %s", name, st.PID, wait+10*time.Second)
 	}
 	fmt.Fprintf(stdout, "%s destroyed (pid %d)\n", name, st.PID)
@@ -243,4 +247,38 @@ func cmdSysctl(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: %d -> %d\n", key, faithif.KeepFaithValue(old), faithif.KeepFaithValue(on))
 	return nil
+}
+
+// waitExit waits until process pid has exited (its socket is gone before
+// it is: the process still closes its stack and TUN), or ctx ends; it
+// reports whether it exited. A pid of this process's own (the appliance
+// answers for its interfaces) is not waited for.
+func waitExit(ctx context.Context, pid int) bool {
+	if pid <= 0 || pid == os.Getpid() {
+		return true
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) || zombie(pid) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+}
+
+// zombie reports whether process pid has exited and waits to be reaped by
+// a parent that is not this process.
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) STATE ...: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
