@@ -114,9 +114,9 @@ build-cover:
 	$(GO) build -buildvcs=auto -race -cover -covermode=atomic -coverpkg=./... -o $(COVERBIN) ./cmd/faithif
 
 # GOCOVERDIR is writable by all: some tests run faithif as nobody.
-e2e-cover: build-cover
+e2e-cover: build build-cover
 	rm -rf $(COVERDIR)/e2e && mkdir -p $(COVERDIR)/e2e && chmod 1777 $(COVERDIR)/e2e
-	GOCOVERDIR=$(COVERDIR)/e2e FAITHIF_BIN=$(CURDIR)/$(COVERBIN) $(GO) test -count=1 -timeout $(E2E_COVER_TIMEOUT) ./test/...
+	GOCOVERDIR=$(COVERDIR)/e2e FAITHIF_BIN=$(CURDIR)/$(COVERBIN) FAITHIF_PERF_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout $(E2E_COVER_TIMEOUT) ./test/...
 
 cover-report:
 	GO=$(GO) test/scripts/coverage.sh $(COVERDIR)/unit $(COVERDIR)/e2e

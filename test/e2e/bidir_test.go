@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/faithif/faithif/test/netlab"
 )
 
 // TestBothDirectionsShare runs a download and an upload through faithif at
@@ -18,7 +20,8 @@ import (
 // on the same loaded machine at the same time.
 func TestBothDirectionsShare(t *testing.T) {
 	const bidirSeconds = 4
-	lab, _ := startLab(t, "--keepfaith")
+	lab := netlab.New(t)
+	lab.StartFaithifPerf(t, "--keepfaith") // a share of speed: the production build
 	ctx := testCtx(t, 30*time.Second)
 
 	// The server: port down streams to the client, port up takes what the

@@ -255,7 +255,24 @@ func isReadyLine(line string) bool {
 // become ready in time.
 func (l *Lab) StartFaithif(t testing.TB, args ...string) *Faithif {
 	t.Helper()
+	return l.startFaithifBin(t, Binary(t), args...)
+}
+
+// StartFaithifPerf is StartFaithif on the build whose speed a test
+// measures: $FAITHIF_PERF_BIN if set (make test runs the suite on a -race
+// -cover build, whose relay is several times slower and shares the CPU
+// differently, and points this at the plain one), else the same binary.
+func (l *Lab) StartFaithifPerf(t testing.TB, args ...string) *Faithif {
+	t.Helper()
 	bin := Binary(t)
+	if p := os.Getenv("FAITHIF_PERF_BIN"); p != "" {
+		bin = p
+	}
+	return l.startFaithifBin(t, bin, args...)
+}
+
+func (l *Lab) startFaithifBin(t testing.TB, bin string, args ...string) *Faithif {
+	t.Helper()
 	full := append([]string{"create", FaithIf, "--prefix", FaithPrefix, "-f"}, args...)
 	f := &Faithif{Args: full, done: make(chan struct{})}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", l.Router.Name, bin}, full...)...)
